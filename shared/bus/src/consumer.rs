@@ -1,0 +1,405 @@
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::{AckKind, Message, consumer::pull};
+use futures::StreamExt as _;
+use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait as _};
+use tracing::{Instrument as _, info_span, warn};
+
+use crate::delivery::DeadLetter;
+use crate::{Bus, ConsumerConfig, Context, Delivery, Error, Namespace, store};
+
+/// Why a handler could not apply an event.
+#[derive(Debug)]
+pub enum HandleError {
+    /// Can never succeed (undecodable, invalid): the message is terminated and recorded in the
+    /// dead-letter stream with this reason. A business refusal is an event, not this.
+    Rejected { code: String, message: String },
+    /// Worth retrying (database busy, a dependency down): nak with backoff.
+    Transient(anyhow::Error),
+}
+
+impl HandleError {
+    pub fn rejected(code: impl Into<String>, message: impl std::fmt::Display) -> HandleError {
+        HandleError::Rejected { code: code.into(), message: message.to_string() }
+    }
+}
+
+impl From<provenant_events::Error> for HandleError {
+    fn from(error: provenant_events::Error) -> Self {
+        HandleError::rejected(error.code(), error)
+    }
+}
+
+impl From<sea_orm::DbErr> for HandleError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        HandleError::Transient(error.into())
+    }
+}
+
+/// A projection (or any reaction) fed by one durable consumer.
+///
+/// `handle` runs inside the transaction that also records the event as processed; it must do
+/// all its writes through `transaction` and nothing irreversible outside it.
+pub trait Handler: Send + Sync + 'static {
+    /// Durable consumer name: stable across deployments, unique per stream. Also the key of
+    /// this consumer's bookkeeping rows.
+    fn name(&self) -> &str;
+    /// The stream (context) this consumer reads.
+    fn context(&self) -> Context;
+    /// Subjects within that stream; empty for all of them.
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String>;
+    fn handle(
+        &self,
+        transaction: &DatabaseTransaction,
+        delivery: &Delivery,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+/// Where a fault-injection test makes the consumer die, to prove nothing is lost or doubled.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After the handler ran, before the transaction commits: nothing may stay applied.
+    BeforeCommit,
+    /// After the commit, before the ack: the redelivery must apply nothing twice.
+    AfterCommitBeforeAck,
+}
+
+/// Counters of one consumer run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerStats {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+    pub retried: u64,
+}
+
+/// A durable pull consumer bound to one handler and one database.
+pub struct Consumer<H: Handler> {
+    bus: Bus,
+    database: DatabaseConnection,
+    handler: H,
+    config: ConsumerConfig,
+    #[cfg(feature = "fault-injection")]
+    crash_at: Option<CrashPoint>,
+}
+
+enum Outcome {
+    Ack,
+    Dead { code: String, reason: String, sequence: u64, delivered: i64 },
+    Retry { delay: Duration },
+}
+
+impl<H: Handler> Consumer<H> {
+    pub fn new(bus: Bus, database: DatabaseConnection, handler: H, config: ConsumerConfig) -> Consumer<H> {
+        Consumer {
+            bus,
+            database,
+            handler,
+            config,
+            #[cfg(feature = "fault-injection")]
+            crash_at: None,
+        }
+    }
+
+    /// Makes the next batch die at `point` (the run returns [`Error::InjectedCrash`] without
+    /// acking anything, as a killed process would).
+    #[cfg(feature = "fault-injection")]
+    #[must_use]
+    pub fn crash_at(mut self, point: CrashPoint) -> Consumer<H> {
+        self.crash_at = Some(point);
+        self
+    }
+
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    async fn pull_consumer(&self, durable: bool) -> Result<pull::Stream, Error> {
+        let namespace = self.bus.namespace();
+        let name = self.handler.name().to_owned();
+        let stream = self
+            .bus
+            .jetstream()
+            .get_stream(namespace.stream(self.handler.context()))
+            .await
+            .map_err(|error| Error::Consumer { consumer: name.clone(), reason: error.to_string() })?;
+        let batch = i64::try_from(self.config.batch_size).unwrap_or(i64::MAX);
+        let config = pull::Config {
+            durable_name: durable.then(|| name.clone()),
+            filter_subjects: self.handler.filter_subjects(namespace),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+            ack_wait: self.config.ack_wait(),
+            // The server's own bound is one above ours, so our last attempt still reaches the
+            // handler and is dead-lettered by us instead of silently dropped by the server.
+            max_deliver: self.config.max_deliver + 1,
+            max_ack_pending: batch.saturating_mul(4),
+            inactive_threshold: if durable { Duration::ZERO } else { Duration::from_secs(60) },
+            ..Default::default()
+        };
+        let consumer = stream
+            .create_consumer(config)
+            .await
+            .map_err(|error| Error::Consumer { consumer: name.clone(), reason: error.to_string() })?;
+        consumer
+            .stream()
+            .max_messages_per_batch(self.config.batch_size)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|error| Error::Consumer { consumer: name, reason: error.to_string() })
+    }
+
+    /// Applies events until `shutdown` resolves, then finishes the batch in hand (its commit
+    /// and acks) and returns. Messages prefetched but not started are redelivered later.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<ConsumerStats, Error> {
+        let messages = self.pull_consumer(true).await?;
+        let mut batches = messages.ready_chunks(self.config.batch_size.max(1));
+        let mut stats = ConsumerStats::default();
+        tokio::pin!(shutdown);
+        loop {
+            let batch = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                batch = batches.next() => batch,
+            };
+            let Some(batch) = batch else { break };
+            let mut messages = Vec::with_capacity(batch.len());
+            for item in batch {
+                match item {
+                    Ok(message) => messages.push(message),
+                    // Missing heartbeats and similar are reported while NATS restarts; the
+                    // stream reconnects on its own.
+                    Err(error) => warn!(consumer = self.handler.name(), %error, "pull consumer hiccup"),
+                }
+            }
+            if !messages.is_empty() {
+                self.apply_batch(messages, true, &mut stats).await?;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Applies the whole of the handler's stream from the first event into this consumer's
+    /// database (fresh, or already holding part of it) and returns once it holds everything
+    /// the stream held when the replay started. This is how a projection is rebuilt.
+    pub async fn replay(self) -> Result<Replay, Error> {
+        let namespace = self.bus.namespace();
+        let stream_name = namespace.stream(self.handler.context());
+        let mut stream = self.bus.jetstream().get_stream(&stream_name).await.map_err(Error::nats)?;
+        let last = stream.info().await.map_err(Error::nats)?.state.last_sequence;
+        let mut stats = ConsumerStats::default();
+        if last == 0 {
+            return Ok(Replay { stats, last_sequence: 0 });
+        }
+        let messages = self.pull_consumer(false).await?;
+        let mut batches = messages.ready_chunks(self.config.batch_size.max(1));
+        while let Some(batch) = batches.next().await {
+            let mut messages = Vec::with_capacity(batch.len());
+            let mut caught_up = false;
+            for message in batch.into_iter().flatten() {
+                let info = message.info().map_err(Error::nats)?;
+                caught_up |= info.stream_sequence >= last || info.pending == 0;
+                messages.push(message);
+            }
+            self.apply_batch(messages, false, &mut stats).await?;
+            if caught_up {
+                break;
+            }
+        }
+        Ok(Replay { stats, last_sequence: last })
+    }
+
+    async fn apply_batch(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<(), Error> {
+        let transaction = match self.database.begin().await {
+            Ok(transaction) => transaction,
+            Err(error) => {
+                warn!(consumer = self.handler.name(), %error, "failed to begin transaction, retrying batch");
+                self.retry_all(&messages, 1).await;
+                return Ok(());
+            }
+        };
+        let mut outcomes = Vec::with_capacity(messages.len());
+        let mut last_applied: Option<(u64, String)> = None;
+        let mut halted = false;
+        for message in &messages {
+            if halted {
+                // Keep per-aggregate order: nothing after a transient failure is applied now.
+                outcomes.push(Outcome::Retry { delay: self.config.backoff(1) });
+                continue;
+            }
+            let outcome = match Delivery::parse(message) {
+                Err((sequence, delivered, error)) => {
+                    Outcome::Dead { code: error.code().to_owned(), reason: error.to_string(), sequence, delivered }
+                }
+                Ok(delivery) => self.apply_one(&transaction, &delivery, &mut last_applied, stats).await,
+            };
+            halted = matches!(outcome, Outcome::Retry { .. });
+            outcomes.push(outcome);
+        }
+        if let Some((sequence, event_id)) = &last_applied {
+            if let Err(error) = store::record_checkpoint(&transaction, self.handler.name(), *sequence, event_id).await {
+                warn!(consumer = self.handler.name(), %error, "failed to record checkpoint, retrying batch");
+                drop(transaction);
+                self.retry_all(&messages, 1).await;
+                return Ok(());
+            }
+        }
+        #[cfg(feature = "fault-injection")]
+        if self.crash_at == Some(CrashPoint::BeforeCommit) {
+            drop(transaction);
+            return Err(Error::InjectedCrash("before commit"));
+        }
+        if let Err(error) = transaction.commit().await {
+            warn!(consumer = self.handler.name(), %error, "failed to commit batch, retrying it");
+            self.retry_all(&messages, 1).await;
+            return Ok(());
+        }
+        #[cfg(feature = "fault-injection")]
+        if self.crash_at == Some(CrashPoint::AfterCommitBeforeAck) {
+            return Err(Error::InjectedCrash("after commit, before ack"));
+        }
+        for (message, outcome) in messages.iter().zip(outcomes) {
+            self.settle(message, outcome, live, stats).await;
+        }
+        Ok(())
+    }
+
+    async fn apply_one(
+        &self,
+        transaction: &DatabaseTransaction,
+        delivery: &Delivery,
+        last_applied: &mut Option<(u64, String)>,
+        stats: &mut ConsumerStats,
+    ) -> Outcome {
+        let span = info_span!(
+            "handle_event",
+            consumer = self.handler.name(),
+            event_type = %delivery.envelope.event_type,
+            event_id = %delivery.envelope.event_id,
+            subject = %delivery.subject,
+            stream_sequence = delivery.stream_sequence,
+            delivered = delivery.delivered,
+        );
+        provenant_telemetry::propagation::continue_trace(
+            &span,
+            delivery.envelope.traceparent.as_deref(),
+            delivery.envelope.tracestate.as_deref(),
+        );
+        async {
+            let event_id = delivery.envelope.event_id.to_string();
+            // A savepoint per event: a rejected event leaves no trace in the batch's transaction.
+            let savepoint = match transaction.begin().await {
+                Ok(savepoint) => savepoint,
+                Err(error) => return self.transient(delivery, error.into()),
+            };
+            match store::record_processed(&savepoint, self.handler.name(), &event_id, delivery.stream_sequence).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    stats.duplicates += 1;
+                    metrics::counter!("bus_events_duplicate_total", "consumer" => self.handler.name().to_owned()).increment(1);
+                    return Outcome::Ack;
+                }
+                Err(error) => return self.transient(delivery, error.into()),
+            }
+            match self.handler.handle(&savepoint, delivery).await {
+                Ok(()) => match savepoint.commit().await {
+                    Ok(()) => {
+                        stats.applied += 1;
+                        *last_applied = Some((delivery.stream_sequence, event_id));
+                        metrics::counter!("bus_events_applied_total", "consumer" => self.handler.name().to_owned()).increment(1);
+                        Outcome::Ack
+                    }
+                    Err(error) => self.transient(delivery, error.into()),
+                },
+                Err(HandleError::Rejected { code, message }) => Outcome::Dead {
+                    code,
+                    reason: message,
+                    sequence: delivery.stream_sequence,
+                    delivered: delivery.delivered,
+                },
+                Err(HandleError::Transient(error)) => self.transient(delivery, error),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn transient(&self, delivery: &Delivery, error: anyhow::Error) -> Outcome {
+        if delivery.delivered >= self.config.max_deliver {
+            return Outcome::Dead {
+                code: "delivery.exhausted".to_owned(),
+                reason: format!("gave up after {} deliveries: {error:#}", delivery.delivered),
+                sequence: delivery.stream_sequence,
+                delivered: delivery.delivered,
+            };
+        }
+        warn!(error = format!("{error:#}"), delivered = delivery.delivered, "transient failure, will retry");
+        Outcome::Retry { delay: self.config.backoff(delivery.delivered) }
+    }
+
+    async fn retry_all(&self, messages: &[Message], delivered: i64) {
+        for message in messages {
+            let _ = message.ack_with(AckKind::Nak(Some(self.config.backoff(delivered)))).await;
+        }
+    }
+
+    async fn settle(&self, message: &Message, outcome: Outcome, live: bool, stats: &mut ConsumerStats) {
+        let result = match outcome {
+            Outcome::Ack => message.ack().await,
+            Outcome::Retry { delay } => {
+                stats.retried += 1;
+                metrics::counter!("bus_redeliveries_total", "consumer" => self.handler.name().to_owned()).increment(1);
+                message.ack_with(AckKind::Nak(Some(delay))).await
+            }
+            Outcome::Dead { code, reason, sequence, delivered } => {
+                stats.dead_lettered += 1;
+                if live {
+                    // Record first, terminate after: a crash in between re-records the same
+                    // dead letter, which its message id de-duplicates.
+                    if let Err(error) = self.record_dead_letter(message, &code, &reason, sequence, delivered).await {
+                        warn!(%error, "failed to record dead letter, will retry the message");
+                        let _ = message.ack_with(AckKind::Nak(Some(self.config.backoff(delivered)))).await;
+                        return;
+                    }
+                    warn!(consumer = self.handler.name(), code, reason, sequence, "dead-lettered a message");
+                }
+                metrics::counter!("bus_dead_letters_total", "consumer" => self.handler.name().to_owned(), "code" => code).increment(1);
+                message.ack_with(AckKind::Term).await
+            }
+        };
+        if let Err(error) = result {
+            // The server redelivers after ack_wait; the processed-events table absorbs it.
+            warn!(consumer = self.handler.name(), %error, "failed to acknowledge a message");
+        }
+    }
+
+    async fn record_dead_letter(&self, message: &Message, code: &str, reason: &str, sequence: u64, delivered: i64) -> Result<(), Error> {
+        let consumer = self.handler.name();
+        let subject = self.bus.namespace().dead_letter_subject(consumer)?;
+        let headers = DeadLetter::headers_for(message, consumer, code, reason, sequence, delivered);
+        let stream = message.info().map(|info| info.stream.to_owned()).unwrap_or_default();
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .payload(message.payload.clone())
+            .headers(headers)
+            .message_id(format!("dead-{consumer}-{stream}-{sequence}"));
+        let ack = self
+            .bus
+            .jetstream()
+            .send_publish(subject.clone(), publish)
+            .await
+            .map_err(|source| Error::Publish { subject: subject.clone(), source })?;
+        ack.await.map_err(|source| Error::Publish { subject, source })?;
+        Ok(())
+    }
+}
+
+/// What a replay applied, and up to which stream sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    pub stats: ConsumerStats,
+    pub last_sequence: u64,
+}

@@ -1,0 +1,43 @@
+//! The consumer side's database plumbing: connecting to SQLite or PostgreSQL with the same
+//! code, and the two tables through which every projection is idempotent.
+//!
+//! - `bus_processed_events` (consumer, event id): one row per event a consumer applied, written
+//!   in the same transaction as the projection rows. A redelivered event finds its row and is
+//!   acked without being applied again.
+//! - `bus_consumer_checkpoints` (consumer): the last stream sequence applied, for operators and
+//!   for replay bookkeeping.
+//!
+//! Every service's migrator runs [`Migration`] before its own migrations.
+
+mod checkpoint;
+mod migration;
+mod processed_event;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+
+pub(crate) use checkpoint::record_checkpoint;
+pub use migration::Migration;
+pub(crate) use processed_event::record_processed;
+
+/// Opens a database by URL (`sqlite://path?mode=rwc`, `postgres://…`). SQLite files are put in
+/// write-ahead-log mode so that readers never block the consumer's writes.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    // sqlx logs every statement at INFO: far too loud for a consumer applying thousands a second.
+    options.sqlx_logging(false);
+    let database = Database::connect(options).await?;
+    if database.get_database_backend() == DbBackend::Sqlite {
+        database.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+    }
+    Ok(database)
+}
+
+/// Row counts of the bookkeeping tables, for tests and operators.
+pub async fn processed_count(database: &impl ConnectionTrait, consumer: &str) -> Result<u64, sea_orm::DbErr> {
+    processed_event::count(database, consumer).await
+}
+
+/// The last stream sequence `consumer` applied, if any.
+pub async fn checkpoint(database: &impl ConnectionTrait, consumer: &str) -> Result<Option<u64>, sea_orm::DbErr> {
+    checkpoint::read(database, consumer).await
+}

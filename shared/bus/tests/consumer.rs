@@ -1,0 +1,212 @@
+//! Durable consumers against a real NATS JetStream server and real databases: exactly-once
+//! effect across crashes, NATS restarts, poison messages, retries and replays.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures::StreamExt as _;
+use provenant_bus::{Consumer, ConsumerStats, CrashPoint, DeadLetter, Envelope, Error, Expect};
+use provenant_runtime::Shutdown;
+use provenant_test_support::{Backend, NatsServer};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Runs a consumer in the background until the returned token is cancelled.
+fn spawn_consumer(
+    bus: &provenant_bus::Bus,
+    database: &sea_orm::DatabaseConnection,
+    name: &str,
+) -> (Shutdown, tokio::task::JoinHandle<Result<ConsumerStats, Error>>) {
+    let shutdown = Shutdown::new();
+    let consumer = Consumer::new(bus.clone(), database.clone(), CountingProjection::new(name), fast_consumer());
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { consumer.run(async move { token.cancelled().await }).await });
+    (shutdown, task)
+}
+
+async fn stop(shutdown: Shutdown, task: tokio::task::JoinHandle<Result<ConsumerStats, Error>>) -> ConsumerStats {
+    shutdown.cancel();
+    task.await.expect("consumer task").expect("consumer ran cleanly")
+}
+
+fn all_once(ids: &[String]) -> Vec<(String, i64)> {
+    ids.iter().map(|id| (id.clone(), 1)).collect()
+}
+
+async fn crash_then_recover(backend: Backend, point: CrashPoint) {
+    let bus = shared_bus().await;
+    let (test_database, database) = database(backend).await;
+    let ids = ids("crash", 5);
+    publish_created(&bus, &ids).await;
+
+    let crashing = Consumer::new(bus.clone(), database.clone(), CountingProjection::new("crashy"), fast_consumer()).crash_at(point);
+    let outcome = crashing.run(std::future::pending()).await;
+    assert!(matches!(outcome, Err(Error::InjectedCrash(_))), "{outcome:?}");
+    let after_crash = counts(&database).await;
+    match point {
+        CrashPoint::BeforeCommit => assert!(after_crash.is_empty(), "nothing may survive a crash before commit"),
+        CrashPoint::AfterCommitBeforeAck => assert_eq!(after_crash, all_once(&ids)),
+    }
+
+    // The restarted consumer gets the unacked messages again after ack_wait.
+    let (shutdown, task) = spawn_consumer(&bus, &database, "crashy");
+    eventually(WAIT, "redelivery drained", || async { drained(&bus, "crashy").await && counts(&database).await.len() == 5 }).await;
+    let stats = stop(shutdown, task).await;
+
+    assert_eq!(counts(&database).await, all_once(&ids), "each event applied exactly once");
+    match point {
+        CrashPoint::BeforeCommit => assert_eq!((stats.applied, stats.duplicates), (5, 0)),
+        CrashPoint::AfterCommitBeforeAck => assert_eq!((stats.applied, stats.duplicates), (0, 5)),
+    }
+    assert_eq!(provenant_bus::store::processed_count(&database, "crashy").await.expect("count"), 5);
+    test_database.drop_database().await.expect("drop");
+}
+
+#[tokio::test]
+async fn a_consumer_killed_after_commit_before_ack_is_redelivered_and_applies_nothing_twice() {
+    for backend in Backend::ALL {
+        crash_then_recover(backend, CrashPoint::AfterCommitBeforeAck).await;
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_killed_before_commit_applies_the_events_exactly_once_after_restart() {
+    for backend in Backend::ALL {
+        crash_then_recover(backend, CrashPoint::BeforeCommit).await;
+    }
+}
+
+#[tokio::test]
+async fn a_poison_message_ends_in_the_dead_letter_stream_with_its_reason_and_the_consumer_keeps_going() {
+    let bus = shared_bus().await;
+    let (_test_database, database) = database(Backend::Sqlite).await;
+    let before = ids("before", 2);
+    publish_created(&bus, &before).await;
+
+    // An external producer's message without an envelope, and one whose payload is garbage.
+    let subject = bus.namespace().subject(provenant_bus::Context::Datanet, "datanet", "poison-1").expect("subject");
+    bus.jetstream().publish(subject, Bytes::from_static(b"no headers")).await.expect("sent").await.expect("stored");
+    let valid = created("poison-2", "x");
+    let envelope = Envelope::new(&valid, "external");
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in envelope.headers() {
+        headers.insert(name, value.as_str());
+    }
+    let subject = bus.namespace().subject(provenant_bus::Context::Datanet, "datanet", "poison-2").expect("subject");
+    bus.jetstream()
+        .publish_with_headers(subject, headers, Bytes::from_static(&[0xff, 0xff, 0xff]))
+        .await
+        .expect("sent")
+        .await
+        .expect("stored");
+    let after = ids("after", 2);
+    publish_created(&bus, &after).await;
+
+    let (shutdown, task) = spawn_consumer(&bus, &database, "poisoned");
+    eventually(WAIT, "all applied", || async { drained(&bus, "poisoned").await && counts(&database).await.len() == 4 }).await;
+    let stats = stop(shutdown, task).await;
+    assert_eq!(stats.dead_lettered, 2);
+    let mut expected = all_once(&after);
+    expected.extend(all_once(&before));
+    expected.sort();
+    assert_eq!(counts(&database).await, expected);
+
+    let letters = dead_letters(&bus, 2).await;
+    let codes: Vec<&str> = letters.iter().map(|letter| letter.reason_code.as_str()).collect();
+    assert_eq!(codes, ["envelope.missing_header", "event.undecodable"]);
+    assert!(letters.iter().all(|letter| letter.consumer == "poisoned" && !letter.reason.is_empty()));
+    assert_eq!(letters[1].payload.as_ref(), [0xff, 0xff, 0xff], "the original bytes are kept");
+    assert_eq!(letters[1].event_id(), Some(envelope.event_id.to_string().as_str()));
+}
+
+async fn dead_letters(bus: &provenant_bus::Bus, expected: usize) -> Vec<DeadLetter> {
+    let stream = bus.jetstream().get_stream(bus.namespace().dead_letter_stream()).await.expect("dead-letter stream");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("reader");
+    let mut messages = consumer.messages().await.expect("messages").take(expected);
+    let mut letters = Vec::new();
+    while let Some(message) = tokio::time::timeout(WAIT, messages.next()).await.expect("dead letter arrives") {
+        let message = message.expect("message");
+        letters.push(DeadLetter::from_message(message.headers.as_ref(), message.payload.clone()));
+    }
+    letters
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_with_backoff_then_dead_lettered_when_delivery_is_exhausted() {
+    let bus = shared_bus().await;
+    let (_test_database, database) = database(Backend::Sqlite).await;
+    let failing = created("flaky-1", "fail-transiently");
+    bus.publish(&Envelope::new(&failing, "test"), &failing, Expect::NoEvents).await.expect("published");
+    let fine = ids("fine", 1);
+    publish_created(&bus, &fine).await;
+
+    let (shutdown, task) = spawn_consumer(&bus, &database, "flaky");
+    eventually(WAIT, "gave up on the failing event", || async { drained(&bus, "flaky").await && counts(&database).await.len() == 1 }).await;
+    let stats = stop(shutdown, task).await;
+    assert_eq!(stats.dead_lettered, 1);
+    assert!(stats.retried >= 3, "max_deliver 4 means three retries: {stats:?}");
+    assert_eq!(counts(&database).await, all_once(&fine));
+    let letters = dead_letters(&bus, 1).await;
+    assert_eq!(letters[0].reason_code, "delivery.exhausted");
+    assert_eq!(letters[0].deliveries, 4);
+}
+
+#[tokio::test]
+async fn events_published_across_a_nats_restart_are_all_applied_exactly_once() {
+    let mut server = NatsServer::start().expect("own nats server");
+    let bus = bus_on(&server.url()).await;
+    let (_test_database, database) = database(Backend::Sqlite).await;
+    let first = ids("first", 10);
+    publish_created(&bus, &first).await;
+    let (shutdown, task) = spawn_consumer(&bus, &database, "survivor");
+    eventually(WAIT, "first half applied", || async { counts(&database).await.len() == 10 }).await;
+
+    server.restart().expect("restarts on the same port and store");
+    eventually(WAIT, "client reconnected", || async { bus.is_connected() }).await;
+    let second = ids("second", 10);
+    publish_created(&bus, &second).await;
+    eventually(WAIT, "second half applied", || async { drained(&bus, "survivor").await && counts(&database).await.len() == 20 }).await;
+    stop(shutdown, task).await;
+
+    let mut expected = all_once(&first);
+    expected.extend(all_once(&second));
+    assert_eq!(counts(&database).await, expected);
+}
+
+#[tokio::test]
+async fn replaying_the_stream_into_a_fresh_database_rebuilds_the_same_rows() {
+    for backend in Backend::ALL {
+        let bus = shared_bus().await;
+        let (live_database_handle, live) = database(backend).await;
+        let ids = ids("replay", 30);
+        publish_created(&bus, &ids).await;
+        let (shutdown, task) = spawn_consumer(&bus, &live, "replayable");
+        eventually(WAIT, "live projection caught up", || async { drained(&bus, "replayable").await }).await;
+        stop(shutdown, task).await;
+
+        let (rebuilt_database_handle, rebuilt) = database(backend).await;
+        let replay = Consumer::new(bus.clone(), rebuilt.clone(), CountingProjection::new("replayable"), fast_consumer())
+            .replay()
+            .await
+            .expect("replays");
+        assert_eq!(replay.stats.applied, 30);
+        assert_eq!(counts(&rebuilt).await, counts(&live).await);
+        assert_eq!(counts(&rebuilt).await, all_once(&ids));
+
+        // Replaying again into the same database changes nothing: every event is known.
+        let again = Consumer::new(bus.clone(), rebuilt.clone(), CountingProjection::new("replayable"), fast_consumer())
+            .replay()
+            .await
+            .expect("replays again");
+        assert_eq!((again.stats.applied, again.stats.duplicates), (0, 30));
+        assert_eq!(counts(&rebuilt).await, all_once(&ids));
+        live_database_handle.drop_database().await.expect("drop");
+        rebuilt_database_handle.drop_database().await.expect("drop");
+    }
+}

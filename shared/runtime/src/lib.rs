@@ -1,0 +1,132 @@
+//! Process plumbing every service shares: the shutdown signal and token, the health,
+//! readiness and metrics routes, and serving an axum router until shutdown.
+//!
+//! Shutdown lives here: [`shutdown_signal`] resolves on the first SIGTERM or SIGINT (a second
+//! one exits at once); services receive a [`Shutdown`] token, stop pulling new work when it
+//! fires, finish and ack what is in flight, then return.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tokio::net::TcpListener;
+pub use tokio_util::sync::CancellationToken as Shutdown;
+use tracing::{info, warn};
+
+/// Resolves on the first SIGTERM or SIGINT. A second signal exits the process at once, for
+/// an operator who does not want to wait for in-flight work.
+pub async fn shutdown_signal() {
+    wait_for_signal().await;
+    info!("shutdown requested, finishing in-flight work (signal again to exit now)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        warn!("second signal, exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(terminate) => terminate,
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGTERM, only SIGINT stops this process");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// A token that fires when `signal` resolves.
+pub fn shutdown_on(signal: impl Future<Output = ()> + Send + 'static) -> Shutdown {
+    let token = Shutdown::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        signal.await;
+        trigger.cancel();
+    });
+    token
+}
+
+type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// Named checks that must all pass before the process takes traffic (NATS connected,
+/// database reachable, …). Liveness only says the process answers.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(&'static str, Check)>,
+}
+
+#[derive(Serialize)]
+struct CheckReport {
+    name: &'static str,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl Readiness {
+    #[must_use]
+    pub fn with_check<F, Fut>(mut self, name: &'static str, check: F) -> Readiness
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push((name, Arc::new(move || Box::pin(check()))));
+        self
+    }
+
+    async fn report(&self) -> (bool, Vec<CheckReport>) {
+        let mut reports = Vec::with_capacity(self.checks.len());
+        for (name, check) in &self.checks {
+            let result = check().await;
+            reports.push(CheckReport { name, ok: result.is_ok(), error: result.err() });
+        }
+        (reports.iter().all(|report| report.ok), reports)
+    }
+}
+
+/// `/health/live`, `/health/ready` and `/metrics` (Prometheus text format).
+pub fn operational_routes(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/health/live", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/health/ready",
+            get(move || {
+                let readiness = readiness.clone();
+                async move {
+                    let (ready, checks) = readiness.report().await;
+                    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                    let body = serde_json::json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": checks });
+                    (status, axum::Json(body)).into_response()
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|| async {
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], provenant_telemetry::metrics::render())
+            }),
+        )
+}
+
+/// Serves `router` on `listener` until `shutdown` fires, then lets open requests finish.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
