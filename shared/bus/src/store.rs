@@ -19,6 +19,15 @@ pub(crate) use checkpoint::record_checkpoint;
 pub use migration::Migration;
 pub(crate) use processed_event::record_processed;
 
+/// Where a service keeps its projections.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://data/ingest.db?mode=rwc` (embedded default) or `postgres://user:pass@host/db`.
+    /// Redacted in dumps: PostgreSQL URLs carry passwords.
+    pub url: provenant_config::Secret<String>,
+}
+
 /// Opens a database by URL (`sqlite://path?mode=rwc`, `postgres://…`). SQLite files are put in
 /// write-ahead-log mode so that readers never block the consumer's writes.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {

@@ -130,3 +130,26 @@ pub fn operational_routes(readiness: Readiness) -> Router {
 pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) -> std::io::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
+
+/// Where a service listens for HTTP.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub host: String,
+    /// 0 picks a free port (tests); the bound address is reported by the application.
+    pub port: u16,
+}
+
+impl HttpConfig {
+    /// Binds now, so that a taken port fails at boot rather than after connecting everything.
+    pub async fn bind(&self) -> std::io::Result<TcpListener> {
+        TcpListener::bind((self.host.as_str(), self.port)).await
+    }
+}
+
+/// `--dump-config`: prints the effective configuration, secrets redacted.
+#[allow(clippy::print_stdout, reason = "the dump is the command's output")]
+pub fn print_config<T: Serialize>(config: &T) -> anyhow::Result<()> {
+    println!("{}", provenant_config::dump(config)?);
+    Ok(())
+}

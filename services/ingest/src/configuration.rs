@@ -1,0 +1,25 @@
+use provenant_bus::store::DatabaseConfig;
+use provenant_bus::{BusConfig, ConsumerConfig};
+use provenant_runtime::HttpConfig;
+use provenant_telemetry::TelemetryConfig;
+use serde::{Deserialize, Serialize};
+
+/// The ingest service's configuration (defaults in `configuration/base.yaml`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub bus: BusConfig,
+    pub database: DatabaseConfig,
+    pub consumer: ConsumerConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+pub const BASE_YAML: &str = include_str!("../configuration/base.yaml");
+
+impl Config {
+    /// Embedded defaults, then configuration files, then `PROVENANT_…` variables.
+    pub fn load() -> Result<Config, provenant_config::Error> {
+        provenant_config::load(BASE_YAML)
+    }
+}

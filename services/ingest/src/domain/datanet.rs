@@ -1,0 +1,299 @@
+//! A Datanet's description, parsed from outside input and turned into its event form.
+
+use provenant_events::proto::datanet::v1 as proto;
+use serde::{Deserialize, Serialize};
+
+/// A refusal of outside input, with a stable code (API clients and dead letters match on it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ValidationError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> ValidationError {
+    ValidationError { code, message: message.into() }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFormat {
+    PlainText,
+    JsonLines,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContributionPolicy {
+    Open,
+    OwnerApproval,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PersonalDataAction {
+    Reject,
+    AcceptWithFlag,
+}
+
+/// What a Datanet is: every field checked, ready to become an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DatanetSpec {
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub licence: String,
+    pub record_format: RecordFormat,
+    pub json_schema: Option<String>,
+    pub visibility: Visibility,
+    pub contribution_policy: ContributionPolicy,
+    pub personal_data_action: PersonalDataAction,
+    pub seal_every_accepted: u32,
+}
+
+/// The unchecked form, as an HTTP body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatanetSpecInput {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub licence: String,
+    #[serde(default = "default_record_format")]
+    pub record_format: RecordFormat,
+    #[serde(default)]
+    pub json_schema: Option<serde_json::Value>,
+    #[serde(default = "default_visibility")]
+    pub visibility: Visibility,
+    #[serde(default = "default_contribution_policy")]
+    pub contribution_policy: ContributionPolicy,
+    #[serde(default = "default_personal_data_action")]
+    pub personal_data_action: PersonalDataAction,
+    #[serde(default)]
+    pub seal_every_accepted: u32,
+}
+
+fn default_record_format() -> RecordFormat {
+    RecordFormat::PlainText
+}
+fn default_visibility() -> Visibility {
+    Visibility::Public
+}
+fn default_contribution_policy() -> ContributionPolicy {
+    ContributionPolicy::Open
+}
+fn default_personal_data_action() -> PersonalDataAction {
+    PersonalDataAction::Reject
+}
+
+pub const MAX_NAME_CHARS: usize = 128;
+pub const MAX_DESCRIPTION_CHARS: usize = 4_000;
+pub const MAX_TAGS: usize = 16;
+pub const MAX_JSON_SCHEMA_BYTES: usize = 64 * 1024;
+
+impl TryFrom<DatanetSpecInput> for DatanetSpec {
+    type Error = ValidationError;
+
+    fn try_from(input: DatanetSpecInput) -> Result<Self, Self::Error> {
+        let name = input.name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+            return Err(invalid("datanet.name_invalid", format!("name must be 1 to {MAX_NAME_CHARS} printable characters")));
+        }
+        if input.description.chars().count() > MAX_DESCRIPTION_CHARS {
+            return Err(invalid("datanet.description_too_long", format!("description is limited to {MAX_DESCRIPTION_CHARS} characters")));
+        }
+        if input.tags.len() > MAX_TAGS {
+            return Err(invalid("datanet.too_many_tags", format!("at most {MAX_TAGS} tags")));
+        }
+        let mut tags = Vec::with_capacity(input.tags.len());
+        for tag in input.tags {
+            let valid = !tag.is_empty()
+                && tag.len() <= 32
+                && tag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid {
+                return Err(invalid("datanet.tag_invalid", format!("tag {tag:?}: use 1 to 32 of [a-z0-9-]")));
+            }
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        if !is_spdx_identifier(&input.licence) {
+            return Err(invalid("datanet.licence_invalid", format!("licence {:?} is not an SPDX identifier", input.licence)));
+        }
+        let json_schema = match (input.record_format, input.json_schema) {
+            (RecordFormat::JsonLines, Some(schema @ serde_json::Value::Object(_))) => {
+                let text = schema.to_string();
+                if text.len() > MAX_JSON_SCHEMA_BYTES {
+                    return Err(invalid("datanet.json_schema_too_large", "the JSON Schema is limited to 64 KiB"));
+                }
+                Some(text)
+            }
+            (RecordFormat::JsonLines, _) => {
+                return Err(invalid("datanet.json_schema_required", "JSON-lines Datanets need a JSON Schema object"));
+            }
+            (RecordFormat::PlainText, None) => None,
+            (RecordFormat::PlainText, Some(_)) => {
+                return Err(invalid("datanet.json_schema_unexpected", "plain-text Datanets take no JSON Schema"));
+            }
+        };
+        Ok(DatanetSpec {
+            name,
+            description: input.description,
+            tags,
+            licence: input.licence,
+            record_format: input.record_format,
+            json_schema,
+            visibility: input.visibility,
+            contribution_policy: input.contribution_policy,
+            personal_data_action: input.personal_data_action,
+            seal_every_accepted: input.seal_every_accepted,
+        })
+    }
+}
+
+/// SPDX short identifiers (`MIT`, `CC-BY-4.0`, `GPL-3.0-or-later`, `LicenseRef-acme`): the
+/// syntax only; which licences a Datanet accepts is policy for the validate service.
+fn is_spdx_identifier(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'))
+}
+
+/// Principal ids are subject-safe tokens.
+pub fn parse_principal_id(value: &str) -> Result<String, ValidationError> {
+    let valid = !value.is_empty() && value.len() <= 128 && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid { Ok(value.to_owned()) } else { Err(invalid("principal.invalid", "principal ids use 1 to 128 of [A-Za-z0-9_-]")) }
+}
+
+impl From<&DatanetSpec> for proto::DatanetSpec {
+    fn from(spec: &DatanetSpec) -> Self {
+        proto::DatanetSpec {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            tags: spec.tags.clone(),
+            licence_spdx: spec.licence.clone(),
+            modality: proto::Modality::Text.into(),
+            record_format: match spec.record_format {
+                RecordFormat::PlainText => proto::RecordFormat::PlainText,
+                RecordFormat::JsonLines => proto::RecordFormat::JsonLines,
+            }
+            .into(),
+            json_schema: spec.json_schema.clone().unwrap_or_default(),
+            visibility: match spec.visibility {
+                Visibility::Public => proto::Visibility::Public,
+                Visibility::Private => proto::Visibility::Private,
+            }
+            .into(),
+            contribution_policy: match spec.contribution_policy {
+                ContributionPolicy::Open => proto::ContributionPolicy::Open,
+                ContributionPolicy::OwnerApproval => proto::ContributionPolicy::OwnerApproval,
+            }
+            .into(),
+            personal_data_action: match spec.personal_data_action {
+                PersonalDataAction::Reject => proto::PersonalDataAction::Reject,
+                PersonalDataAction::AcceptWithFlag => proto::PersonalDataAction::AcceptWithFlag,
+            }
+            .into(),
+            seal_every_accepted: spec.seal_every_accepted,
+        }
+    }
+}
+
+/// Events from other producers are outside input too: the same rules apply to them.
+impl TryFrom<proto::DatanetSpec> for DatanetSpec {
+    type Error = ValidationError;
+
+    fn try_from(spec: proto::DatanetSpec) -> Result<Self, Self::Error> {
+        let record_format = match spec.record_format() {
+            proto::RecordFormat::PlainText => RecordFormat::PlainText,
+            proto::RecordFormat::JsonLines => RecordFormat::JsonLines,
+            proto::RecordFormat::Unspecified => return Err(invalid("datanet.record_format_missing", "record format unspecified")),
+        };
+        let visibility = match spec.visibility() {
+            proto::Visibility::Public => Visibility::Public,
+            proto::Visibility::Private => Visibility::Private,
+            proto::Visibility::Unspecified => return Err(invalid("datanet.visibility_missing", "visibility unspecified")),
+        };
+        let contribution_policy = match spec.contribution_policy() {
+            proto::ContributionPolicy::Open => ContributionPolicy::Open,
+            proto::ContributionPolicy::OwnerApproval => ContributionPolicy::OwnerApproval,
+            proto::ContributionPolicy::Unspecified => {
+                return Err(invalid("datanet.contribution_policy_missing", "contribution policy unspecified"));
+            }
+        };
+        let personal_data_action = match spec.personal_data_action() {
+            proto::PersonalDataAction::AcceptWithFlag => PersonalDataAction::AcceptWithFlag,
+            // Absent means the safe default.
+            proto::PersonalDataAction::Reject | proto::PersonalDataAction::Unspecified => PersonalDataAction::Reject,
+        };
+        let json_schema = if spec.json_schema.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str(&spec.json_schema).map_err(|_| invalid("datanet.json_schema_invalid", "JSON Schema is not JSON"))?)
+        };
+        DatanetSpec::try_from(DatanetSpecInput {
+            name: spec.name,
+            description: spec.description,
+            tags: spec.tags,
+            licence: spec.licence_spdx,
+            record_format,
+            json_schema,
+            visibility,
+            contribution_policy,
+            personal_data_action,
+            seal_every_accepted: spec.seal_every_accepted,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> DatanetSpecInput {
+        serde_json::from_value(serde_json::json!({ "name": "  English fortunes ", "licence": "CC0-1.0", "tags": ["fortunes", "fortunes", "en"] }))
+            .expect("valid input")
+    }
+
+    #[test]
+    fn a_valid_input_is_normalised() {
+        let spec = DatanetSpec::try_from(input()).expect("valid");
+        assert_eq!(spec.name, "English fortunes");
+        assert_eq!(spec.tags, ["fortunes", "en"]);
+        assert_eq!(spec.record_format, RecordFormat::PlainText);
+    }
+
+    #[test]
+    fn each_bad_field_has_its_own_code() {
+        let cases: [(fn(&mut DatanetSpecInput), &str); 6] = [
+            (|input| input.name = " ".into(), "datanet.name_invalid"),
+            (|input| input.licence = "not a licence".into(), "datanet.licence_invalid"),
+            (|input| input.tags = vec!["Bad Tag".into()], "datanet.tag_invalid"),
+            (|input| input.description = "x".repeat(MAX_DESCRIPTION_CHARS + 1), "datanet.description_too_long"),
+            (|input| input.record_format = RecordFormat::JsonLines, "datanet.json_schema_required"),
+            (|input| input.json_schema = Some(serde_json::json!({})), "datanet.json_schema_unexpected"),
+        ];
+        for (spoil, code) in cases {
+            let mut bad = input();
+            spoil(&mut bad);
+            assert_eq!(DatanetSpec::try_from(bad).expect_err(code).code, code);
+        }
+    }
+
+    #[test]
+    fn the_event_form_round_trips() {
+        let spec = DatanetSpec::try_from(input()).expect("valid");
+        let event_form = proto::DatanetSpec::from(&spec);
+        assert_eq!(DatanetSpec::try_from(event_form).expect("valid event"), spec);
+    }
+}

@@ -1,0 +1,210 @@
+//! The ingest service as its clients see it: HTTP in, events through a real NATS JetStream,
+//! the projection on SQLite and PostgreSQL.
+
+use std::time::{Duration, Instant};
+
+use ingest::{Application, Config};
+use provenant_bus::{BusConfig, Consumer, ConsumerConfig};
+use provenant_config::Secret;
+use provenant_runtime::Shutdown;
+use provenant_test_support::{Backend, TestDatabase};
+use serde_json::{Value, json};
+
+struct TestApp {
+    base_url: String,
+    http: reqwest::Client,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    config: Config,
+    database: TestDatabase,
+}
+
+async fn spawn_app(backend: Backend) -> TestApp {
+    provenant_test_support::init_logs();
+    provenant_telemetry::install_crypto_provider();
+    let database = TestDatabase::create(backend).await.expect("test database");
+    let mut config: Config = provenant_config::load_with(
+        ingest::configuration::BASE_YAML,
+        &provenant_config::Layers { directory: "/nonexistent".into(), environment: "test".into() },
+        std::iter::empty(),
+    )
+    .expect("base configuration loads");
+    config.http.port = 0;
+    config.bus = BusConfig { subject_root: provenant_test_support::unique_root(), ..BusConfig::new(&provenant_test_support::nats_url(), "ingest") };
+    config.database.url = Secret::new(database.url.clone());
+    config.consumer = ConsumerConfig { batch_size: 64, ack_wait_seconds: 2, max_deliver: 4, initial_backoff_ms: 50, max_backoff_ms: 500 };
+    let app = Application::build(config.clone()).await.expect("builds");
+    let base_url = format!("http://{}", app.address());
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp { base_url, http: reqwest::Client::new(), shutdown, task, config, database }
+}
+
+impl TestApp {
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self.http.post(format!("{}{path}", self.base_url)).json(body).send().await.expect("request");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(format!("{}{path}", self.base_url)).send().await.expect("request");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls a read until the projection shows what `done` wants.
+    async fn get_until(&self, path: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (status, body) = self.get(path).await;
+            if done(status, &body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{path} never satisfied the test: last {status} {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(self) -> (Config, TestDatabase) {
+        self.shutdown.cancel();
+        self.task.await.expect("service task").expect("service stopped cleanly");
+        (self.config, self.database)
+    }
+}
+
+fn fortunes(owner: &str) -> Value {
+    json!({ "owner_id": owner, "name": "English fortunes", "description": "fortune(6) cookies", "tags": ["fortunes", "en"], "licence": "CC0-1.0" })
+}
+
+#[tokio::test]
+async fn a_created_datanet_is_durable_before_the_answer_and_then_readable() {
+    for backend in Backend::ALL {
+        let app = spawn_app(backend).await;
+        let (status, body) = app.post("/v1/datanets", &fortunes("alice")).await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["datanet_id"].as_str().expect("id").to_owned();
+        assert!(body["version"].as_u64().expect("version") >= 1);
+
+        let datanet = app.get_until(&format!("/v1/datanets/{id}"), |status, _| status == 200).await;
+        assert_eq!(datanet["name"], "English fortunes");
+        assert_eq!(datanet["owner_id"], "alice");
+        assert_eq!(datanet["tags"], json!(["fortunes", "en"]));
+        assert_eq!(datanet["licence"], "CC0-1.0");
+        assert_eq!(datanet["record_format"], "plain_text");
+        let (_, listed) = app.get("/v1/datanets?limit=10").await;
+        assert_eq!(listed["datanets"][0]["id"], id.as_str());
+        let (_, database) = app.stop().await;
+        database.drop_database().await.expect("drop");
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_4xx_with_a_stable_code_and_never_a_5xx() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let url = format!("{}/v1/datanets", app.base_url);
+    let raw = app.http.post(&url).header("content-type", "application/json").body("{not json").send().await.expect("request");
+    assert_eq!(raw.status().as_u16(), 400);
+    assert_eq!(raw.json::<Value>().await.expect("json")["error"]["code"], "request.malformed_json");
+    let no_type = app.http.post(&url).body("{}").send().await.expect("request");
+    assert_eq!(no_type.status().as_u16(), 415);
+
+    let mut unknown_field = fortunes("alice");
+    unknown_field["colour"] = json!("blue");
+    let cases = [
+        (json!({ "owner_id": "alice", "name": "", "licence": "MIT" }), 422, "datanet.name_invalid"),
+        (json!({ "owner_id": "alice", "name": "x", "licence": "not spdx" }), 422, "datanet.licence_invalid"),
+        (json!({ "owner_id": "a.b", "name": "x", "licence": "MIT" }), 422, "principal.invalid"),
+        (json!({ "owner_id": "alice", "name": "x", "licence": "MIT", "record_format": "json_lines" }), 422, "datanet.json_schema_required"),
+        (json!({ "owner_id": "alice", "name": "x", "licence": "MIT", "visibility": "secret" }), 422, "request.invalid_body"),
+        (json!({ "name": "x", "licence": "MIT" }), 422, "request.invalid_body"),
+        (unknown_field, 422, "request.invalid_body"),
+        (json!([1, 2]), 422, "request.invalid_body"),
+    ];
+    for (body, status, code) in cases {
+        let (actual_status, answer) = app.post("/v1/datanets", &body).await;
+        assert_eq!((actual_status, answer["error"]["code"].as_str()), (status, Some(code)), "{body} -> {answer}");
+    }
+    for (path, status, code) in [
+        ("/v1/datanets/unknown-id", 404, "datanet.not_found"),
+        ("/v1/datanets?limit=0", 400, "request.invalid_limit"),
+        ("/v1/datanets?limit=many", 400, "request.invalid_query"),
+        ("/v2/nothing", 404, "route.not_found"),
+    ] {
+        let (actual_status, answer) = app.get(path).await;
+        assert_eq!((actual_status, answer["error"]["code"].as_str()), (status, Some(code)), "{path} -> {answer}");
+    }
+    let update = app
+        .http
+        .put(format!("{url}/no.such"))
+        .json(&json!({ "name": "x", "licence": "MIT" }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(update.status().as_u16(), 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_updates_from_the_same_version_one_wins_and_the_other_gets_409() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let (_, created) = app.post("/v1/datanets", &fortunes("alice")).await;
+    let id = created["datanet_id"].as_str().expect("id").to_owned();
+    let version = created["version"].as_u64().expect("version");
+    let url = format!("{}/v1/datanets/{id}", app.base_url);
+    let update = |name: &'static str| {
+        app.http.put(&url).header("if-match", version.to_string()).json(&json!({ "name": name, "licence": "CC0-1.0" })).send()
+    };
+    let (first, second) = tokio::join!(update("renamed by a"), update("renamed by b"));
+    let mut statuses = [first.expect("a").status().as_u16(), second.expect("b").status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 409]);
+    let datanet = app.get_until(&format!("/v1/datanets/{id}"), |_, body| body["name"] != "English fortunes").await;
+    assert!(datanet["name"].as_str().expect("name").starts_with("renamed by"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn rebuilding_the_datanet_projection_from_the_stream_gives_the_same_rows_as_live() {
+    for backend in Backend::ALL {
+        let app = spawn_app(backend).await;
+        let mut ids = Vec::new();
+        for index in 0..12 {
+            let mut body = fortunes(&format!("owner-{}", index % 3));
+            body["name"] = json!(format!("Datanet {index}"));
+            let (status, created) = app.post("/v1/datanets", &body).await;
+            assert_eq!(status, 202);
+            ids.push(created["datanet_id"].as_str().expect("id").to_owned());
+        }
+        let renamed = &ids[0];
+        let url = format!("{}/v1/datanets/{renamed}", app.base_url);
+        let response = app.http.put(&url).json(&json!({ "name": "Renamed", "licence": "MIT", "tags": ["x"] })).send().await.expect("put");
+        assert_eq!(response.status().as_u16(), 202);
+        app.get_until("/v1/datanets?limit=500", |_, body| {
+            body["datanets"].as_array().is_some_and(|rows| rows.len() == 12 && rows.iter().any(|row| row["name"] == "Renamed"))
+        })
+        .await;
+        let (config, live_database) = app.stop().await;
+
+        let rebuilt_database = live_database.sibling().await.expect("fresh database");
+        let rebuilt = provenant_bus::store::connect(&rebuilt_database.url).await.expect("connects");
+        {
+            use sea_orm_migration::MigratorTrait as _;
+            ingest_migration::Migrator::up(&rebuilt, None).await.expect("migrates");
+        }
+        let bus = provenant_bus::Bus::connect(&config.bus).await.expect("bus");
+        let replay = Consumer::new(bus, rebuilt.clone(), ingest::handlers::DatanetProjector::new(), config.consumer.clone())
+            .replay()
+            .await
+            .expect("replays");
+        assert_eq!(replay.stats.applied, 13);
+
+        let live = provenant_bus::store::connect(&live_database.url).await.expect("connects");
+        let live_rows = ingest::projections::datanets::list(&live, None, 500).await.expect("live rows");
+        let rebuilt_rows = ingest::projections::datanets::list(&rebuilt, None, 500).await.expect("rebuilt rows");
+        assert_eq!(live_rows.len(), 12);
+        assert_eq!(rebuilt_rows, live_rows);
+        live.close().await.expect("close");
+        rebuilt.close().await.expect("close");
+        live_database.drop_database().await.expect("drop");
+        rebuilt_database.drop_database().await.expect("drop");
+    }
+}
