@@ -52,6 +52,6 @@ if [ "$want_node" = 1 ]; then
   fi
 fi
 
-if [ "$want_postgres" = 1 ] && [ -z "${PROVENANT_TEST_POSTGRES_URL:-}" ]; then
+if [ "$want_postgres" = 1 ] && [ -z "${PV_TEST_POSTGRES_URL:-}" ]; then
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
 fi

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs a command with the services the tests need, started here and torn down afterwards:
 #   - nats-server 2.15.1 (from .tools/venv) on a free port with a temporary store:
-#     PROVENANT_TEST_NATS_URL, and PROVENANT_NATS_SERVER for tests that start their own;
-#   - PostgreSQL: PROVENANT_TEST_POSTGRES_URL as given, or a throwaway cluster (initdb) on a
+#     PV_TEST_NATS_URL, and PV_NATS_SERVER for tests that start their own;
+#   - PostgreSQL: PV_TEST_POSTGRES_URL as given, or a throwaway cluster (initdb) on a
 #     free port, removed afterwards.
 # It never touches the machine's own NATS or PostgreSQL.
 set -euo pipefail
@@ -35,15 +35,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-export PROVENANT_NATS_SERVER="$root/.tools/venv/bin/nats-server"
+export PV_NATS_SERVER="$root/.tools/venv/bin/nats-server"
 nats_port=$(free_port)
-"$PROVENANT_NATS_SERVER" -a 127.0.0.1 -p "$nats_port" -js -sd "$scratch/nats" -l "$scratch/nats.log" &
+"$PV_NATS_SERVER" -a 127.0.0.1 -p "$nats_port" -js -sd "$scratch/nats" -l "$scratch/nats.log" &
 nats_pid=$!
 wait_for_port "$nats_port"
-export PROVENANT_TEST_NATS_URL="nats://127.0.0.1:$nats_port"
-echo "test NATS $("$PROVENANT_NATS_SERVER" --version) at $PROVENANT_TEST_NATS_URL" >&2
+export PV_TEST_NATS_URL="nats://127.0.0.1:$nats_port"
+echo "test NATS $("$PV_NATS_SERVER" --version) at $PV_TEST_NATS_URL" >&2
 
-if [ -z "${PROVENANT_TEST_POSTGRES_URL:-}" ]; then
+if [ -z "${PV_TEST_POSTGRES_URL:-}" ]; then
   bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n 1)")
   pg_ctl="$bin/pg_ctl"
   pg_data="$scratch/postgres"
@@ -61,8 +61,8 @@ if [ -z "${PROVENANT_TEST_POSTGRES_URL:-}" ]; then
   # fsync off: a throwaway test cluster trades durability for speed.
   "${run_as[@]}" "$pg_ctl" -D "$pg_data" -l "$pg_data/server.log" -w \
     -o "-p $pg_port -k $pg_data -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
-  export PROVENANT_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
-  echo "test PostgreSQL $("$bin/postgres" --version | awk '{print $3}') at $PROVENANT_TEST_POSTGRES_URL" >&2
+  export PV_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+  echo "test PostgreSQL $("$bin/postgres" --version | awk '{print $3}') at $PV_TEST_POSTGRES_URL" >&2
 fi
 
 "$@"

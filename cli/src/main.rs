@@ -1,1 +1,54 @@
-fn main(){}
+//! `provenant`: the command-line entry point.
+//!
+//! `provenant up` runs every service in one process (the embedded default): it starts the
+//! pinned NATS server itself unless one is configured, keeps every projection in SQLite files
+//! under the data folder, and stops everything cleanly on SIGTERM or Ctrl-C. Client commands
+//! (Datanet import, training, attribution) arrive with their issues.
+
+mod embedded_nats;
+mod up;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "provenant", version, about = "A model factory that remembers its sources")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in this process (NATS started here unless configured).
+    Up {
+        /// Print the effective configuration (secrets redacted) and exit.
+        #[arg(long)]
+        dump_config: bool,
+        /// Data folder (SQLite files, the embedded NATS store); overrides `data_dir`.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Up { dump_config, data_dir } => {
+            let mut config = up::Config::load().context("failed to load configuration")?;
+            if let Some(data_dir) = data_dir {
+                config.data_dir = data_dir;
+            }
+            if dump_config {
+                return provenant_runtime::print_config(&config);
+            }
+            let telemetry = provenant_telemetry::init("provenant", &config.telemetry)?;
+            let outcome = up::run(config, provenant_runtime::shutdown_on(provenant_runtime::shutdown_signal())).await;
+            if let Err(error) = &outcome {
+                tracing::error!(error = format!("{error:#}"), "provenant up failed");
+            }
+            telemetry.shutdown().await?;
+            outcome
+        }
+    }
+}

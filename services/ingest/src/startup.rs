@@ -62,15 +62,5 @@ impl Application {
 }
 
 fn readiness(bus: &Bus, database: &DatabaseConnection) -> Readiness {
-    let bus = bus.clone();
-    let database = database.clone();
-    Readiness::default()
-        .with_check("nats", move || {
-            let connected = bus.is_connected();
-            async move { if connected { Ok(()) } else { Err("not connected".to_owned()) } }
-        })
-        .with_check("database", move || {
-            let database = database.clone();
-            async move { database.ping().await.map_err(|error| error.to_string()) }
-        })
+    Readiness::default().with_check("nats", bus.readiness_check()).with_check("database", provenant_bus::store::readiness_check(database))
 }

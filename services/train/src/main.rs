@@ -1,1 +1,14 @@
-fn main(){}
+use anyhow::Context as _;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = train::Config::load().context("failed to load configuration")?;
+    if std::env::args().any(|argument| argument == "--dump-config") {
+        return provenant_runtime::print_config(&config);
+    }
+    let telemetry = provenant_telemetry::init("train", &config.telemetry)?;
+    let app = train::Application::build(config).await?; // connect, declare streams, bind
+    let outcome = app.run_until_stopped(provenant_runtime::shutdown_on(provenant_runtime::shutdown_signal())).await;
+    telemetry.shutdown().await?; // flush spans before the pod goes away
+    outcome
+}

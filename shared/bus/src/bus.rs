@@ -48,6 +48,12 @@ impl Bus {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    /// A readiness check: ready while connected to NATS.
+    pub fn readiness_check(&self) -> impl Fn() -> std::future::Ready<Result<(), String>> + Send + Sync + 'static {
+        let bus = self.clone();
+        move || std::future::ready(if bus.is_connected() { Ok(()) } else { Err("not connected to nats".to_owned()) })
+    }
+
     /// Creates or updates the stream of every context and the dead-letter stream.
     ///
     /// The event log is the provenance record: file storage, no age or size limit, and the

@@ -41,6 +41,17 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {
     Ok(database)
 }
 
+/// A readiness check: ready while the database answers a ping.
+pub fn readiness_check(
+    database: &DatabaseConnection,
+) -> impl Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
+    let database = database.clone();
+    move || {
+        let database = database.clone();
+        Box::pin(async move { database.ping().await.map_err(|error| error.to_string()) })
+    }
+}
+
 /// Row counts of the bookkeeping tables, for tests and operators.
 pub async fn processed_count(database: &impl ConnectionTrait, consumer: &str) -> Result<u64, sea_orm::DbErr> {
     processed_event::count(database, consumer).await

@@ -53,8 +53,11 @@ pub fn load_with<T: DeserializeOwned>(
     layers: &Layers,
     variables: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T, Error> {
-    let variables: config::Map<String, String> =
-        variables.into_iter().filter(|(name, _)| name.starts_with("PROVENANT_")).collect();
+    // The two variables that choose the layers are not configuration keys themselves.
+    let variables: config::Map<String, String> = variables
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("PROVENANT_") && name != "PROVENANT_CONFIG_DIR" && name != "PROVENANT_ENVIRONMENT")
+        .collect();
     let settings = config::Config::builder()
         .add_source(File::from_str(base_yaml, FileFormat::Yaml))
         .add_source(File::from(layers.directory.join("base.yaml")).required(false))
@@ -134,6 +137,7 @@ mod tests {
         let variables = [
             ("PROVENANT_HTTP__PORT".to_owned(), "9000".to_owned()),
             ("OTHER_HTTP__PORT".to_owned(), "1".to_owned()),
+            ("PROVENANT_ENVIRONMENT".to_owned(), "ignored-here".to_owned()),
         ];
         let config: Example = load_with(BASE, &layers, variables).expect("loads");
         assert_eq!(config.http.port, 9000);

@@ -1,6 +1,6 @@
 //! Test plumbing (a dev-dependency only): real NATS servers and real databases for tests.
 //!
-//! - [`nats_url`]: the NATS 2.15 server `make test` started (`PROVENANT_TEST_NATS_URL`), or one
+//! - [`nats_url`]: the NATS 2.15 server `make test` started (`PV_TEST_NATS_URL`), or one
 //!   started for this test process. Tests share it and isolate themselves with
 //!   [`unique_root`], a fresh subject root (and so fresh streams) per test.
 //! - [`NatsServer`]: a server of a test's own, on a free port with its own store, for tests

@@ -15,10 +15,10 @@ pub struct NatsServer {
     store: tempfile::TempDir,
 }
 
-/// The nats-server binary: `PROVENANT_NATS_SERVER`, or the pinned one `make` installs in
+/// The nats-server binary: `PV_NATS_SERVER`, or the pinned one `make` installs in
 /// `.tools/venv`. The machine's own (older) server is never used.
 fn binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("PROVENANT_NATS_SERVER") {
+    if let Some(path) = std::env::var_os("PV_NATS_SERVER") {
         return Ok(PathBuf::from(path));
     }
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -89,7 +89,7 @@ static SHARED: OnceLock<Result<(String, Option<NatsServer>), String>> = OnceLock
 /// The shared test server's URL (see the crate docs).
 pub fn nats_url() -> String {
     let shared = SHARED.get_or_init(|| {
-        if let Ok(url) = std::env::var("PROVENANT_TEST_NATS_URL") {
+        if let Ok(url) = std::env::var("PV_TEST_NATS_URL") {
             return Ok((url, None));
         }
         NatsServer::start().map(|server| (server.url(), Some(server))).map_err(|error| format!("{error:#}"))

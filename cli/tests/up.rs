@@ -1,0 +1,141 @@
+//! End to end: the real `provenant` binary, with the NATS server it starts itself and SQLite
+//! files in its data folder, driven through its public HTTP API.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const SERVICES: [&str; 5] = ["ingest", "validate", "train", "infer", "settle"];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+}
+
+fn nats_server_binary() -> PathBuf {
+    std::env::var_os("PV_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/nats-server"))
+}
+
+struct Suite {
+    child: Child,
+    ports: Vec<u16>,
+}
+
+impl Suite {
+    fn start(data_dir: &Path, ports: &[u16], nats_port: u16) -> Suite {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_provenant"));
+        command
+            .args(["up", "--data-dir"])
+            .arg(data_dir)
+            .env("PROVENANT_NATS__SERVER_BINARY", nats_server_binary())
+            .env("PROVENANT_NATS__EMBEDDED_PORT", nats_port.to_string())
+            .env("PROVENANT_CONFIG_DIR", "/nonexistent")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        for (service, port) in SERVICES.iter().zip(ports) {
+            command.env(format!("PROVENANT_HTTP__{}_PORT", service.to_uppercase()), port.to_string());
+        }
+        Suite { child: command.spawn().expect("provenant starts"), ports: ports.to_vec() }
+    }
+
+    fn url(&self, service: usize, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports[service])
+    }
+
+    async fn wait_ready(&mut self, http: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for service in 0..SERVICES.len() {
+            loop {
+                if let Ok(response) = http.get(self.url(service, "/health/ready")).send().await {
+                    if response.status() == 200 {
+                        break;
+                    }
+                }
+                assert!(self.child.try_wait().expect("poll").is_none(), "provenant exited before {} was ready", SERVICES[service]);
+                assert!(Instant::now() < deadline, "{} never became ready", SERVICES[service]);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// SIGTERM, then the process must exit cleanly on its own.
+    fn stop(mut self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll") {
+                assert!(status.success(), "provenant exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "provenant ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Suite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart() {
+    provenant_telemetry::install_crypto_provider();
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let ports: Vec<u16> = SERVICES.iter().map(|_| free_port()).collect();
+    let nats_port = free_port();
+    let http = reqwest::Client::new();
+
+    let mut suite = Suite::start(data_dir.path(), &ports, nats_port);
+    suite.wait_ready(&http).await;
+    for service in 0..SERVICES.len() {
+        let metrics = http.get(suite.url(service, "/metrics")).send().await.expect("metrics");
+        assert_eq!(metrics.status(), 200);
+    }
+    let created: Value = http
+        .post(suite.url(0, "/v1/datanets"))
+        .json(&json!({ "owner_id": "alice", "name": "Fortunes", "licence": "CC0-1.0" }))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let path = format!("/v1/datanets/{}", created["datanet_id"].as_str().expect("id"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while http.get(suite.url(0, &path)).send().await.expect("get").status() != 200 {
+        assert!(Instant::now() < deadline, "the Datanet never reached the read model");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    suite.stop();
+    assert!(data_dir.path().join("ingest.db").exists());
+    assert!(data_dir.path().join("nats").is_dir());
+
+    let mut again = Suite::start(data_dir.path(), &ports, nats_port);
+    again.wait_ready(&http).await;
+    let datanet: Value = http.get(again.url(0, &path)).send().await.expect("get").json().await.expect("json");
+    assert_eq!(datanet["name"], "Fortunes");
+    again.stop();
+}
+
+#[test]
+fn dump_config_prints_the_effective_configuration_with_secrets_redacted() {
+    let output = Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args(["up", "--dump-config"])
+        .env("PROVENANT_NATS__URL", "nats://user:hunter2@nats:4222")
+        .env("PROVENANT_CONFIG_DIR", "/nonexistent")
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).expect("utf-8");
+    let config: Value = serde_json::from_str(&printed).expect("json");
+    assert_eq!(config["nats"]["url"], "[redacted]");
+    assert!(!printed.contains("hunter2"));
+    assert_eq!(config["http"]["ingest_port"], 8081);
+}
