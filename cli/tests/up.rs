@@ -47,15 +47,14 @@ impl Suite {
 
     async fn wait_ready(&mut self, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        for service in 0..SERVICES.len() {
+        for (service, name) in SERVICES.iter().enumerate() {
             loop {
-                if let Ok(response) = http.get(self.url(service, "/health/ready")).send().await {
-                    if response.status() == 200 {
-                        break;
-                    }
+                let ready = http.get(self.url(service, "/health/ready")).send().await.is_ok_and(|response| response.status() == 200);
+                if ready {
+                    break;
                 }
-                assert!(self.child.try_wait().expect("poll").is_none(), "provenant exited before {} was ready", SERVICES[service]);
-                assert!(Instant::now() < deadline, "{} never became ready", SERVICES[service]);
+                assert!(self.child.try_wait().expect("poll").is_none(), "provenant exited before {name} was ready");
+                assert!(Instant::now() < deadline, "{name} never became ready");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -113,6 +112,11 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
         assert!(Instant::now() < deadline, "the Datanet never reached the read model");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let metrics = http.get(suite.url(0, "/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.lines().any(|line| line.starts_with("bus_events_applied_total{consumer=\"ingest-datanets\"} ")),
+        "the projection's counter is exported:\n{metrics}"
+    );
     suite.stop();
     assert!(data_dir.path().join("ingest.db").exists());
     assert!(data_dir.path().join("nats").is_dir());

@@ -20,19 +20,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the workspace root").to_path_buf()
 }
 
 fn proto_files(schemas: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut pending = vec![schemas.join("provenant")];
     while let Some(directory) = pending.pop() {
-        for entry in std::fs::read_dir(&directory)
-            .with_context(|| format!("failed to read {}", directory.display()))?
-        {
+        for entry in std::fs::read_dir(&directory).with_context(|| format!("failed to read {}", directory.display()))? {
             let path = entry?.path();
             if path.is_dir() {
                 pending.push(path);

@@ -42,18 +42,16 @@ impl Application {
         let Application { config, bus, database, listener } = self;
         info!(address = %listener.local_addr()?, "ingest listening");
         let readiness = readiness(&bus, &database);
-        let router = api::router(AppState { bus: bus.clone(), database: database.clone() }).merge(provenant_runtime::operational_routes(readiness));
+        let router =
+            api::router(AppState { bus: bus.clone(), database: database.clone() }).merge(provenant_runtime::operational_routes(readiness));
         let projector = Consumer::new(bus, database.clone(), DatanetProjector::new(), config.consumer);
         let consumer_stop = shutdown.clone();
-        let (served, consumed) = tokio::join!(
-            provenant_runtime::serve(listener, router, shutdown.clone()),
-            async move {
-                let outcome = projector.run(consumer_stop.cancelled_owned()).await;
-                // A consumer that dies takes the service down with it rather than serving stale reads.
-                shutdown.cancel();
-                outcome
-            },
-        );
+        let (served, consumed) = tokio::join!(provenant_runtime::serve(listener, router, shutdown.clone()), async move {
+            let outcome = projector.run(consumer_stop.cancelled_owned()).await;
+            // A consumer that dies takes the service down with it rather than serving stale reads.
+            shutdown.cancel();
+            outcome
+        },);
         database.close().await.context("failed to close the database")?;
         served.context("http server failed")?;
         consumed.context("datanet projection failed")?;

@@ -30,7 +30,8 @@ async fn spawn_app(backend: Backend) -> TestApp {
     )
     .expect("base configuration loads");
     config.http.port = 0;
-    config.bus = BusConfig { subject_root: provenant_test_support::unique_root(), ..BusConfig::new(&provenant_test_support::nats_url(), "ingest") };
+    config.bus =
+        BusConfig { subject_root: provenant_test_support::unique_root(), ..BusConfig::new(&provenant_test_support::nats_url(), "ingest") };
     config.database.url = Secret::new(database.url.clone());
     config.consumer = ConsumerConfig { batch_size: 64, ack_wait_seconds: 2, max_deliver: 4, initial_backoff_ms: 50, max_backoff_ms: 500 };
     let app = Application::build(config.clone()).await.expect("builds");
@@ -132,13 +133,7 @@ async fn bad_requests_get_a_4xx_with_a_stable_code_and_never_a_5xx() {
         let (actual_status, answer) = app.get(path).await;
         assert_eq!((actual_status, answer["error"]["code"].as_str()), (status, Some(code)), "{path} -> {answer}");
     }
-    let update = app
-        .http
-        .put(format!("{url}/no.such"))
-        .json(&json!({ "name": "x", "licence": "MIT" }))
-        .send()
-        .await
-        .expect("request");
+    let update = app.http.put(format!("{url}/no.such")).json(&json!({ "name": "x", "licence": "MIT" })).send().await.expect("request");
     assert_eq!(update.status().as_u16(), 404);
     app.stop().await;
 }

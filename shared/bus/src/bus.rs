@@ -79,10 +79,7 @@ impl Bus {
             allow_direct: true,
             ..Default::default()
         };
-        self.jetstream
-            .create_or_update_stream(config)
-            .await
-            .map_err(|error| Error::Stream { stream: name, reason: error.to_string() })?;
+        self.jetstream.create_or_update_stream(config).await.map_err(|error| Error::Stream { stream: name, reason: error.to_string() })?;
         Ok(())
     }
 }

@@ -49,11 +49,7 @@ pub trait Handler: Send + Sync + 'static {
     fn context(&self) -> Context;
     /// Subjects within that stream; empty for all of them.
     fn filter_subjects(&self, namespace: &Namespace) -> Vec<String>;
-    fn handle(
-        &self,
-        transaction: &DatabaseTransaction,
-        delivery: &Delivery,
-    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+    fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> impl Future<Output = Result<(), HandleError>> + Send;
 }
 
 /// Where a fault-injection test makes the consumer die, to prove nothing is lost or doubled.
@@ -139,10 +135,8 @@ impl<H: Handler> Consumer<H> {
             inactive_threshold: if durable { Duration::ZERO } else { Duration::from_secs(60) },
             ..Default::default()
         };
-        let consumer = stream
-            .create_consumer(config)
-            .await
-            .map_err(|error| Error::Consumer { consumer: name.clone(), reason: error.to_string() })?;
+        let consumer =
+            stream.create_consumer(config).await.map_err(|error| Error::Consumer { consumer: name.clone(), reason: error.to_string() })?;
         consumer
             .stream()
             .max_messages_per_batch(self.config.batch_size)
@@ -240,13 +234,13 @@ impl<H: Handler> Consumer<H> {
             halted = matches!(outcome, Outcome::Retry { .. });
             outcomes.push(outcome);
         }
-        if let Some((sequence, event_id)) = &last_applied {
-            if let Err(error) = store::record_checkpoint(&transaction, self.handler.name(), *sequence, event_id).await {
-                warn!(consumer = self.handler.name(), %error, "failed to record checkpoint, retrying batch");
-                drop(transaction);
-                self.retry_all(&messages, 1).await;
-                return Ok(());
-            }
+        if let Some((sequence, event_id)) = &last_applied
+            && let Err(error) = store::record_checkpoint(&transaction, self.handler.name(), *sequence, event_id).await
+        {
+            warn!(consumer = self.handler.name(), %error, "failed to record checkpoint, retrying batch");
+            drop(transaction);
+            self.retry_all(&messages, 1).await;
+            return Ok(());
         }
         #[cfg(feature = "fault-injection")]
         if self.crash_at == Some(CrashPoint::BeforeCommit) {
@@ -315,12 +309,9 @@ impl<H: Handler> Consumer<H> {
                     }
                     Err(error) => self.transient(delivery, error.into()),
                 },
-                Err(HandleError::Rejected { code, message }) => Outcome::Dead {
-                    code,
-                    reason: message,
-                    sequence: delivery.stream_sequence,
-                    delivered: delivery.delivered,
-                },
+                Err(HandleError::Rejected { code, message }) => {
+                    Outcome::Dead { code, reason: message, sequence: delivery.stream_sequence, delivered: delivery.delivered }
+                }
                 Err(HandleError::Transient(error)) => self.transient(delivery, error),
             }
         }

@@ -27,13 +27,7 @@ impl Delivery {
         let headers = message.headers.as_ref();
         let envelope = Envelope::from_headers(|name| headers.and_then(|headers| headers.get(name)).map(|value| value.as_str()))
             .map_err(|error| (stream_sequence, delivered, error))?;
-        Ok(Delivery {
-            envelope,
-            payload: message.payload.clone(),
-            subject: message.subject.to_string(),
-            stream_sequence,
-            delivered,
-        })
+        Ok(Delivery { envelope, payload: message.payload.clone(), subject: message.subject.to_string(), stream_sequence, delivered })
     }
 }
 

@@ -19,11 +19,11 @@ pub mod store;
 
 pub use bus::Bus;
 pub use config::{BusConfig, ConsumerConfig};
-pub use consumer::{Consumer, ConsumerStats, Handler, HandleError, Replay};
+pub use consumer::{Consumer, ConsumerStats, HandleError, Handler, Replay};
 pub use delivery::{DeadLetter, Delivery, dead_letter_header};
 pub use error::Error;
-pub use publish::{Expect, PendingPublish, Published};
 pub use provenant_events::{Context, Envelope, Event, Namespace, Upcasters};
+pub use publish::{Expect, PendingPublish, Published};
 
 #[cfg(feature = "fault-injection")]
 pub use consumer::CrashPoint;

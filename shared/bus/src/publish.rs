@@ -119,11 +119,8 @@ impl Bus {
             Expect::NoEvents => message.expected_last_subject_sequence(0),
             Expect::LastSequence(sequence) => message.expected_last_subject_sequence(sequence),
         };
-        let ack = self
-            .jetstream()
-            .send_publish(subject.clone(), message)
-            .await
-            .map_err(|source| classify(subject.clone(), expect, source))?;
+        let ack =
+            self.jetstream().send_publish(subject.clone(), message).await.map_err(|source| classify(subject.clone(), expect, source))?;
         metrics::counter!("bus_events_published_total", "type" => E::TYPE).increment(1);
         Ok(PendingPublish { ack, subject, expect, event_id: envelope.event_id })
     }

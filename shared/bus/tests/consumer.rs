@@ -124,10 +124,7 @@ async fn a_poison_message_ends_in_the_dead_letter_stream_with_its_reason_and_the
 
 async fn dead_letters(bus: &provenant_bus::Bus, expected: usize) -> Vec<DeadLetter> {
     let stream = bus.jetstream().get_stream(bus.namespace().dead_letter_stream()).await.expect("dead-letter stream");
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("reader");
+    let consumer = stream.create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default()).await.expect("reader");
     let mut messages = consumer.messages().await.expect("messages").take(expected);
     let mut letters = Vec::new();
     while let Some(message) = tokio::time::timeout(WAIT, messages.next()).await.expect("dead letter arrives") {

@@ -62,13 +62,7 @@ pub fn load_with<T: DeserializeOwned>(
         .add_source(File::from_str(base_yaml, FileFormat::Yaml))
         .add_source(File::from(layers.directory.join("base.yaml")).required(false))
         .add_source(File::from(layers.directory.join(format!("{}.yaml", layers.environment))).required(false))
-        .add_source(
-            Environment::with_prefix("PROVENANT")
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(variables)),
-        )
+        .add_source(Environment::with_prefix("PROVENANT").prefix_separator("_").separator("__").try_parsing(true).source(Some(variables)))
         .build()?;
     Ok(settings.try_deserialize()?)
 }

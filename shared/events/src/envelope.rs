@@ -100,10 +100,8 @@ impl Envelope {
             .ok_or_else(|| Error::InvalidHeader { name: header::SCHEMA_VERSION, reason: "not a positive integer".into() })?;
         let event_id = uuid(header::EVENT_ID, required(header::EVENT_ID)?)?;
         let correlation_id = uuid(header::CORRELATION_ID, required(header::CORRELATION_ID)?)?;
-        let causation_id = get(header::CAUSATION_ID)
-            .filter(|value| !value.is_empty())
-            .map(|value| uuid(header::CAUSATION_ID, value))
-            .transpose()?;
+        let causation_id =
+            get(header::CAUSATION_ID).filter(|value| !value.is_empty()).map(|value| uuid(header::CAUSATION_ID, value)).transpose()?;
         let occurred_at = DateTime::parse_from_rfc3339(required(header::OCCURRED_AT)?)
             .map_err(|error| Error::InvalidHeader { name: header::OCCURRED_AT, reason: error.to_string() })?
             .with_timezone(&Utc);

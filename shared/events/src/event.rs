@@ -11,8 +11,7 @@ pub enum Context {
 }
 
 impl Context {
-    pub const ALL: [Context; 5] =
-        [Context::Datanet, Context::Training, Context::Inference, Context::Settlement, Context::Lineage];
+    pub const ALL: [Context; 5] = [Context::Datanet, Context::Training, Context::Inference, Context::Settlement, Context::Lineage];
 
     pub fn as_str(self) -> &'static str {
         match self {

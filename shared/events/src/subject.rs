@@ -18,9 +18,7 @@ impl Default for Namespace {
 
 impl Namespace {
     pub fn new(root: &str) -> Result<Namespace, Error> {
-        let valid = !root.is_empty()
-            && root.len() <= 32
-            && root.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        let valid = !root.is_empty() && root.len() <= 32 && root.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid {
             return Err(Error::InvalidName { what: "subject root", value: root.to_owned(), reason: "use 1-32 of [a-z0-9_]" });
         }
@@ -68,7 +66,6 @@ impl Namespace {
         validate_token("consumer name", consumer)?;
         Ok(format!("{}.deadletter.{consumer}", self.root))
     }
-
 }
 
 /// A subject token must not contain the separators or wildcards of NATS subjects.

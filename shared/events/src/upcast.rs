@@ -48,11 +48,7 @@ impl Upcasters {
                 .steps
                 .get(&(envelope.event_type.clone(), version))
                 .ok_or_else(|| Error::NoUpcaster { event_type: envelope.event_type.clone(), version })?;
-            bytes = step(bytes).map_err(|reason| Error::Upcast {
-                event_type: envelope.event_type.clone(),
-                version,
-                reason,
-            })?;
+            bytes = step(bytes).map_err(|reason| Error::Upcast { event_type: envelope.event_type.clone(), version, reason })?;
         }
         E::decode(bytes).map_err(|source| Error::Decode { event_type: envelope.event_type.clone(), source })
     }

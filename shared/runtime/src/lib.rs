@@ -120,9 +120,7 @@ pub fn operational_routes(readiness: Readiness) -> Router {
         )
         .route(
             "/metrics",
-            get(|| async {
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], provenant_telemetry::metrics::render())
-            }),
+            get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], provenant_telemetry::metrics::render()) }),
         )
 }
 

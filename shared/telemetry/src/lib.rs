@@ -57,6 +57,8 @@ pub struct Telemetry {
 /// Installs the global subscriber for `service`. Call once per process, before anything logs.
 pub fn init(service: &str, config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
     install_crypto_provider();
+    // Install the metrics recorder before anything records: earlier samples would be lost.
+    metrics::prometheus();
     let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_filter.clone());
     let log_layer = match config.log_format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(false).boxed(),

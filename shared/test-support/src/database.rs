@@ -35,15 +35,13 @@ impl TestDatabase {
                 Ok(TestDatabase { backend, url, admin_url: None, name, _folder: Some(folder) })
             }
             Backend::Postgres => {
-                let admin_url = std::env::var("PV_TEST_POSTGRES_URL").map_err(|_| {
-                    anyhow::anyhow!("PV_TEST_POSTGRES_URL is not set: run the tests with `make test`")
-                })?;
+                let admin_url = std::env::var("PV_TEST_POSTGRES_URL")
+                    .map_err(|_| anyhow::anyhow!("PV_TEST_POSTGRES_URL is not set: run the tests with `make test`"))?;
                 let admin = Database::connect(&admin_url).await?;
                 admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
                 admin.close().await?;
-                let (base, _database) = admin_url
-                    .rsplit_once('/')
-                    .ok_or_else(|| anyhow::anyhow!("PV_TEST_POSTGRES_URL has no database path"))?;
+                let (base, _database) =
+                    admin_url.rsplit_once('/').ok_or_else(|| anyhow::anyhow!("PV_TEST_POSTGRES_URL has no database path"))?;
                 let url = format!("{base}/{name}");
                 Ok(TestDatabase { backend, url, admin_url: Some(admin_url), name, _folder: None })
             }

@@ -19,8 +19,7 @@ pub use nats::{NatsServer, nats_url, unique_root};
 pub fn init_logs() {
     let _already_installed = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=warn")),
         )
         .with_test_writer()
         .try_init();

@@ -69,7 +69,9 @@ where
                 JsonRejection::MissingJsonContentType(_) => {
                     ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "request.not_json", "send Content-Type: application/json")
                 }
-                JsonRejection::JsonSyntaxError(error) => ApiError::new(StatusCode::BAD_REQUEST, "request.malformed_json", error.body_text()),
+                JsonRejection::JsonSyntaxError(error) => {
+                    ApiError::new(StatusCode::BAD_REQUEST, "request.malformed_json", error.body_text())
+                }
                 JsonRejection::JsonDataError(error) => {
                     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "request.invalid_body", error.body_text())
                 }

@@ -116,9 +116,7 @@ impl TryFrom<DatanetSpecInput> for DatanetSpec {
         }
         let mut tags = Vec::with_capacity(input.tags.len());
         for tag in input.tags {
-            let valid = !tag.is_empty()
-                && tag.len() <= 32
-                && tag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            let valid = !tag.is_empty() && tag.len() <= 32 && tag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
             if !valid {
                 return Err(invalid("datanet.tag_invalid", format!("tag {tag:?}: use 1 to 32 of [a-z0-9-]")));
             }
@@ -261,8 +259,10 @@ mod tests {
     use super::*;
 
     fn input() -> DatanetSpecInput {
-        serde_json::from_value(serde_json::json!({ "name": "  English fortunes ", "licence": "CC0-1.0", "tags": ["fortunes", "fortunes", "en"] }))
-            .expect("valid input")
+        serde_json::from_value(
+            serde_json::json!({ "name": "  English fortunes ", "licence": "CC0-1.0", "tags": ["fortunes", "fortunes", "en"] }),
+        )
+        .expect("valid input")
     }
 
     #[test]
@@ -275,7 +275,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_has_its_own_code() {
-        let cases: [(fn(&mut DatanetSpecInput), &str); 6] = [
+        type Spoil = fn(&mut DatanetSpecInput);
+        let cases: [(Spoil, &str); 6] = [
             (|input| input.name = " ".into(), "datanet.name_invalid"),
             (|input| input.licence = "not a licence".into(), "datanet.licence_invalid"),
             (|input| input.tags = vec!["Bad Tag".into()], "datanet.tag_invalid"),

@@ -48,8 +48,5 @@ pub(crate) async fn record_checkpoint(
 }
 
 pub(crate) async fn read(database: &impl ConnectionTrait, consumer: &str) -> Result<Option<u64>, DbErr> {
-    Ok(Entity::find_by_id(consumer.to_owned())
-        .one(database)
-        .await?
-        .and_then(|row| u64::try_from(row.last_stream_sequence).ok()))
+    Ok(Entity::find_by_id(consumer.to_owned()).one(database).await?.and_then(|row| u64::try_from(row.last_stream_sequence).ok()))
 }

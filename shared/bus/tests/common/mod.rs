@@ -84,9 +84,7 @@ pub async fn counts(database: &DatabaseConnection) -> Vec<(String, i64)> {
         ))
         .await
         .expect("query");
-    rows.into_iter()
-        .map(|row| (row.try_get_by_index(0).expect("id"), row.try_get_by_index(1).expect("count")))
-        .collect()
+    rows.into_iter().map(|row| (row.try_get_by_index(0).expect("id"), row.try_get_by_index(1).expect("count"))).collect()
 }
 
 pub async fn bus_on(url: &str) -> Bus {
@@ -114,11 +112,7 @@ pub fn fast_consumer() -> ConsumerConfig {
 }
 
 pub fn created(id: &str, name: &str) -> DatanetCreated {
-    DatanetCreated {
-        datanet_id: id.to_owned(),
-        owner: None,
-        spec: Some(DatanetSpec { name: name.to_owned(), ..Default::default() }),
-    }
+    DatanetCreated { datanet_id: id.to_owned(), owner: None, spec: Some(DatanetSpec { name: name.to_owned(), ..Default::default() }) }
 }
 
 /// Publishes one DatanetCreated per id and returns their envelopes.

@@ -1,0 +1,54 @@
+# The front door. Every target installs what it needs first (project-local, pinned), so a
+# fresh clone needs only `make demo` or `make test`. Logic lives in scripts/ and xtask/.
+SHELL := /bin/bash
+CARGO ?= cargo
+BUF := tools/node_modules/.bin/buf
+
+.PHONY: help tools demo up test lint fmt codegen bench clean-data
+
+help:
+	@echo "make demo   - start NATS and every service, run the pipeline on real text, stop"
+	@echo "make up     - run the whole suite in the foreground (Ctrl-C stops it)"
+	@echo "make test   - every test, against its own NATS 2.15 and PostgreSQL"
+	@echo "make lint   - rustfmt, clippy, buf lint/breaking, generated-code check"
+	@echo "make bench  - benchmarks, JSON results in target/bench/"
+	@echo "make codegen- regenerate Rust from schemas/ (commit the result)"
+
+tools:
+	scripts/bootstrap.sh --node --postgres
+
+demo:
+	scripts/bootstrap.sh
+	$(CARGO) build --locked -p provenant-cli
+	scripts/demo.sh
+
+up:
+	scripts/bootstrap.sh
+	$(CARGO) run --locked -p provenant-cli -- up
+
+test:
+	scripts/bootstrap.sh --postgres
+	scripts/with-test-services.sh $(CARGO) test --workspace --locked
+
+lint:
+	scripts/bootstrap.sh --node
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) xtask codegen --check
+	$(BUF) lint schemas
+	$(BUF) breaking schemas --against schemas/baseline/image.binpb
+
+fmt:
+	$(CARGO) fmt --all
+
+codegen:
+	$(CARGO) xtask codegen
+
+bench:
+	scripts/bootstrap.sh
+	$(CARGO) build --locked --release -p provenant-load-tests
+	mkdir -p target/bench
+	scripts/with-test-services.sh target/release/bus-bench --output target/bench/bus.json
+
+clean-data:
+	rm -rf .data
