@@ -1,4 +1,4 @@
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound as _, Utc};
 use uuid::Uuid;
 
 use crate::{Error, Event};
@@ -51,7 +51,8 @@ impl Envelope {
             causation_id: None,
             correlation_id: event_id,
             producer: producer.to_owned(),
-            occurred_at: Utc::now(),
+            // Microseconds, what the header carries, so an envelope equals its wire form.
+            occurred_at: Utc::now().trunc_subsecs(6),
             traceparent: None,
             tracestate: None,
         }
