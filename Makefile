@@ -48,7 +48,7 @@ bench:
 	scripts/bootstrap.sh
 	$(CARGO) build --locked --release -p provenant-load-tests
 	mkdir -p target/bench
-	scripts/with-test-services.sh target/release/bus-bench --output target/bench/bus.json
+	scripts/with-test-services.sh --nats-only target/release/bus-bench --output target/bench/bus.json
 
 clean-data:
 	rm -rf .data

@@ -5,9 +5,12 @@
 #   - PostgreSQL: PV_TEST_POSTGRES_URL as given, or a throwaway cluster (initdb) on a
 #     free port, removed afterwards.
 # It never touches the machine's own NATS or PostgreSQL.
+# With --nats-only as the first argument, no PostgreSQL is started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+with_postgres=1
+if [ "${1:-}" = "--nats-only" ]; then with_postgres=0; shift; fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_for_port() {
@@ -43,7 +46,7 @@ wait_for_port "$nats_port"
 export PV_TEST_NATS_URL="nats://127.0.0.1:$nats_port"
 echo "test NATS $("$PV_NATS_SERVER" --version) at $PV_TEST_NATS_URL" >&2
 
-if [ -z "${PV_TEST_POSTGRES_URL:-}" ]; then
+if [ "$with_postgres" = 1 ] && [ -z "${PV_TEST_POSTGRES_URL:-}" ]; then
   bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n 1)")
   pg_ctl="$bin/pg_ctl"
   pg_data="$scratch/postgres"

@@ -115,7 +115,8 @@ fn event(index: usize, run: usize) -> DatanetCreated {
 
 async fn fresh_bus(url: &str, label: &str) -> anyhow::Result<Bus> {
     let mut config = BusConfig::new(url, "bench");
-    config.subject_root = format!("bench_{label}_{}", uuid::Uuid::now_v7().simple());
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    config.subject_root = format!("b{label}_{}", &unique[unique.len() - 12..]);
     let bus = Bus::connect(&config).await?;
     bus.declare_streams().await?;
     Ok(bus)

@@ -152,7 +152,7 @@ async fn two_updates_from_the_same_version_one_wins_and_the_other_gets_409() {
     let mut statuses = [first.expect("a").status().as_u16(), second.expect("b").status().as_u16()];
     statuses.sort_unstable();
     assert_eq!(statuses, [202, 409]);
-    let datanet = app.get_until(&format!("/v1/datanets/{id}"), |_, body| body["name"] != "English fortunes").await;
+    let datanet = app.get_until(&format!("/v1/datanets/{id}"), |status, body| status == 200 && body["name"] != "English fortunes").await;
     assert!(datanet["name"].as_str().expect("name").starts_with("renamed by"));
     app.stop().await;
 }
@@ -201,5 +201,51 @@ async fn rebuilding_the_datanet_projection_from_the_stream_gives_the_same_rows_a
         rebuilt.close().await.expect("close");
         live_database.drop_database().await.expect("drop");
         rebuilt_database.drop_database().await.expect("drop");
+    }
+}
+
+#[tokio::test]
+async fn a_second_creation_from_another_producer_is_dead_lettered_and_changes_nothing() {
+    for backend in Backend::ALL {
+        let app = spawn_app(backend).await;
+        let (_, created) = app.post("/v1/datanets", &fortunes("alice")).await;
+        let id = created["datanet_id"].as_str().expect("id").to_owned();
+        app.get_until(&format!("/v1/datanets/{id}"), |status, _| status == 200).await;
+
+        // Another producer ignores the expected-sequence check and creates the same Datanet.
+        let bus = provenant_bus::Bus::connect(&BusConfig { producer: "rogue".into(), ..app.config.bus.clone() }).await.expect("bus");
+        let rogue = provenant_events::proto::datanet::v1::DatanetCreated {
+            datanet_id: id.clone(),
+            owner: Some(provenant_events::proto::common::v1::Principal { id: "mallory".into(), kind: 2 }),
+            spec: Some(provenant_events::proto::datanet::v1::DatanetSpec {
+                name: "Hijacked".into(),
+                licence_spdx: "MIT".into(),
+                record_format: 1,
+                visibility: 1,
+                contribution_policy: 1,
+                ..Default::default()
+            }),
+        };
+        let envelope = provenant_bus::Envelope::new(&rogue, "rogue");
+        bus.publish(&envelope, &rogue, provenant_bus::Expect::Any).await.expect("stored in the log");
+        let (_, fresh) = app.post("/v1/datanets", &fortunes("bob")).await;
+        let fresh_id = fresh["datanet_id"].as_str().expect("id").to_owned();
+        app.get_until(&format!("/v1/datanets/{fresh_id}"), |status, _| status == 200).await;
+
+        let (_, datanet) = app.get(&format!("/v1/datanets/{id}")).await;
+        assert_eq!((datanet["name"].as_str(), datanet["owner_id"].as_str()), (Some("English fortunes"), Some("alice")));
+        let dead = bus
+            .jetstream()
+            .get_stream(bus.namespace().dead_letter_stream())
+            .await
+            .expect("dead letters")
+            .direct_get_last_for_subject(bus.namespace().dead_letter_subject("ingest-datanets").expect("subject"))
+            .await
+            .expect("a dead letter");
+        let letter = provenant_bus::DeadLetter::from_message(Some(&dead.headers), dead.payload.clone());
+        assert_eq!(letter.reason_code, "datanet.already_exists");
+        assert_eq!(letter.event_id(), Some(envelope.event_id.to_string().as_str()));
+        let (_, database) = app.stop().await;
+        database.drop_database().await.expect("drop");
     }
 }

@@ -81,8 +81,18 @@ pub struct Consumer<H: Handler> {
     crash_at: Option<CrashPoint>,
 }
 
+/// How a batch's events are isolated from each other inside its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// No savepoints; any failure abandons the whole attempt.
+    Shared,
+    /// A savepoint per event, so a failing event leaves no trace and the others commit.
+    PerEvent,
+}
+
 enum Outcome {
-    Ack,
+    Applied { sequence: u64, event_id: String },
+    Duplicate,
     Dead { code: String, reason: String, sequence: u64, delivered: i64 },
     Retry { delay: Duration },
 }
@@ -208,18 +218,38 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn apply_batch(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<(), Error> {
+        // Nearly every batch applies cleanly, so it is first tried without savepoints (two
+        // statements fewer per event); only a batch with a failing event pays for isolating
+        // each event in its own savepoint.
+        let outcomes = match self.attempt(&messages, Isolation::Shared).await? {
+            Some(outcomes) => outcomes,
+            None => match self.attempt(&messages, Isolation::PerEvent).await? {
+                Some(outcomes) => outcomes,
+                None => {
+                    self.retry_all(&messages, 1).await;
+                    return Ok(());
+                }
+            },
+        };
+        for (message, outcome) in messages.iter().zip(outcomes) {
+            self.settle(message, outcome, live, stats).await;
+        }
+        Ok(())
+    }
+
+    /// Applies the batch in one transaction and commits it. `None` when the attempt was
+    /// abandoned (rolled back): a handler failed under shared isolation, or the database did.
+    async fn attempt(&self, messages: &[Message], isolation: Isolation) -> Result<Option<Vec<Outcome>>, Error> {
         let transaction = match self.database.begin().await {
             Ok(transaction) => transaction,
             Err(error) => {
                 warn!(consumer = self.handler.name(), %error, "failed to begin transaction, retrying batch");
-                self.retry_all(&messages, 1).await;
-                return Ok(());
+                return Ok(None);
             }
         };
         let mut outcomes = Vec::with_capacity(messages.len());
-        let mut last_applied: Option<(u64, String)> = None;
         let mut halted = false;
-        for message in &messages {
+        for message in messages {
             if halted {
                 // Keep per-aggregate order: nothing after a transient failure is applied now.
                 outcomes.push(Outcome::Retry { delay: self.config.backoff(1) });
@@ -229,18 +259,23 @@ impl<H: Handler> Consumer<H> {
                 Err((sequence, delivered, error)) => {
                     Outcome::Dead { code: error.code().to_owned(), reason: error.to_string(), sequence, delivered }
                 }
-                Ok(delivery) => self.apply_one(&transaction, &delivery, &mut last_applied, stats).await,
+                Ok(delivery) => match self.apply_one(&transaction, &delivery, isolation).await {
+                    Some(outcome) => outcome,
+                    None => return Ok(None),
+                },
             };
             halted = matches!(outcome, Outcome::Retry { .. });
             outcomes.push(outcome);
         }
-        if let Some((sequence, event_id)) = &last_applied
-            && let Err(error) = store::record_checkpoint(&transaction, self.handler.name(), *sequence, event_id).await
+        let last_applied = outcomes.iter().rev().find_map(|outcome| match outcome {
+            Outcome::Applied { sequence, event_id } => Some((*sequence, event_id.as_str())),
+            _ => None,
+        });
+        if let Some((sequence, event_id)) = last_applied
+            && let Err(error) = store::record_checkpoint(&transaction, self.handler.name(), sequence, event_id).await
         {
             warn!(consumer = self.handler.name(), %error, "failed to record checkpoint, retrying batch");
-            drop(transaction);
-            self.retry_all(&messages, 1).await;
-            return Ok(());
+            return Ok(None);
         }
         #[cfg(feature = "fault-injection")]
         if self.crash_at == Some(CrashPoint::BeforeCommit) {
@@ -249,26 +284,18 @@ impl<H: Handler> Consumer<H> {
         }
         if let Err(error) = transaction.commit().await {
             warn!(consumer = self.handler.name(), %error, "failed to commit batch, retrying it");
-            self.retry_all(&messages, 1).await;
-            return Ok(());
+            return Ok(None);
         }
         #[cfg(feature = "fault-injection")]
         if self.crash_at == Some(CrashPoint::AfterCommitBeforeAck) {
             return Err(Error::InjectedCrash("after commit, before ack"));
         }
-        for (message, outcome) in messages.iter().zip(outcomes) {
-            self.settle(message, outcome, live, stats).await;
-        }
-        Ok(())
+        Ok(Some(outcomes))
     }
 
-    async fn apply_one(
-        &self,
-        transaction: &DatabaseTransaction,
-        delivery: &Delivery,
-        last_applied: &mut Option<(u64, String)>,
-        stats: &mut ConsumerStats,
-    ) -> Outcome {
+    /// Applies one event; `None` abandons the attempt (shared isolation cannot undo a failed
+    /// event alone).
+    async fn apply_one(&self, transaction: &DatabaseTransaction, delivery: &Delivery, isolation: Isolation) -> Option<Outcome> {
         let span = info_span!(
             "handle_event",
             consumer = self.handler.name(),
@@ -278,41 +305,40 @@ impl<H: Handler> Consumer<H> {
             stream_sequence = delivery.stream_sequence,
             delivered = delivery.delivered,
         );
-        provenant_telemetry::propagation::continue_trace(
-            &span,
-            delivery.envelope.traceparent.as_deref(),
-            delivery.envelope.tracestate.as_deref(),
-        );
+        provenant_telemetry::propagation::continue_trace(&span, delivery.envelope.traceparent.as_deref(), delivery.envelope.tracestate.as_deref());
         async {
-            let event_id = delivery.envelope.event_id.to_string();
-            // A savepoint per event: a rejected event leaves no trace in the batch's transaction.
-            let savepoint = match transaction.begin().await {
-                Ok(savepoint) => savepoint,
-                Err(error) => return self.transient(delivery, error.into()),
-            };
-            match store::record_processed(&savepoint, self.handler.name(), &event_id, delivery.stream_sequence).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    stats.duplicates += 1;
-                    metrics::counter!("bus_events_duplicate_total", "consumer" => self.handler.name().to_owned()).increment(1);
-                    return Outcome::Ack;
-                }
-                Err(error) => return self.transient(delivery, error.into()),
-            }
-            match self.handler.handle(&savepoint, delivery).await {
-                Ok(()) => match savepoint.commit().await {
-                    Ok(()) => {
-                        stats.applied += 1;
-                        *last_applied = Some((delivery.stream_sequence, event_id));
-                        metrics::counter!("bus_events_applied_total", "consumer" => self.handler.name().to_owned()).increment(1);
-                        Outcome::Ack
-                    }
-                    Err(error) => self.transient(delivery, error.into()),
+            let savepoint = match isolation {
+                Isolation::Shared => None,
+                Isolation::PerEvent => match transaction.begin().await {
+                    Ok(savepoint) => Some(savepoint),
+                    Err(error) => return Some(self.transient(delivery, error.into())),
                 },
-                Err(HandleError::Rejected { code, message }) => {
-                    Outcome::Dead { code, reason: message, sequence: delivery.stream_sequence, delivered: delivery.delivered }
+            };
+            let scope = savepoint.as_ref().unwrap_or(transaction);
+            let event_id = delivery.envelope.event_id.to_string();
+            let result = match store::record_processed(scope, self.handler.name(), &event_id, delivery.stream_sequence).await {
+                Ok(false) => return Some(Outcome::Duplicate),
+                Ok(true) => self.handler.handle(scope, delivery).await,
+                Err(error) => Err(error.into()),
+            };
+            let Some(savepoint) = savepoint else {
+                return result.is_ok().then_some(Outcome::Applied { sequence: delivery.stream_sequence, event_id });
+            };
+            match result {
+                Ok(()) => match savepoint.commit().await {
+                    Ok(()) => Some(Outcome::Applied { sequence: delivery.stream_sequence, event_id }),
+                    Err(error) => Some(self.transient(delivery, error.into())),
+                },
+                Err(failure) => {
+                    // Undo this event's writes only; the rest of the batch stands.
+                    let _ = savepoint.rollback().await;
+                    Some(match failure {
+                        HandleError::Rejected { code, message } => {
+                            Outcome::Dead { code, reason: message, sequence: delivery.stream_sequence, delivered: delivery.delivered }
+                        }
+                        HandleError::Transient(error) => self.transient(delivery, error),
+                    })
                 }
-                Err(HandleError::Transient(error)) => self.transient(delivery, error),
             }
         }
         .instrument(span)
@@ -339,8 +365,18 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn settle(&self, message: &Message, outcome: Outcome, live: bool, stats: &mut ConsumerStats) {
+        let consumer = self.handler.name().to_owned();
         let result = match outcome {
-            Outcome::Ack => message.ack().await,
+            Outcome::Applied { .. } => {
+                stats.applied += 1;
+                metrics::counter!("bus_events_applied_total", "consumer" => consumer).increment(1);
+                message.ack().await
+            }
+            Outcome::Duplicate => {
+                stats.duplicates += 1;
+                metrics::counter!("bus_events_duplicate_total", "consumer" => consumer).increment(1);
+                message.ack().await
+            }
             Outcome::Retry { delay } => {
                 stats.retried += 1;
                 metrics::counter!("bus_redeliveries_total", "consumer" => self.handler.name().to_owned()).increment(1);
