@@ -59,9 +59,11 @@ struct Report {
     ack_every: usize,
     repeats: usize,
     raw_publish: Series,
+    raw_same_wire: Series,
     bus_publish: Series,
     publish_to_projection_sqlite: Series,
     bus_vs_raw_ratio: f64,
+    bus_vs_raw_same_wire_ratio: f64,
     targets: Targets,
 }
 
@@ -143,6 +145,41 @@ async fn raw_publish(url: &str, messages: usize, ack_every: usize) -> anyhow::Re
     Ok(messages as f64 / started.elapsed().as_secs_f64())
 }
 
+/// async-nats directly, with the same bytes on the wire as the bus sends (payload, envelope
+/// headers, message id), prepared before the clock starts: the cost of the envelope design
+/// itself, without any of the bus's own work.
+async fn raw_same_wire(url: &str, messages: usize, ack_every: usize, run: usize) -> anyhow::Result<f64> {
+    let bus = fresh_bus(url, "wire").await?;
+    let jetstream = bus.jetstream().clone();
+    let prepared: Vec<(String, async_nats::HeaderMap, Bytes)> = (0..messages)
+        .map(|index| {
+            let event = event(index, run);
+            let envelope = Envelope::new(&event, "bench");
+            let mut headers = async_nats::HeaderMap::new();
+            for (name, value) in envelope.headers() {
+                headers.insert(name, value.as_str());
+            }
+            headers.insert("Nats-Msg-Id", envelope.event_id.to_string().as_str());
+            let subject = bus.namespace().subject_of(&event).expect("valid subject");
+            (subject, headers, Bytes::from(prost::Message::encode_to_vec(&event)))
+        })
+        .collect();
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(ack_every);
+    for (subject, headers, payload) in prepared {
+        pending.push(jetstream.publish_with_headers(subject, headers, payload).await?);
+        if pending.len() == ack_every {
+            for ack in pending.drain(..) {
+                ack.await?;
+            }
+        }
+    }
+    for ack in pending.drain(..) {
+        ack.await?;
+    }
+    Ok(messages as f64 / started.elapsed().as_secs_f64())
+}
+
 async fn publish_through_bus(bus: &Bus, messages: usize, ack_every: usize, run: usize) -> anyhow::Result<Duration> {
     let events: Vec<(Envelope, DatanetCreated)> = (0..messages)
         .map(|index| {
@@ -211,14 +248,23 @@ async fn main() -> anyhow::Result<()> {
     let sample = event(0, 0);
     let sample_headers: usize = Envelope::new(&sample, "bench").headers().iter().map(|(name, value)| name.len() + value.len() + 4).sum();
 
-    let (mut raw, mut bus, mut projection) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut wire, mut bus, mut projection) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..arguments.repeats {
         raw.push(raw_publish(&arguments.nats_url, arguments.messages, arguments.ack_every).await?);
+        wire.push(raw_same_wire(&arguments.nats_url, arguments.messages, arguments.ack_every, run).await?);
         bus.push(bus_publish(&arguments.nats_url, arguments.messages, arguments.ack_every, run).await?);
         projection.push(publish_to_projection(&arguments.nats_url, arguments.projection_events, arguments.ack_every, run).await?);
-        eprintln!("run {}: raw {:.0}/s, bus {:.0}/s, publish-to-projection {:.0}/s", run + 1, raw[run], bus[run], projection[run]);
+        eprintln!(
+            "run {}: raw {:.0}/s, raw same wire {:.0}/s, bus {:.0}/s, publish-to-projection {:.0}/s",
+            run + 1,
+            raw[run],
+            wire[run],
+            bus[run],
+            projection[run]
+        );
     }
     let raw = series("async-nats acked publish, 1 KiB payload, no headers", arguments.messages, raw);
+    let wire = series("async-nats acked publish of the bus's exact bytes: payload, envelope headers, message id", arguments.messages, wire);
     let bus = series("provenant_bus publish of a ~1 KiB event with its envelope headers", arguments.messages, bus);
     let projection = series(
         "publish through the bus while the ingest Datanet projection consumes into SQLite; until the last row commits",
@@ -226,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
         projection,
     );
     let ratio = bus.median_per_second / raw.median_per_second;
+    let wire_ratio = bus.median_per_second / wire.median_per_second;
     let report = Report {
         benchmark: "bus-throughput",
         machine: Machine { cores: std::thread::available_parallelism().map_or(0, usize::from), load_average_before, nats_server },
@@ -243,9 +290,11 @@ async fn main() -> anyhow::Result<()> {
             projection_met: projection.median_per_second >= 20_000.0,
         },
         raw_publish: raw,
+        raw_same_wire: wire,
         bus_publish: bus,
         publish_to_projection_sqlite: projection,
         bus_vs_raw_ratio: ratio,
+        bus_vs_raw_same_wire_ratio: wire_ratio,
     };
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(output) = &arguments.output {

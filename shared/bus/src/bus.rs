@@ -17,6 +17,13 @@ impl Bus {
     /// then reconnecting for ever once connected.
     pub async fn connect(config: &BusConfig) -> Result<Bus, Error> {
         let namespace = Namespace::new(&config.subject_root)?;
+        // The producer name travels in a header on every event: keep it a plain token.
+        let producer_valid = !config.producer.is_empty()
+            && config.producer.len() <= 64
+            && config.producer.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !producer_valid {
+            return Err(Error::InvalidProducer(config.producer.clone()));
+        }
         let client = async_nats::ConnectOptions::new()
             .name(format!("provenant-{}", config.producer))
             .max_reconnects(None)

@@ -305,7 +305,11 @@ impl<H: Handler> Consumer<H> {
             stream_sequence = delivery.stream_sequence,
             delivered = delivery.delivered,
         );
-        provenant_telemetry::propagation::continue_trace(&span, delivery.envelope.traceparent.as_deref(), delivery.envelope.tracestate.as_deref());
+        provenant_telemetry::propagation::continue_trace(
+            &span,
+            delivery.envelope.traceparent.as_deref(),
+            delivery.envelope.tracestate.as_deref(),
+        );
         async {
             let savepoint = match isolation {
                 Isolation::Shared => None,

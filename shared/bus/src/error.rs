@@ -8,6 +8,8 @@ pub enum Error {
         #[source]
         source: async_nats::ConnectError,
     },
+    #[error("invalid producer name {0:?}: use 1 to 64 of [A-Za-z0-9_-]")]
+    InvalidProducer(String),
     #[error("failed to declare stream {stream}: {reason}")]
     Stream { stream: String, reason: String },
     #[error("failed to set up consumer {consumer}: {reason}")]
