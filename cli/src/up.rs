@@ -71,18 +71,17 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     ingest.bus = bus("ingest");
     ingest.http = http(config.http.ingest_port);
     ingest.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("ingest.db").display()));
-    let mut validate: validate::Config = service_defaults(validate::Config::BASE_YAML)?;
-    validate.bus = bus("validate");
-    validate.http = http(config.http.validate_port);
-    let mut train: train::Config = service_defaults(train::Config::BASE_YAML)?;
-    train.bus = bus("train");
-    train.http = http(config.http.train_port);
-    let mut infer: infer::Config = service_defaults(infer::Config::BASE_YAML)?;
-    infer.bus = bus("infer");
-    infer.http = http(config.http.infer_port);
-    let mut settle: settle::Config = service_defaults(settle::Config::BASE_YAML)?;
-    settle.bus = bus("settle");
-    settle.http = http(config.http.settle_port);
+    // validate, train, infer and settle are service frames for now: one configuration shape.
+    let frame = |base_yaml: &str, producer: &str, port: u16| -> anyhow::Result<provenant_bus::FrameConfig> {
+        let mut frame: provenant_bus::FrameConfig = service_defaults(base_yaml)?;
+        frame.bus = bus(producer);
+        frame.http = http(port);
+        Ok(frame)
+    };
+    let validate = frame(validate::BASE_YAML, "validate", config.http.validate_port)?;
+    let train = frame(train::BASE_YAML, "train", config.http.train_port)?;
+    let infer = frame(infer::BASE_YAML, "infer", config.http.infer_port)?;
+    let settle = frame(settle::BASE_YAML, "settle", config.http.settle_port)?;
 
     let outcome = async {
         let ingest = ingest::Application::build(ingest).await.context("ingest failed to start")?;

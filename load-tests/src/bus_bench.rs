@@ -124,24 +124,48 @@ async fn fresh_bus(url: &str, label: &str) -> anyhow::Result<Bus> {
     Ok(bus)
 }
 
+/// Awaits acknowledgements `every` at a time, as a producer at full speed does (one publish
+/// at a time is ~25x slower, see shared/DESIGN.md).
+struct AckBatcher<F> {
+    pending: Vec<F>,
+    every: usize,
+}
+
+impl<F, T, E> AckBatcher<F>
+where
+    F: std::future::IntoFuture<Output = Result<T, E>>,
+    anyhow::Error: From<E>,
+{
+    fn new(every: usize) -> AckBatcher<F> {
+        AckBatcher { pending: Vec::with_capacity(every), every }
+    }
+
+    async fn push(&mut self, pending: F) -> anyhow::Result<()> {
+        self.pending.push(pending);
+        if self.pending.len() >= self.every {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        for ack in self.pending.drain(..) {
+            ack.await?;
+        }
+        Ok(())
+    }
+}
+
 async fn raw_publish(url: &str, messages: usize, ack_every: usize) -> anyhow::Result<f64> {
     let bus = fresh_bus(url, "raw").await?;
-    let jetstream = bus.jetstream().clone();
     let payload = Bytes::from(vec![b'x'; 1024]);
     let root = bus.namespace().root().to_owned();
     let started = Instant::now();
-    let mut pending = Vec::with_capacity(ack_every);
+    let mut acks = AckBatcher::new(ack_every);
     for index in 0..messages {
-        pending.push(jetstream.publish(format!("{root}.datanet.datanet.raw-{index}"), payload.clone()).await?);
-        if pending.len() == ack_every {
-            for ack in pending.drain(..) {
-                ack.await?;
-            }
-        }
+        acks.push(bus.jetstream().publish(format!("{root}.datanet.datanet.raw-{index}"), payload.clone()).await?).await?;
     }
-    for ack in pending.drain(..) {
-        ack.await?;
-    }
+    acks.flush().await?;
     Ok(messages as f64 / started.elapsed().as_secs_f64())
 }
 
@@ -150,7 +174,6 @@ async fn raw_publish(url: &str, messages: usize, ack_every: usize) -> anyhow::Re
 /// itself, without any of the bus's own work.
 async fn raw_same_wire(url: &str, messages: usize, ack_every: usize, run: usize) -> anyhow::Result<f64> {
     let bus = fresh_bus(url, "wire").await?;
-    let jetstream = bus.jetstream().clone();
     let prepared: Vec<(String, async_nats::HeaderMap, Bytes)> = (0..messages)
         .map(|index| {
             let event = event(index, run);
@@ -165,18 +188,11 @@ async fn raw_same_wire(url: &str, messages: usize, ack_every: usize, run: usize)
         })
         .collect();
     let started = Instant::now();
-    let mut pending = Vec::with_capacity(ack_every);
+    let mut acks = AckBatcher::new(ack_every);
     for (subject, headers, payload) in prepared {
-        pending.push(jetstream.publish_with_headers(subject, headers, payload).await?);
-        if pending.len() == ack_every {
-            for ack in pending.drain(..) {
-                ack.await?;
-            }
-        }
+        acks.push(bus.jetstream().publish_with_headers(subject, headers, payload).await?).await?;
     }
-    for ack in pending.drain(..) {
-        ack.await?;
-    }
+    acks.flush().await?;
     Ok(messages as f64 / started.elapsed().as_secs_f64())
 }
 
@@ -188,18 +204,11 @@ async fn publish_through_bus(bus: &Bus, messages: usize, ack_every: usize, run: 
         })
         .collect();
     let started = Instant::now();
-    let mut pending = Vec::with_capacity(ack_every);
+    let mut acks = AckBatcher::new(ack_every);
     for (envelope, event) in &events {
-        pending.push(bus.send(envelope, event, Expect::Any).await?);
-        if pending.len() == ack_every {
-            for ack in pending.drain(..) {
-                ack.confirmed().await?;
-            }
-        }
+        acks.push(bus.send(envelope, event, Expect::Any).await?).await?;
     }
-    for ack in pending.drain(..) {
-        ack.confirmed().await?;
-    }
+    acks.flush().await?;
     Ok(started.elapsed())
 }
 

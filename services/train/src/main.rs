@@ -2,7 +2,7 @@ use anyhow::Context as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = train::Config::load().context("failed to load configuration")?;
+    let config = train::load_config().context("failed to load configuration")?;
     if std::env::args().any(|argument| argument == "--dump-config") {
         return provenant_runtime::print_config(&config);
     }

@@ -13,6 +13,7 @@ mod config;
 mod consumer;
 mod delivery;
 mod error;
+mod frame;
 mod publish;
 
 pub mod store;
@@ -22,6 +23,7 @@ pub use config::{BusConfig, ConsumerConfig};
 pub use consumer::{Consumer, ConsumerStats, HandleError, Handler, Replay};
 pub use delivery::{DeadLetter, Delivery, dead_letter_header};
 pub use error::Error;
+pub use frame::{FrameConfig, FrameOnlyService, ServiceFrame};
 pub use provenant_events::{Context, Envelope, Event, Namespace, Upcasters};
 pub use publish::{Expect, PendingPublish, Published};
 

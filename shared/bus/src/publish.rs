@@ -63,6 +63,15 @@ fn is_retryable(error: &Error) -> bool {
     }
 }
 
+impl std::future::IntoFuture for PendingPublish {
+    type Output = Result<Published, Error>;
+    type IntoFuture = futures::future::BoxFuture<'static, Result<Published, Error>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.confirmed())
+    }
+}
+
 fn classify(subject: String, expect: Expect, source: async_nats::jetstream::context::PublishError) -> Error {
     match source.kind() {
         PublishErrorKind::WrongLastSequence => Error::Conflict { subject, expected: expect },

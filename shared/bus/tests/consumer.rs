@@ -45,11 +45,16 @@ async fn crash_then_recover(backend: Backend, point: CrashPoint) {
     let crashing = Consumer::new(bus.clone(), database.clone(), CountingProjection::new("crashy"), fast_consumer()).crash_at(point);
     let outcome = crashing.run(std::future::pending()).await;
     assert!(matches!(outcome, Err(Error::InjectedCrash(_))), "{outcome:?}");
+    // The crash ends the first batch, which holds some or all of the five events.
     let after_crash = counts(&database).await;
     match point {
         CrashPoint::BeforeCommit => assert!(after_crash.is_empty(), "nothing may survive a crash before commit"),
-        CrashPoint::AfterCommitBeforeAck => assert_eq!(after_crash, all_once(&ids)),
+        CrashPoint::AfterCommitBeforeAck => {
+            assert!(!after_crash.is_empty(), "the batch committed before the crash");
+            assert!(after_crash.iter().all(|(_, applied)| *applied == 1), "{after_crash:?}");
+        }
     }
+    let committed_before_crash = after_crash.len() as u64;
 
     // The restarted consumer gets the unacked messages again after ack_wait.
     let (shutdown, task) = spawn_consumer(&bus, &database, "crashy");
@@ -57,10 +62,7 @@ async fn crash_then_recover(backend: Backend, point: CrashPoint) {
     let stats = stop(shutdown, task).await;
 
     assert_eq!(counts(&database).await, all_once(&ids), "each event applied exactly once");
-    match point {
-        CrashPoint::BeforeCommit => assert_eq!((stats.applied, stats.duplicates), (5, 0)),
-        CrashPoint::AfterCommitBeforeAck => assert_eq!((stats.applied, stats.duplicates), (0, 5)),
-    }
+    assert_eq!((stats.applied, stats.duplicates), (5 - committed_before_crash, committed_before_crash), "redeliveries are recognised");
     assert_eq!(provenant_bus::store::processed_count(&database, "crashy").await.expect("count"), 5);
     test_database.drop_database().await.expect("drop");
 }

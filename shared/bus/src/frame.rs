@@ -1,0 +1,78 @@
+//! What every service does at boot before its own parts: connect to the event log, declare the
+//! streams, bind its HTTP port; and at run time, serve its routes next to the operational ones
+//! (health, readiness, metrics) until shutdown.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use provenant_runtime::{HttpConfig, Readiness, Shutdown};
+use provenant_telemetry::TelemetryConfig;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::{Bus, BusConfig};
+
+/// The configuration of a service that has nothing of its own yet beyond the frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameConfig {
+    pub http: HttpConfig,
+    pub bus: BusConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// A service connected to NATS (streams declared) with its HTTP port bound.
+pub struct ServiceFrame {
+    pub bus: Bus,
+    listener: TcpListener,
+}
+
+impl ServiceFrame {
+    /// Connects and binds now, so that a bad URL or a taken port fails at boot.
+    pub async fn build(bus: &BusConfig, http: &HttpConfig) -> anyhow::Result<ServiceFrame> {
+        let bus = Bus::connect(bus).await.context("failed to connect to nats")?;
+        bus.declare_streams().await.context("failed to declare streams")?;
+        let listener = http.bind().await.with_context(|| format!("failed to bind {}:{}", http.host, http.port))?;
+        Ok(ServiceFrame { bus, listener })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Readiness that every service has: connected to NATS.
+    pub fn readiness(&self) -> Readiness {
+        Readiness::default().with_check("nats", self.bus.readiness_check())
+    }
+
+    /// Serves `routes` and the operational routes until `shutdown` fires, then lets open
+    /// requests finish.
+    pub async fn serve(self, routes: axum::Router, readiness: Readiness, shutdown: Shutdown) -> anyhow::Result<()> {
+        info!(service = self.bus.producer(), address = %self.address(), "listening");
+        let router = routes.merge(provenant_runtime::operational_routes(readiness));
+        provenant_runtime::serve(self.listener, router, shutdown).await.context("http server failed")
+    }
+}
+
+/// A service that is its frame and nothing else yet: validate, train, infer and settle boot as
+/// this until their issues give them parts of their own.
+pub struct FrameOnlyService {
+    frame: ServiceFrame,
+}
+
+impl FrameOnlyService {
+    pub async fn build(config: FrameConfig) -> anyhow::Result<FrameOnlyService> {
+        Ok(FrameOnlyService { frame: ServiceFrame::build(&config.bus, &config.http).await? })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.frame.address()
+    }
+
+    /// Serves the operational endpoints until `shutdown` fires.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let readiness = self.frame.readiness();
+        self.frame.serve(axum::Router::new(), readiness, shutdown).await
+    }
+}
