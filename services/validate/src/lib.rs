@@ -7,6 +7,8 @@
 //! all-in-one binary and the tests already treat it as a service.
 //! Start reading at [`provenant_bus::FrameOnlyService`].
 
+pub mod domain;
+
 pub use provenant_bus::{FrameConfig as Config, FrameOnlyService as Application};
 
 /// Embedded defaults of [`Config`] (`configuration/base.yaml`).
