@@ -20,6 +20,20 @@ done
 export PROVENANT_NATS__EMBEDDED_PORT=$(free_port)
 export RUST_LOG=${RUST_LOG:-info,sqlx=warn,async_nats=warn}
 
+# A Datanet owner's API key for this run; only its SHA-256 goes into the configuration.
+key=$(python3 -c 'import secrets; print("pvk_" + secrets.token_hex(32))')
+key_hash=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
+mkdir -p "$data/config"
+cat >"$data/config/local.yaml" <<YAML
+identity:
+  api_keys:
+    - principal: demo-owner
+      roles: [contributor, datanet_owner]
+      key_sha256: $key_hash
+YAML
+export PROVENANT_CONFIG_DIR="$data/config" PROVENANT_ENVIRONMENT=local
+auth=(-H "authorization: Bearer $key")
+
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "starting provenant (NATS 2.15.1 + ${services[*]}), log in $data/provenant.log"
@@ -41,14 +55,14 @@ done
 ingest="http://127.0.0.1:${port[ingest]}"
 step "creating one Datanet per fortune language (issue 3 imports the fortunes into them)"
 for language in en de es it; do
-  answer=$(curl -fsS -X POST "$ingest/v1/datanets" -H 'content-type: application/json' \
-    -d "{\"owner_id\":\"demo-owner\",\"name\":\"Fortunes ($language)\",\"description\":\"fortune(6) cookies from Debian's fortunes packages\",\"tags\":[\"fortunes\",\"$language\"],\"licence\":\"LicenseRef-debian-fortunes\"}")
+  answer=$(curl -fsS -X POST "$ingest/v1/datanets" "${auth[@]}" -H 'content-type: application/json' \
+    -d "{\"name\":\"Fortunes ($language)\",\"description\":\"fortune(6) cookies from Debian's fortunes packages\",\"tags\":[\"fortunes\",\"$language\"],\"licence\":\"LicenseRef-debian-fortunes\"}")
   echo "  DatanetCreated is durable: $answer"
 done
 
 step "the ingest read model, fed from JetStream by its durable consumer"
 for attempt in $(seq 1 100); do
-  listing=$(curl -fsS "$ingest/v1/datanets")
+  listing=$(curl -fsS "${auth[@]}" "$ingest/v1/datanets")
   count=$(python3 -c 'import json,sys; print(len(json.load(sys.stdin)["datanets"]))' <<<"$listing")
   [ "$count" = 4 ] && break
   sleep 0.1
@@ -59,7 +73,9 @@ for d in json.load(sys.stdin)["datanets"]:
     print("  %s  %-16s tags=%s  version=%s" % (d["id"], d["name"], ",".join(d["tags"]), d["version"]))' <<<"$listing"
 
 step "a bad request gets a stable error code, not a 500"
-curl -sS -X POST "$ingest/v1/datanets" -H 'content-type: application/json' -d '{"owner_id":"demo-owner","name":"","licence":"MIT"}'
+curl -sS -X POST "$ingest/v1/datanets" "${auth[@]}" -H 'content-type: application/json' -d '{"name":"","licence":"MIT"}'
+echo
+curl -sS "$ingest/v1/datanets"   # no API key
 echo
 
 step "metrics (Prometheus text) from ingest"

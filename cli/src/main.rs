@@ -5,6 +5,7 @@
 //! under the data folder, and stops everything cleanly on SIGTERM or Ctrl-C. Client commands
 //! (Datanet import, training, attribution) arrive with their issues.
 
+mod api_key;
 mod embedded_nats;
 mod up;
 
@@ -29,6 +30,22 @@ enum Command {
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
     },
+    /// API keys for the HTTP APIs.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Print a fresh random key and the configuration entry (with its SHA-256) that enables it.
+    New {
+        /// The principal the key authenticates.
+        #[arg(long)]
+        principal: String,
+        /// Roles: contributor, datanet_owner, model_builder, finance, admin.
+        #[arg(long, value_delimiter = ',', default_value = "contributor")]
+        roles: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -50,5 +67,6 @@ async fn main() -> anyhow::Result<()> {
             telemetry.shutdown().await?;
             outcome
         }
+        Command::ApiKey(ApiKeyCommand::New { principal, roles }) => api_key::print_new(&principal, &roles),
     }
 }

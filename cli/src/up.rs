@@ -19,6 +19,9 @@ pub struct Config {
     pub nats: NatsConfig,
     pub http: HttpPorts,
     pub telemetry: TelemetryConfig,
+    /// API keys of the ingest API (see `provenant api-key new`).
+    #[serde(default)]
+    pub identity: ingest::identity::IdentityConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +73,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut ingest: ingest::Config = service_defaults(ingest::configuration::BASE_YAML)?;
     ingest.bus = bus("ingest");
     ingest.http = http(config.http.ingest_port);
+    ingest.identity = config.identity.clone();
     ingest.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("ingest.db").display()));
     // validate, train, infer and settle are service frames for now: one configuration shape.
     let frame = |base_yaml: &str, producer: &str, port: u16| -> anyhow::Result<provenant_bus::FrameConfig> {

@@ -24,15 +24,27 @@ struct Suite {
     ports: Vec<u16>,
 }
 
+const OWNER_KEY: &str = "pvk_end_to_end_owner";
+
+/// A configuration folder whose `local.yaml` enables one Datanet owner's key.
+fn config_dir() -> tempfile::TempDir {
+    let folder = tempfile::tempdir().expect("config dir");
+    let hash = ingest::identity::hash_key(OWNER_KEY).iter().map(|byte| format!("{byte:02x}")).collect::<String>();
+    let yaml = format!("identity:\n  api_keys:\n    - principal: owner\n      roles: [datanet_owner]\n      key_sha256: {hash}\n");
+    std::fs::write(folder.path().join("local.yaml"), yaml).expect("write config");
+    folder
+}
+
 impl Suite {
-    fn start(data_dir: &Path, ports: &[u16], nats_port: u16) -> Suite {
+    fn start(data_dir: &Path, config_dir: &Path, ports: &[u16], nats_port: u16) -> Suite {
         let mut command = Command::new(env!("CARGO_BIN_EXE_provenant"));
         command
             .args(["up", "--data-dir"])
             .arg(data_dir)
             .env("PROVENANT_NATS__SERVER_BINARY", nats_server_binary())
             .env("PROVENANT_NATS__EMBEDDED_PORT", nats_port.to_string())
-            .env("PROVENANT_CONFIG_DIR", "/nonexistent")
+            .env("PROVENANT_CONFIG_DIR", config_dir)
+            .env("PROVENANT_ENVIRONMENT", "local")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null());
         for (service, port) in SERVICES.iter().zip(ports) {
@@ -89,9 +101,12 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
     let data_dir = tempfile::tempdir().expect("data dir");
     let ports: Vec<u16> = SERVICES.iter().map(|_| free_port()).collect();
     let nats_port = free_port();
-    let http = reqwest::Client::new();
+    let config_dir = config_dir();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {OWNER_KEY}").parse().expect("header"));
+    let http = reqwest::Client::builder().default_headers(headers).build().expect("client");
 
-    let mut suite = Suite::start(data_dir.path(), &ports, nats_port);
+    let mut suite = Suite::start(data_dir.path(), config_dir.path(), &ports, nats_port);
     suite.wait_ready(&http).await;
     for service in 0..SERVICES.len() {
         let metrics = http.get(suite.url(service, "/metrics")).send().await.expect("metrics");
@@ -99,7 +114,7 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
     }
     let created: Value = http
         .post(suite.url(0, "/v1/datanets"))
-        .json(&json!({ "owner_id": "alice", "name": "Fortunes", "licence": "CC0-1.0" }))
+        .json(&json!({ "name": "Fortunes", "licence": "CC0-1.0" }))
         .send()
         .await
         .expect("create")
@@ -121,10 +136,10 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
     assert!(data_dir.path().join("ingest.db").exists());
     assert!(data_dir.path().join("nats").is_dir());
 
-    let mut again = Suite::start(data_dir.path(), &ports, nats_port);
+    let mut again = Suite::start(data_dir.path(), config_dir.path(), &ports, nats_port);
     again.wait_ready(&http).await;
     let datanet: Value = http.get(again.url(0, &path)).send().await.expect("get").json().await.expect("json");
-    assert_eq!(datanet["name"], "Fortunes");
+    assert_eq!((datanet["name"].as_str(), datanet["owner_id"].as_str()), (Some("Fortunes"), Some("owner")));
     again.stop();
 }
 

@@ -4,6 +4,8 @@ use provenant_runtime::HttpConfig;
 use provenant_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::identity::IdentityConfig;
+
 /// The ingest service's configuration (defaults in `configuration/base.yaml`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -13,6 +15,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub consumer: ConsumerConfig,
     pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
 }
 
 pub const BASE_YAML: &str = include_str!("../configuration/base.yaml");

@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use provenant_bus::{Consumer, ServiceFrame};
@@ -9,22 +10,25 @@ use sea_orm_migration::MigratorTrait as _;
 use crate::api::{self, AppState};
 use crate::configuration::Config;
 use crate::handlers::DatanetProjector;
+use crate::identity::Directory;
 
 /// The ingest service, connected and bound, ready to run.
 pub struct Application {
     config: Config,
     frame: ServiceFrame,
     database: DatabaseConnection,
+    directory: Arc<Directory>,
 }
 
 impl Application {
     /// Connects to NATS (declaring the streams), opens and migrates the database, and binds
     /// the HTTP port, so that any misconfiguration fails here, at boot.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let directory = Arc::new(Directory::from_config(&config.identity).context("invalid identity configuration")?);
         let frame = ServiceFrame::build(&config.bus, &config.http).await?;
         let database = provenant_bus::store::connect(config.database.url.expose()).await.context("failed to open the database")?;
         ingest_migration::Migrator::up(&database, None).await.context("failed to migrate the database")?;
-        Ok(Application { config, frame, database })
+        Ok(Application { config, frame, database, directory })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -34,9 +38,9 @@ impl Application {
     /// Serves HTTP and runs the projection until `shutdown` fires; then stops pulling, lets
     /// the batch in hand commit and ack, finishes open requests, and closes the database.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let Application { config, frame, database } = self;
+        let Application { config, frame, database, directory } = self;
         let readiness = frame.readiness().with_check("database", provenant_bus::store::readiness_check(&database));
-        let routes = api::router(AppState { bus: frame.bus.clone(), database: database.clone() });
+        let routes = api::router(AppState { bus: frame.bus.clone(), database: database.clone(), directory });
         let projector = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::new(), config.consumer);
         let consumer_stop = shutdown.clone();
         let (served, consumed) = tokio::join!(frame.serve(routes, readiness, shutdown.clone()), async move {

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use ingest::identity::{ApiKeyConfig, Role};
 use ingest::{Application, Config};
 use provenant_bus::{BusConfig, Consumer, ConsumerConfig};
 use provenant_config::Secret;
@@ -10,9 +11,27 @@ use provenant_runtime::Shutdown;
 use provenant_test_support::{Backend, TestDatabase};
 use serde_json::{Value, json};
 
+const ALICE_KEY: &str = "pvk_test_alice_owner";
+const BOB_KEY: &str = "pvk_test_bob_contributor";
+
+/// A client that sends `key` as its bearer token on every request.
+fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().expect("header"));
+    reqwest::Client::builder().default_headers(headers).build().expect("client")
+}
+
+fn api_key(principal: &str, roles: Vec<Role>, key: &str) -> ApiKeyConfig {
+    ApiKeyConfig { principal: principal.into(), roles, key_sha256: hex::encode(ingest::identity::hash_key(key)) }
+}
+
 struct TestApp {
     base_url: String,
+    /// Authenticated as alice (contributor and Datanet owner).
     http: reqwest::Client,
+    /// Authenticated as bob (contributor only).
+    bob: reqwest::Client,
+    anonymous: reqwest::Client,
     shutdown: Shutdown,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     config: Config,
@@ -33,12 +52,23 @@ async fn spawn_app(backend: Backend) -> TestApp {
     config.bus =
         BusConfig { subject_root: provenant_test_support::unique_root(), ..BusConfig::new(&provenant_test_support::nats_url(), "ingest") };
     config.database.url = Secret::new(database.url.clone());
+    config.identity.api_keys =
+        vec![api_key("alice", vec![Role::Contributor, Role::DatanetOwner], ALICE_KEY), api_key("bob", vec![Role::Contributor], BOB_KEY)];
     config.consumer = ConsumerConfig { batch_size: 64, ack_wait_seconds: 2, max_deliver: 4, initial_backoff_ms: 50, max_backoff_ms: 500 };
     let app = Application::build(config.clone()).await.expect("builds");
     let base_url = format!("http://{}", app.address());
     let shutdown = Shutdown::new();
     let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    TestApp { base_url, http: reqwest::Client::new(), shutdown, task, config, database }
+    TestApp {
+        base_url,
+        http: client_with_key(ALICE_KEY),
+        bob: client_with_key(BOB_KEY),
+        anonymous: reqwest::Client::new(),
+        shutdown,
+        task,
+        config,
+        database,
+    }
 }
 
 impl TestApp {
@@ -72,15 +102,15 @@ impl TestApp {
     }
 }
 
-fn fortunes(owner: &str) -> Value {
-    json!({ "owner_id": owner, "name": "English fortunes", "description": "fortune(6) cookies", "tags": ["fortunes", "en"], "licence": "CC0-1.0" })
+fn fortunes() -> Value {
+    json!({ "name": "English fortunes", "description": "fortune(6) cookies", "tags": ["fortunes", "en"], "licence": "CC0-1.0" })
 }
 
 #[tokio::test]
 async fn a_created_datanet_is_durable_before_the_answer_and_then_readable() {
     for backend in Backend::ALL {
         let app = spawn_app(backend).await;
-        let (status, body) = app.post("/v1/datanets", &fortunes("alice")).await;
+        let (status, body) = app.post("/v1/datanets", &fortunes()).await;
         assert_eq!(status, 202, "{body}");
         let id = body["datanet_id"].as_str().expect("id").to_owned();
         assert!(body["version"].as_u64().expect("version") >= 1);
@@ -108,15 +138,15 @@ async fn bad_requests_get_a_4xx_with_a_stable_code_and_never_a_5xx() {
     let no_type = app.http.post(&url).body("{}").send().await.expect("request");
     assert_eq!(no_type.status().as_u16(), 415);
 
-    let mut unknown_field = fortunes("alice");
+    let mut unknown_field = fortunes();
     unknown_field["colour"] = json!("blue");
     let cases = [
-        (json!({ "owner_id": "alice", "name": "", "licence": "MIT" }), 422, "datanet.name_invalid"),
-        (json!({ "owner_id": "alice", "name": "x", "licence": "not spdx" }), 422, "datanet.licence_invalid"),
-        (json!({ "owner_id": "a.b", "name": "x", "licence": "MIT" }), 422, "principal.invalid"),
-        (json!({ "owner_id": "alice", "name": "x", "licence": "MIT", "record_format": "json_lines" }), 422, "datanet.json_schema_required"),
-        (json!({ "owner_id": "alice", "name": "x", "licence": "MIT", "visibility": "secret" }), 422, "request.invalid_body"),
-        (json!({ "name": "x", "licence": "MIT" }), 422, "request.invalid_body"),
+        (json!({ "name": "", "licence": "MIT" }), 422, "datanet.name_invalid"),
+        (json!({ "name": "x", "licence": "not spdx" }), 422, "datanet.licence_invalid"),
+        (json!({ "name": "x", "licence": "MIT", "record_format": "json_lines" }), 422, "datanet.json_schema_required"),
+        (json!({ "name": "x", "licence": "MIT", "visibility": "secret" }), 422, "request.invalid_body"),
+        (json!({ "name": "x" }), 422, "request.invalid_body"),
+        (json!({ "owner_id": "mallory", "name": "x", "licence": "MIT" }), 422, "request.invalid_body"),
         (unknown_field, 422, "request.invalid_body"),
         (json!([1, 2]), 422, "request.invalid_body"),
     ];
@@ -141,7 +171,7 @@ async fn bad_requests_get_a_4xx_with_a_stable_code_and_never_a_5xx() {
 #[tokio::test]
 async fn two_updates_from_the_same_version_one_wins_and_the_other_gets_409() {
     let app = spawn_app(Backend::Sqlite).await;
-    let (_, created) = app.post("/v1/datanets", &fortunes("alice")).await;
+    let (_, created) = app.post("/v1/datanets", &fortunes()).await;
     let id = created["datanet_id"].as_str().expect("id").to_owned();
     let version = created["version"].as_u64().expect("version");
     let url = format!("{}/v1/datanets/{id}", app.base_url);
@@ -163,7 +193,7 @@ async fn rebuilding_the_datanet_projection_from_the_stream_gives_the_same_rows_a
         let app = spawn_app(backend).await;
         let mut ids = Vec::new();
         for index in 0..12 {
-            let mut body = fortunes(&format!("owner-{}", index % 3));
+            let mut body = fortunes();
             body["name"] = json!(format!("Datanet {index}"));
             let (status, created) = app.post("/v1/datanets", &body).await;
             assert_eq!(status, 202);
@@ -208,7 +238,7 @@ async fn rebuilding_the_datanet_projection_from_the_stream_gives_the_same_rows_a
 async fn a_second_creation_from_another_producer_is_dead_lettered_and_changes_nothing() {
     for backend in Backend::ALL {
         let app = spawn_app(backend).await;
-        let (_, created) = app.post("/v1/datanets", &fortunes("alice")).await;
+        let (_, created) = app.post("/v1/datanets", &fortunes()).await;
         let id = created["datanet_id"].as_str().expect("id").to_owned();
         app.get_until(&format!("/v1/datanets/{id}"), |status, _| status == 200).await;
 
@@ -228,7 +258,7 @@ async fn a_second_creation_from_another_producer_is_dead_lettered_and_changes_no
         };
         let envelope = provenant_bus::Envelope::new(&rogue, "rogue");
         bus.publish(&envelope, &rogue, provenant_bus::Expect::Any).await.expect("stored in the log");
-        let (_, fresh) = app.post("/v1/datanets", &fortunes("bob")).await;
+        let (_, fresh) = app.post("/v1/datanets", &fortunes()).await;
         let fresh_id = fresh["datanet_id"].as_str().expect("id").to_owned();
         app.get_until(&format!("/v1/datanets/{fresh_id}"), |status, _| status == 200).await;
 
@@ -248,4 +278,39 @@ async fn a_second_creation_from_another_producer_is_dead_lettered_and_changes_no
         let (_, database) = app.stop().await;
         database.drop_database().await.expect("drop");
     }
+}
+
+#[tokio::test]
+async fn callers_are_authenticated_by_api_key_and_only_owners_change_their_datanets() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let url = format!("{}/v1/datanets", app.base_url);
+    let answer = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap_or(Value::Null)["error"]["code"].as_str().map(str::to_owned))
+    };
+    let missing = app.anonymous.post(&url).json(&fortunes()).send().await.expect("request");
+    assert_eq!(answer(missing).await, (401, Some("auth.missing".into())));
+    let wrong = client_with_key("pvk_guessed").get(&url).send().await.expect("request");
+    assert_eq!(answer(wrong).await, (401, Some("auth.invalid_key".into())));
+    let basic = app.anonymous.get(&url).header("authorization", "Basic YWxpY2U6eA==").send().await.expect("request");
+    assert_eq!(answer(basic).await, (401, Some("auth.malformed".into())));
+    let not_an_owner = app.bob.post(&url).json(&fortunes()).send().await.expect("request");
+    assert_eq!(answer(not_an_owner).await, (403, Some("auth.forbidden".into())));
+
+    let (_, created) = app.post("/v1/datanets", &json!({ "name": "Alice's private set", "licence": "MIT", "visibility": "private" })).await;
+    let id = created["datanet_id"].as_str().expect("id").to_owned();
+    let datanet = app.get_until(&format!("/v1/datanets/{id}"), |status, _| status == 200).await;
+    assert_eq!(datanet["owner_id"], "alice", "the owner is the authenticated caller");
+    let hidden = app.bob.get(format!("{url}/{id}")).send().await.expect("request");
+    assert_eq!(answer(hidden).await, (404, Some("datanet.not_found".into())), "a private Datanet does not exist for others");
+    let (_, listed) = (200, app.bob.get(&url).send().await.expect("request").json::<Value>().await.expect("json"));
+    assert!(listed["datanets"].as_array().expect("list").iter().all(|row| row["id"] != id.as_str()));
+
+    let (_, public) = app.post("/v1/datanets", &fortunes()).await;
+    let public_id = public["datanet_id"].as_str().expect("id").to_owned();
+    app.get_until(&format!("/v1/datanets/{public_id}"), |status, _| status == 200).await;
+    let hijack =
+        app.bob.put(format!("{url}/{public_id}")).json(&json!({ "name": "mine now", "licence": "MIT" })).send().await.expect("request");
+    assert_eq!(answer(hijack).await, (403, Some("auth.not_owner".into())));
+    app.stop().await;
 }

@@ -2,27 +2,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use provenant_bus::{Context, Envelope, Error as BusError, Expect};
-use provenant_events::proto::common::v1::{Principal, PrincipalKind};
+use provenant_events::proto::common::v1::PrincipalKind;
 use provenant_events::proto::datanet::v1 as proto;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ApiError, ApiJson, AppState};
-use crate::domain::datanet::{DatanetSpec, DatanetSpecInput, parse_principal_id};
+use crate::domain::datanet::{DatanetSpec, DatanetSpecInput};
+use crate::identity::{Principal, Role};
 use crate::projections::datanets;
-
-/// The body of `POST /v1/datanets`: the spec's fields plus `owner_id`, the owning principal
-/// (until API keys arrive in issue 3 the caller names it). Split by hand because serde
-/// cannot refuse unknown fields through `flatten`.
-fn split_create_body(mut body: serde_json::Map<String, serde_json::Value>) -> Result<(String, DatanetSpecInput), ApiError> {
-    let owner = match body.remove("owner_id") {
-        Some(serde_json::Value::String(owner)) => owner,
-        _ => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "request.invalid_body", "owner_id: a string is required")),
-    };
-    let spec = serde_json::from_value(serde_json::Value::Object(body))
-        .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "request.invalid_body", error.to_string()))?;
-    Ok((owner, spec))
-}
 
 #[derive(Debug, Serialize)]
 pub struct Accepted {
@@ -36,15 +24,15 @@ pub struct Accepted {
 /// model catches up a moment later.
 pub async fn create(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+    caller: Principal,
+    ApiJson(input): ApiJson<DatanetSpecInput>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (owner, spec) = split_create_body(body)?;
-    let owner_id = parse_principal_id(&owner)?;
-    let spec = DatanetSpec::try_from(spec)?;
+    caller.require(Role::DatanetOwner)?;
+    let spec = DatanetSpec::try_from(input)?;
     let datanet_id = Uuid::now_v7().to_string();
     let event = proto::DatanetCreated {
         datanet_id: datanet_id.clone(),
-        owner: Some(Principal { id: owner_id, kind: PrincipalKind::DatanetOwner.into() }),
+        owner: Some(proto_principal(&caller, PrincipalKind::DatanetOwner)),
         spec: Some((&spec).into()),
     };
     let envelope = Envelope::new(&event, state.bus.producer());
@@ -54,15 +42,21 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)))
 }
 
-/// `PUT /v1/datanets/{id}`: replaces the spec. `If-Match: <version>` makes the update
-/// conditional on the version the caller read; without it, on the latest stored event.
+/// `PUT /v1/datanets/{id}`: replaces the spec; only its owner (or an admin) may.
+/// `If-Match: <version>` makes the update conditional on the version the caller read; without
+/// it, on the latest stored event.
 pub async fn update(
     State(state): State<AppState>,
+    caller: Principal,
     Path(datanet_id): Path<String>,
     headers: HeaderMap,
     ApiJson(input): ApiJson<DatanetSpecInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     let spec = DatanetSpec::try_from(input)?;
+    let current = visible(&state, &caller, &datanet_id).await?;
+    if current.owner_id != caller.id && !caller.has(Role::Admin) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "auth.not_owner", "only the Datanet's owner can change it"));
+    }
     let expected = match headers.get(header::IF_MATCH) {
         Some(value) => value
             .to_str()
@@ -80,7 +74,8 @@ pub async fn update(
             })?
             .ok_or_else(|| not_found(&datanet_id))?,
     };
-    let event = proto::DatanetUpdated { datanet_id: datanet_id.clone(), updated_by: None, spec: Some((&spec).into()) };
+    let updated_by = Some(proto_principal(&caller, PrincipalKind::DatanetOwner));
+    let event = proto::DatanetUpdated { datanet_id: datanet_id.clone(), updated_by, spec: Some((&spec).into()) };
     let envelope = Envelope::new(&event, state.bus.producer());
     let published = state.bus.publish(&envelope, &event, Expect::LastSequence(expected)).await.map_err(publish_error)?;
     let body = Accepted { datanet_id, event_id: envelope.event_id.to_string(), version: published.sequence };
@@ -97,6 +92,21 @@ fn publish_error(error: BusError) -> ApiError {
         BusError::Event(error) => ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_id", error.to_string()),
         other => ApiError::internal("bus.unavailable", other),
     }
+}
+
+fn proto_principal(caller: &Principal, kind: PrincipalKind) -> provenant_events::proto::common::v1::Principal {
+    let kind = if caller.has(Role::Admin) && !caller.roles.contains(&Role::DatanetOwner) { PrincipalKind::Admin } else { kind };
+    provenant_events::proto::common::v1::Principal { id: caller.id.clone(), kind: kind.into() }
+}
+
+/// The Datanet as `caller` may see it: private ones exist only for their owner and admins.
+async fn visible(state: &AppState, caller: &Principal, datanet_id: &str) -> Result<datanets::Model, ApiError> {
+    let row = datanets::find(&state.database, datanet_id).await.map_err(|error| ApiError::internal("database.unavailable", error))?;
+    row.filter(|row| may_see(caller, row)).ok_or_else(|| not_found(datanet_id))
+}
+
+fn may_see(caller: &Principal, row: &datanets::Model) -> bool {
+    row.visibility != "private" || row.owner_id == caller.id || caller.has(Role::Admin)
 }
 
 fn not_found(datanet_id: &str) -> ApiError {
@@ -138,9 +148,12 @@ impl From<datanets::Model> for DatanetView {
     }
 }
 
-pub async fn get(State(state): State<AppState>, Path(datanet_id): Path<String>) -> Result<axum::Json<DatanetView>, ApiError> {
-    let row = datanets::find(&state.database, &datanet_id).await.map_err(|error| ApiError::internal("database.unavailable", error))?;
-    row.map(|row| axum::Json(row.into())).ok_or_else(|| not_found(&datanet_id))
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Principal,
+    Path(datanet_id): Path<String>,
+) -> Result<axum::Json<DatanetView>, ApiError> {
+    Ok(axum::Json(visible(&state, &caller, &datanet_id).await?.into()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +174,7 @@ pub struct DatanetPage {
 
 pub async fn list(
     State(state): State<AppState>,
+    caller: Principal,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<DatanetPage>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_query", rejection.body_text()))?;
@@ -172,5 +186,6 @@ pub async fn list(
         .await
         .map_err(|error| ApiError::internal("database.unavailable", error))?;
     let next_after = (rows.len() as u64 == limit).then(|| rows.last().map(|row| row.id.clone())).flatten();
-    Ok(axum::Json(DatanetPage { datanets: rows.into_iter().map(DatanetView::from).collect(), next_after }))
+    let datanets = rows.into_iter().filter(|row| may_see(&caller, row)).map(DatanetView::from).collect();
+    Ok(axum::Json(DatanetPage { datanets, next_after }))
 }

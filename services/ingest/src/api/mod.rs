@@ -9,12 +9,16 @@ use axum::routing::get;
 use provenant_bus::Bus;
 use sea_orm::DatabaseConnection;
 
+use crate::identity::Directory;
+use std::sync::Arc;
+
 pub use error::{ApiError, ApiJson};
 
 #[derive(Clone)]
 pub struct AppState {
     pub bus: Bus,
     pub database: DatabaseConnection,
+    pub directory: Arc<Directory>,
 }
 
 pub fn router(state: AppState) -> Router {
