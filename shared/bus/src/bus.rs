@@ -46,6 +46,10 @@ impl Bus {
         &self.client
     }
 
+    pub(crate) fn replicas(&self) -> usize {
+        self.config.replicas
+    }
+
     /// The producer name this process writes into envelopes.
     pub fn producer(&self) -> &str {
         &self.config.producer

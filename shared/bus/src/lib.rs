@@ -8,6 +8,7 @@
 //! after that transaction commits, so a redelivered event finds its id already recorded and
 //! applies nothing twice. Poison messages go to the dead-letter stream with their reason.
 
+mod blobs;
 mod bus;
 mod config;
 mod consumer;
@@ -18,6 +19,7 @@ mod publish;
 
 pub mod store;
 
+pub use blobs::{BlobStore, StoredBlob, sha256_hex};
 pub use bus::Bus;
 pub use config::{BusConfig, ConsumerConfig};
 pub use consumer::{Consumer, ConsumerStats, HandleError, Handler, Replay};

@@ -70,3 +70,18 @@ async fn an_aggregate_id_that_would_escape_its_subject_is_refused_before_sending
     let error = bus.publish(&Envelope::new(&event, "test"), &event, Expect::Any).await.expect_err("refused");
     assert!(matches!(error, Error::Event(_)), "{error:?}");
 }
+
+#[tokio::test]
+async fn blobs_are_stored_once_under_their_sha256_and_read_back_checked() {
+    let bus = shared_bus().await;
+    let blobs = bus.blob_store("contributions").await.expect("bucket");
+    let content = "Q: Why did the chicken cross the road?\nA: To get to the other side.".repeat(3_000); // > one 128 KiB chunk
+    let first = blobs.put(content.as_bytes()).await.expect("stored");
+    assert!(first.newly_stored);
+    assert_eq!(first.sha256, provenant_bus::sha256_hex(content.as_bytes()));
+    assert_eq!(first.size_bytes, content.len() as u64);
+    let again = bus.blob_store("contributions").await.expect("bucket").put(content.as_bytes()).await.expect("stored");
+    assert!(!again.newly_stored, "the same bytes are stored once");
+    assert_eq!(blobs.get(&first.sha256).await.expect("read").as_deref(), Some(content.as_bytes()));
+    assert_eq!(blobs.get(&provenant_bus::sha256_hex(b"never stored")).await.expect("read"), None);
+}
