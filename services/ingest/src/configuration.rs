@@ -17,6 +17,14 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub identity: IdentityConfig,
+    pub contributions: ContributionsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContributionsConfig {
+    /// Largest contribution (one text, one batch, one file), in bytes.
+    pub max_bytes: u64,
 }
 
 pub const BASE_YAML: &str = include_str!("../configuration/base.yaml");

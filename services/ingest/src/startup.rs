@@ -2,14 +2,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use provenant_bus::{Consumer, ServiceFrame};
+use provenant_bus::{BlobStore, Consumer, ServiceFrame};
 use provenant_runtime::Shutdown;
 use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigratorTrait as _;
 
 use crate::api::{self, AppState};
 use crate::configuration::Config;
-use crate::handlers::DatanetProjector;
+use crate::handlers::{ContributionProjector, DatanetProjector};
 use crate::identity::Directory;
 
 /// The ingest service, connected and bound, ready to run.
@@ -18,6 +18,7 @@ pub struct Application {
     frame: ServiceFrame,
     database: DatabaseConnection,
     directory: Arc<Directory>,
+    blobs: BlobStore,
 }
 
 impl Application {
@@ -28,7 +29,8 @@ impl Application {
         let frame = ServiceFrame::build(&config.bus, &config.http).await?;
         let database = provenant_bus::store::connect(config.database.url.expose()).await.context("failed to open the database")?;
         ingest_migration::Migrator::up(&database, None).await.context("failed to migrate the database")?;
-        Ok(Application { config, frame, database, directory })
+        let blobs = frame.bus.blob_store("contributions").await.context("failed to open the contributions bucket")?;
+        Ok(Application { config, frame, database, directory, blobs })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -38,20 +40,36 @@ impl Application {
     /// Serves HTTP and runs the projection until `shutdown` fires; then stops pulling, lets
     /// the batch in hand commit and ack, finishes open requests, and closes the database.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let Application { config, frame, database, directory } = self;
+        let Application { config, frame, database, directory, blobs } = self;
         let readiness = frame.readiness().with_check("database", provenant_bus::store::readiness_check(&database));
-        let routes = api::router(AppState { bus: frame.bus.clone(), database: database.clone(), directory });
-        let projector = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::new(), config.consumer);
-        let consumer_stop = shutdown.clone();
-        let (served, consumed) = tokio::join!(frame.serve(routes, readiness, shutdown.clone()), async move {
-            let outcome = projector.run(consumer_stop.cancelled_owned()).await;
-            // A consumer that dies takes the service down with it rather than serving stale reads.
-            shutdown.cancel();
-            outcome
+        let routes = api::router(AppState {
+            bus: frame.bus.clone(),
+            database: database.clone(),
+            directory,
+            blobs,
+            contribution_max_bytes: config.contributions.max_bytes,
         });
+        let datanets = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::new(), config.consumer.clone());
+        let contributions = Consumer::new(frame.bus.clone(), database.clone(), ContributionProjector::new(), config.consumer);
+        // A consumer that dies takes the service down with it rather than serving stale reads.
+        let (datanet_stop, contribution_stop) = (shutdown.clone(), shutdown.clone());
+        let (served, datanets_outcome, contributions_outcome) = tokio::join!(
+            frame.serve(routes, readiness, shutdown.clone()),
+            async move {
+                let outcome = datanets.run(datanet_stop.clone().cancelled_owned()).await;
+                datanet_stop.cancel();
+                outcome
+            },
+            async move {
+                let outcome = contributions.run(contribution_stop.clone().cancelled_owned()).await;
+                contribution_stop.cancel();
+                outcome
+            },
+        );
         database.close().await.context("failed to close the database")?;
         served?;
-        consumed.context("datanet projection failed")?;
+        datanets_outcome.context("datanet projection failed")?;
+        contributions_outcome.context("contribution projection failed")?;
         Ok(())
     }
 }

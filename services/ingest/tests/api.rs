@@ -1,106 +1,12 @@
 //! The ingest service as its clients see it: HTTP in, events through a real NATS JetStream,
 //! the projection on SQLite and PostgreSQL.
 
-use std::time::{Duration, Instant};
+mod common;
 
-use ingest::identity::{ApiKeyConfig, Role};
-use ingest::{Application, Config};
-use provenant_bus::{BusConfig, Consumer, ConsumerConfig};
-use provenant_config::Secret;
-use provenant_runtime::Shutdown;
-use provenant_test_support::{Backend, TestDatabase};
+use common::*;
+use provenant_bus::{BusConfig, Consumer};
+use provenant_test_support::Backend;
 use serde_json::{Value, json};
-
-const ALICE_KEY: &str = "pvk_test_alice_owner";
-const BOB_KEY: &str = "pvk_test_bob_contributor";
-
-/// A client that sends `key` as its bearer token on every request.
-fn client_with_key(key: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().expect("header"));
-    reqwest::Client::builder().default_headers(headers).build().expect("client")
-}
-
-fn api_key(principal: &str, roles: Vec<Role>, key: &str) -> ApiKeyConfig {
-    ApiKeyConfig { principal: principal.into(), roles, key_sha256: hex::encode(ingest::identity::hash_key(key)) }
-}
-
-struct TestApp {
-    base_url: String,
-    /// Authenticated as alice (contributor and Datanet owner).
-    http: reqwest::Client,
-    /// Authenticated as bob (contributor only).
-    bob: reqwest::Client,
-    anonymous: reqwest::Client,
-    shutdown: Shutdown,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    config: Config,
-    database: TestDatabase,
-}
-
-async fn spawn_app(backend: Backend) -> TestApp {
-    provenant_test_support::init_logs();
-    provenant_telemetry::install_crypto_provider();
-    let database = TestDatabase::create(backend).await.expect("test database");
-    let mut config: Config = provenant_config::load_with(
-        ingest::configuration::BASE_YAML,
-        &provenant_config::Layers { directory: "/nonexistent".into(), environment: "test".into() },
-        std::iter::empty(),
-    )
-    .expect("base configuration loads");
-    config.http.port = 0;
-    config.bus =
-        BusConfig { subject_root: provenant_test_support::unique_root(), ..BusConfig::new(&provenant_test_support::nats_url(), "ingest") };
-    config.database.url = Secret::new(database.url.clone());
-    config.identity.api_keys =
-        vec![api_key("alice", vec![Role::Contributor, Role::DatanetOwner], ALICE_KEY), api_key("bob", vec![Role::Contributor], BOB_KEY)];
-    config.consumer = ConsumerConfig { batch_size: 64, ack_wait_seconds: 2, max_deliver: 4, initial_backoff_ms: 50, max_backoff_ms: 500 };
-    let app = Application::build(config.clone()).await.expect("builds");
-    let base_url = format!("http://{}", app.address());
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    TestApp {
-        base_url,
-        http: client_with_key(ALICE_KEY),
-        bob: client_with_key(BOB_KEY),
-        anonymous: reqwest::Client::new(),
-        shutdown,
-        task,
-        config,
-        database,
-    }
-}
-
-impl TestApp {
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self.http.post(format!("{}{path}", self.base_url)).json(body).send().await.expect("request");
-        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(format!("{}{path}", self.base_url)).send().await.expect("request");
-        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Polls a read until the projection shows what `done` wants.
-    async fn get_until(&self, path: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let (status, body) = self.get(path).await;
-            if done(status, &body) {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "{path} never satisfied the test: last {status} {body}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stop(self) -> (Config, TestDatabase) {
-        self.shutdown.cancel();
-        self.task.await.expect("service task").expect("service stopped cleanly");
-        (self.config, self.database)
-    }
-}
 
 fn fortunes() -> Value {
     json!({ "name": "English fortunes", "description": "fortune(6) cookies", "tags": ["fortunes", "en"], "licence": "CC0-1.0" })

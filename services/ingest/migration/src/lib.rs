@@ -4,12 +4,17 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000002_create_datanets;
+mod m20261126_000003_create_contributions;
 
 #[derive(Debug)]
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(provenant_bus::store::Migration), Box::new(m20261125_000002_create_datanets::Migration)]
+        vec![
+            Box::new(provenant_bus::store::Migration),
+            Box::new(m20261125_000002_create_datanets::Migration),
+            Box::new(m20261126_000003_create_contributions::Migration),
+        ]
     }
 }

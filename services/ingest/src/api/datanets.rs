@@ -100,7 +100,7 @@ fn proto_principal(caller: &Principal, kind: PrincipalKind) -> provenant_events:
 }
 
 /// The Datanet as `caller` may see it: private ones exist only for their owner and admins.
-async fn visible(state: &AppState, caller: &Principal, datanet_id: &str) -> Result<datanets::Model, ApiError> {
+pub(super) async fn visible(state: &AppState, caller: &Principal, datanet_id: &str) -> Result<datanets::Model, ApiError> {
     let row = datanets::find(&state.database, datanet_id).await.map_err(|error| ApiError::internal("database.unavailable", error))?;
     row.filter(|row| may_see(caller, row)).ok_or_else(|| not_found(datanet_id))
 }

@@ -1,12 +1,14 @@
 //! The ingest HTTP API. Every failure answers with a stable machine-readable code, a human
 //! message and the right status: bad input is a 4xx, never a 500.
 
+mod contributions;
 mod datanets;
 mod error;
 
 use axum::Router;
-use axum::routing::get;
-use provenant_bus::Bus;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use provenant_bus::{BlobStore, Bus};
 use sea_orm::DatabaseConnection;
 
 use crate::identity::Directory;
@@ -19,12 +21,25 @@ pub struct AppState {
     pub bus: Bus,
     pub database: DatabaseConnection,
     pub directory: Arc<Directory>,
+    pub blobs: BlobStore,
+    /// Largest accepted contribution, in bytes.
+    pub contribution_max_bytes: u64,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/datanets", get(datanets::list).post(datanets::create))
         .route("/v1/datanets/{datanet_id}", get(datanets::get).put(datanets::update))
+        .route(
+            "/v1/datanets/{datanet_id}/contributions",
+            post(contributions::submit)
+                // Multipart framing on top of the largest file; the handler enforces the exact limit.
+                .layer(DefaultBodyLimit::max(
+                    usize::try_from(state.contribution_max_bytes).unwrap_or(usize::MAX).saturating_add(64 * 1024),
+                )),
+        )
+        .route("/v1/contributions", get(contributions::list_mine))
+        .route("/v1/contributions/{contribution_id}", get(contributions::get))
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "route.not_found", "no such route") })
         .with_state(state)
 }

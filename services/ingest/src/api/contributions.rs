@@ -1,0 +1,272 @@
+//! Submitting contributions and reading their status.
+//!
+//! A submission is one plain-text record (`text/plain`, `text/markdown`), a batch of JSON
+//! records (`application/x-ndjson`), or a file upload (`multipart/form-data`, part `file`,
+//! `.txt`, `.md` or `.jsonl`). Its bytes are stored once in the object store under their
+//! SHA-256; the answer (202) comes after `ContributionSubmitted` is durable. Whether the records
+//! are acceptable is the validate service's decision, visible here as the status.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use provenant_bus::{Envelope, Expect};
+use provenant_events::proto::common::v1::{BlobRef, Principal as ProtoPrincipal, PrincipalKind};
+use provenant_events::proto::datanet::v1 as proto;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::datanets::visible;
+use super::{ApiError, AppState};
+use crate::identity::{Principal, Role};
+use crate::projections::contributions;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    PlainText,
+    JsonLines,
+}
+
+impl Format {
+    fn label(self) -> &'static str {
+        match self {
+            Format::PlainText => "plain_text",
+            Format::JsonLines => "json_lines",
+        }
+    }
+
+    fn media_type(self) -> &'static str {
+        match self {
+            Format::PlainText => "text/plain",
+            Format::JsonLines => "application/x-ndjson",
+        }
+    }
+
+    fn from_file_name(name: &str) -> Option<Format> {
+        let extension = name.rsplit_once('.').map(|(_, extension)| extension.to_ascii_lowercase())?;
+        match extension.as_str() {
+            "txt" | "md" => Some(Format::PlainText),
+            "jsonl" | "ndjson" => Some(Format::JsonLines),
+            _ => None,
+        }
+    }
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "contribution.too_large", format!("contributions are limited to {limit} bytes"))
+}
+
+/// The submitted bytes, their format and the uploaded file's name.
+async fn read_submission(state: &AppState, request: Request) -> Result<(Bytes, Format, Option<String>), ApiError> {
+    let limit = state.contribution_max_bytes;
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let format = match essence.as_str() {
+        "text/plain" | "text/markdown" => Format::PlainText,
+        "application/x-ndjson" | "application/jsonl" | "application/json-lines" => Format::JsonLines,
+        "multipart/form-data" => return read_upload(state, request).await,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "contribution.unsupported_media_type",
+                "send text/plain, text/markdown, application/x-ndjson, or a multipart/form-data file",
+            ));
+        }
+    };
+    let body =
+        axum::body::to_bytes(request.into_body(), usize::try_from(limit).unwrap_or(usize::MAX)).await.map_err(|_| too_large(limit))?;
+    Ok((body, format, None))
+}
+
+async fn read_upload(state: &AppState, request: Request) -> Result<(Bytes, Format, Option<String>), ApiError> {
+    let limit = state.contribution_max_bytes;
+    let malformed = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "request.malformed_multipart", message);
+    let mut multipart = Multipart::from_request(request, state).await.map_err(|rejection| malformed(rejection.body_text()))?;
+    while let Some(field) = multipart.next_field().await.map_err(|error| malformed(error.body_text()))? {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let file_name = field.file_name().unwrap_or_default().to_owned();
+        let format = Format::from_file_name(&file_name).ok_or_else(|| {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "contribution.unsupported_file", "upload a .txt, .md or .jsonl file")
+        })?;
+        let bytes = field.bytes().await.map_err(|error| {
+            if error.status() == StatusCode::PAYLOAD_TOO_LARGE { too_large(limit) } else { malformed(error.body_text()) }
+        })?;
+        if bytes.len() as u64 > limit {
+            return Err(too_large(limit));
+        }
+        return Ok((bytes, format, Some(file_name)));
+    }
+    Err(malformed("no part named \"file\"".to_owned()))
+}
+
+fn record_count(bytes: &[u8], format: Format) -> u32 {
+    match format {
+        Format::PlainText => 1,
+        Format::JsonLines => {
+            let lines = bytes.split(|byte| *byte == b'\n').filter(|line| line.iter().any(|byte| !byte.is_ascii_whitespace())).count();
+            u32::try_from(lines).unwrap_or(u32::MAX)
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SubmissionAccepted {
+    contribution_id: String,
+    event_id: String,
+    content_sha256: String,
+    size_bytes: u64,
+    record_count: u32,
+    status: &'static str,
+}
+
+/// `POST /v1/datanets/{datanet_id}/contributions`.
+pub async fn submit(
+    State(state): State<AppState>,
+    caller: Principal,
+    Path(datanet_id): Path<String>,
+    request: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Role::Contributor)?;
+    let datanet = visible(&state, &caller, &datanet_id).await?;
+    let (bytes, format, file_name) = read_submission(&state, request).await?;
+    if format.label() != datanet.record_format {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "contribution.format_mismatch",
+            format!("this Datanet takes {} records", datanet.record_format),
+        ));
+    }
+    let record_count = record_count(&bytes, format);
+    if bytes.iter().all(u8::is_ascii_whitespace) || record_count == 0 {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "contribution.empty", "the contribution has no content"));
+    }
+    let stored = state.blobs.put(&bytes).await.map_err(|error| ApiError::internal("blobs.unavailable", error))?;
+    let contribution_id = Uuid::now_v7().to_string();
+    let event = proto::ContributionSubmitted {
+        contribution_id: contribution_id.clone(),
+        datanet_id: datanet.id.clone(),
+        contributor: Some(ProtoPrincipal { id: caller.id.clone(), kind: PrincipalKind::Contributor.into() }),
+        blob: Some(BlobRef {
+            sha256: stored.sha256.clone(),
+            size_bytes: stored.size_bytes,
+            bucket: stored.bucket.clone(),
+            media_type: format.media_type().to_owned(),
+        }),
+        licence_spdx: datanet.licence_spdx.clone(),
+        record_format: match format {
+            Format::PlainText => proto::RecordFormat::PlainText,
+            Format::JsonLines => proto::RecordFormat::JsonLines,
+        }
+        .into(),
+        record_count,
+        file_name: file_name.unwrap_or_default(),
+    };
+    let envelope = Envelope::new(&event, state.bus.producer());
+    state.bus.publish(&envelope, &event, Expect::NoEvents).await.map_err(|error| ApiError::internal("bus.unavailable", error))?;
+    let location = format!("/v1/contributions/{contribution_id}");
+    let body = SubmissionAccepted {
+        contribution_id,
+        event_id: envelope.event_id.to_string(),
+        content_sha256: stored.sha256,
+        size_bytes: stored.size_bytes,
+        record_count,
+        status: "pending",
+    };
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContributionView {
+    id: String,
+    datanet_id: String,
+    contributor_id: String,
+    content_sha256: String,
+    size_bytes: i64,
+    record_count: i32,
+    record_format: String,
+    file_name: Option<String>,
+    status: String,
+    reasons: serde_json::Value,
+    quality_score_ppm: Option<i32>,
+    duplicate_cluster_id: Option<String>,
+    flags: Vec<String>,
+    submitted_at: String,
+    decided_at: Option<String>,
+}
+
+impl From<contributions::Model> for ContributionView {
+    fn from(row: contributions::Model) -> Self {
+        ContributionView {
+            reasons: serde_json::from_str(&row.reasons).unwrap_or_default(),
+            flags: serde_json::from_str(&row.flags).unwrap_or_default(),
+            submitted_at: row.submitted_at.to_rfc3339(),
+            decided_at: row.decided_at.map(|at| at.to_rfc3339()),
+            id: row.id,
+            datanet_id: row.datanet_id,
+            contributor_id: row.contributor_id,
+            content_sha256: row.content_sha256,
+            size_bytes: row.size_bytes,
+            record_count: row.record_count,
+            record_format: row.record_format,
+            file_name: row.file_name,
+            status: row.status,
+            quality_score_ppm: row.quality_score_ppm,
+            duplicate_cluster_id: row.duplicate_cluster_id,
+        }
+    }
+}
+
+/// `GET /v1/contributions/{id}`: for its contributor, the Datanet's owner and admins.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Principal,
+    Path(contribution_id): Path<String>,
+) -> Result<axum::Json<ContributionView>, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "contribution.not_found", format!("no contribution {contribution_id:?}"));
+    let row = contributions::find(&state.database, &contribution_id)
+        .await
+        .map_err(|error| ApiError::internal("database.unavailable", error))?
+        .ok_or_else(not_found)?;
+    if row.contributor_id != caller.id && !caller.has(Role::Admin) {
+        let owns_datanet = visible(&state, &caller, &row.datanet_id).await.is_ok_and(|datanet| datanet.owner_id == caller.id);
+        if !owns_datanet {
+            return Err(not_found());
+        }
+    }
+    Ok(axum::Json(row.into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContributionPage {
+    contributions: Vec<ContributionView>,
+    next_after: Option<String>,
+}
+
+/// `GET /v1/contributions`: the caller's own contributions, oldest first.
+pub async fn list_mine(
+    State(state): State<AppState>,
+    caller: Principal,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<ContributionPage>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_query", rejection.body_text()))?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_limit", "limit must be between 1 and 500"));
+    }
+    let rows = contributions::list_by_contributor(&state.database, &caller.id, query.after.as_deref(), limit)
+        .await
+        .map_err(|error| ApiError::internal("database.unavailable", error))?;
+    let next_after = (rows.len() as u64 == limit).then(|| rows.last().map(|row| row.id.clone())).flatten();
+    Ok(axum::Json(ContributionPage { contributions: rows.into_iter().map(ContributionView::from).collect(), next_after }))
+}

@@ -1,0 +1,134 @@
+//! `ContributionProjection`: one row per contribution with its validation status.
+
+use chrono::{DateTime, Utc};
+use sea_orm::entity::prelude::*;
+use sea_orm::{ActiveValue::Set, QueryOrder, QuerySelect};
+use serde::Serialize;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
+#[sea_orm(table_name = "contributions")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub datanet_id: String,
+    pub contributor_id: String,
+    pub content_sha256: String,
+    pub size_bytes: i64,
+    pub record_count: i32,
+    pub record_format: String,
+    pub file_name: Option<String>,
+    /// `pending`, `accepted` or `rejected`.
+    pub status: String,
+    /// JSON array of `{code, message, record_index}`.
+    pub reasons: String,
+    pub quality_score_ppm: Option<i32>,
+    pub duplicate_cluster_id: Option<String>,
+    /// JSON array of flag codes.
+    pub flags: String,
+    pub version: i64,
+    pub submitted_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+/// A submitted contribution, before validation decides.
+#[derive(Debug, Clone)]
+pub struct Submitted<'a> {
+    pub id: &'a str,
+    pub datanet_id: &'a str,
+    pub contributor_id: &'a str,
+    pub content_sha256: &'a str,
+    pub size_bytes: u64,
+    pub record_count: u32,
+    pub record_format: &'a str,
+    pub file_name: Option<&'a str>,
+}
+
+fn version(sequence: u64) -> i64 {
+    i64::try_from(sequence).unwrap_or(i64::MAX)
+}
+
+pub async fn insert_pending(
+    database: &impl ConnectionTrait,
+    submitted: Submitted<'_>,
+    sequence: u64,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let row = ActiveModel {
+        id: Set(submitted.id.to_owned()),
+        datanet_id: Set(submitted.datanet_id.to_owned()),
+        contributor_id: Set(submitted.contributor_id.to_owned()),
+        content_sha256: Set(submitted.content_sha256.to_owned()),
+        size_bytes: Set(i64::try_from(submitted.size_bytes).unwrap_or(i64::MAX)),
+        record_count: Set(i32::try_from(submitted.record_count).unwrap_or(i32::MAX)),
+        record_format: Set(submitted.record_format.to_owned()),
+        file_name: Set(submitted.file_name.map(str::to_owned)),
+        status: Set("pending".to_owned()),
+        reasons: Set("[]".to_owned()),
+        quality_score_ppm: Set(None),
+        duplicate_cluster_id: Set(None),
+        flags: Set("[]".to_owned()),
+        version: Set(version(sequence)),
+        submitted_at: Set(at),
+        decided_at: Set(None),
+    };
+    Entity::insert(row).exec_without_returning(database).await?;
+    Ok(())
+}
+
+/// What validation decided.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Accepted { quality_score_ppm: u32, duplicate_cluster_id: String, flags: Vec<String> },
+    Rejected { reasons: serde_json::Value },
+}
+
+/// Records a decision; false when the contribution is unknown.
+pub async fn decide(
+    database: &impl ConnectionTrait,
+    id: &str,
+    decision: Decision,
+    sequence: u64,
+    at: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let Some(existing) = Entity::find_by_id(id.to_owned()).one(database).await? else { return Ok(false) };
+    let mut row: ActiveModel = existing.into();
+    match decision {
+        Decision::Accepted { quality_score_ppm, duplicate_cluster_id, flags } => {
+            row.status = Set("accepted".to_owned());
+            row.quality_score_ppm = Set(Some(i32::try_from(quality_score_ppm).unwrap_or(i32::MAX)));
+            row.duplicate_cluster_id = Set(Some(duplicate_cluster_id));
+            row.flags = Set(serde_json::to_string(&flags).unwrap_or_else(|_| "[]".to_owned()));
+        }
+        Decision::Rejected { reasons } => {
+            row.status = Set("rejected".to_owned());
+            row.reasons = Set(reasons.to_string());
+        }
+    }
+    row.version = Set(version(sequence));
+    row.decided_at = Set(Some(at));
+    row.update(database).await?;
+    Ok(true)
+}
+
+pub async fn find(database: &impl ConnectionTrait, id: &str) -> Result<Option<Model>, DbErr> {
+    Entity::find_by_id(id.to_owned()).one(database).await
+}
+
+/// A contributor's contributions, ordered by id (ids are time-ordered UUIDv7).
+pub async fn list_by_contributor(
+    database: &impl ConnectionTrait,
+    contributor_id: &str,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Model>, DbErr> {
+    let mut query = Entity::find().filter(Column::ContributorId.eq(contributor_id)).order_by_asc(Column::Id).limit(limit);
+    if let Some(after) = after {
+        query = query.filter(Column::Id.gt(after));
+    }
+    query.all(database).await
+}

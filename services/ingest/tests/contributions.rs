@@ -1,0 +1,157 @@
+//! Contributions through the ingest API: content stored once by hash in the JetStream object
+//! store, `ContributionSubmitted` durable before the answer, status from the verdict events.
+
+mod common;
+
+use common::*;
+use provenant_bus::{Envelope, Expect};
+use provenant_events::proto::datanet::v1::{ContributionAccepted, ContributionRejected, RejectionReason};
+use provenant_test_support::Backend;
+use serde_json::{Value, json};
+
+async fn datanet(app: &TestApp, body: Value) -> String {
+    let (status, created) = app.post("/v1/datanets", &body).await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["datanet_id"].as_str().expect("id").to_owned();
+    app.get_until(&format!("/v1/datanets/{id}"), |status, _| status == 200).await;
+    id
+}
+
+async fn submit(client: &reqwest::Client, app: &TestApp, datanet: &str, content_type: &str, body: &'static str) -> (u16, Value) {
+    let response = client
+        .post(format!("{}/v1/datanets/{datanet}/contributions", app.base_url))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+const FORTUNE: &str = "You will be honoured for contributing your time and skill to a worthy cause.";
+
+#[tokio::test]
+async fn a_submitted_text_is_stored_by_hash_and_pending_until_validation_decides() {
+    for backend in Backend::ALL {
+        let app = spawn_app(backend).await;
+        let datanet_id = datanet(&app, json!({ "name": "Fortunes", "licence": "CC0-1.0" })).await;
+        let (status, submitted) = submit(&app.bob, &app, &datanet_id, "text/plain; charset=utf-8", FORTUNE).await;
+        assert_eq!(status, 202, "{submitted}");
+        assert_eq!(submitted["content_sha256"], provenant_bus::sha256_hex(FORTUNE.as_bytes()));
+        assert_eq!((submitted["record_count"].as_u64(), submitted["status"].as_str()), (Some(1), Some("pending")));
+        let id = submitted["contribution_id"].as_str().expect("id").to_owned();
+
+        let path = format!("/v1/contributions/{id}");
+        let bobs_view = app.bob.get(format!("{}{path}", app.base_url)).send().await.expect("get");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let mut bobs_view = bobs_view;
+        while bobs_view.status() != 200 {
+            assert!(std::time::Instant::now() < deadline, "the contribution never reached the read model");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            bobs_view = app.bob.get(format!("{}{path}", app.base_url)).send().await.expect("get");
+        }
+        let view: Value = bobs_view.json().await.expect("json");
+        assert_eq!((view["status"].as_str(), view["contributor_id"].as_str()), (Some("pending"), Some("bob")));
+        let (owner_status, _) = app.get(&path).await;
+        assert_eq!(owner_status, 200, "the Datanet's owner sees contributions to it");
+        let mine: Value = app.bob.get(format!("{}/v1/contributions", app.base_url)).send().await.expect("list").json().await.expect("json");
+        assert_eq!(mine["contributions"][0]["id"], id.as_str());
+
+        let bus = provenant_bus::Bus::connect(&app.config.bus).await.expect("bus");
+        let stored = bus.blob_store("contributions").await.expect("bucket").get(&provenant_bus::sha256_hex(FORTUNE.as_bytes())).await;
+        assert_eq!(stored.expect("read").as_deref(), Some(FORTUNE.as_bytes()), "the content is in the object store");
+
+        // The validate service's verdicts, as events on the contribution's subject.
+        let rejected = ContributionRejected {
+            contribution_id: id.clone(),
+            datanet_id: datanet_id.clone(),
+            contributor: None,
+            reasons: vec![RejectionReason { code: "quality.too_short".into(), message: "too short".into(), record_index: Some(0) }],
+        };
+        bus.publish(&Envelope::new(&rejected, "validate"), &rejected, Expect::Any).await.expect("verdict");
+        let view = app.get_until(&path, |_, body| body["status"] == "rejected").await;
+        assert_eq!(view["reasons"][0]["code"], "quality.too_short");
+        assert_eq!(view["reasons"][0]["record_index"], 0);
+
+        let (_, second) =
+            submit(&app.bob, &app, &datanet_id, "text/plain", "A second fortune, different from the first one entirely.").await;
+        let second_id = second["contribution_id"].as_str().expect("id").to_owned();
+        app.get_until(&format!("/v1/contributions/{second_id}"), |status, _| status == 200).await;
+        let accepted = ContributionAccepted {
+            contribution_id: second_id.clone(),
+            datanet_id: datanet_id.clone(),
+            quality_score_ppm: 912_000,
+            duplicate_cluster_id: "cluster-1".into(),
+            cluster_founder: true,
+            flags: vec!["personal_data.email".into()],
+            ..Default::default()
+        };
+        bus.publish(&Envelope::new(&accepted, "validate"), &accepted, Expect::Any).await.expect("verdict");
+        let view = app.get_until(&format!("/v1/contributions/{second_id}"), |_, body| body["status"] == "accepted").await;
+        assert_eq!((view["quality_score_ppm"].as_u64(), view["duplicate_cluster_id"].as_str()), (Some(912_000), Some("cluster-1")));
+        assert_eq!(view["flags"], json!(["personal_data.email"]));
+        let (_, database) = app.stop().await;
+        database.drop_database().await.expect("drop");
+    }
+}
+
+#[tokio::test]
+async fn a_file_upload_records_its_name_and_json_lines_count_their_records() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let text_datanet = datanet(&app, json!({ "name": "Texts", "licence": "MIT" })).await;
+    let form =
+        reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(FORTUNE.as_bytes().to_vec()).file_name("fortune.txt"));
+    let response =
+        app.bob.post(format!("{}/v1/datanets/{text_datanet}/contributions", app.base_url)).multipart(form).send().await.expect("upload");
+    assert_eq!(response.status().as_u16(), 202);
+    let id = response.json::<Value>().await.expect("json")["contribution_id"].as_str().expect("id").to_owned();
+    let view = app.get_until(&format!("/v1/contributions/{id}"), |status, _| status == 200).await;
+    assert_eq!(view["file_name"], "fortune.txt");
+
+    let schema = json!({ "type": "object", "required": ["text"] });
+    let jsonl_datanet =
+        datanet(&app, json!({ "name": "Records", "licence": "MIT", "record_format": "json_lines", "json_schema": schema })).await;
+    let (status, submitted) =
+        submit(&app.bob, &app, &jsonl_datanet, "application/x-ndjson", "{\"text\":\"one\"}\n\n{\"text\":\"two\"}\n").await;
+    assert_eq!((status, submitted["record_count"].as_u64()), (202, Some(2)));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_submissions_get_a_4xx_with_a_stable_code() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let datanet_id = datanet(&app, json!({ "name": "Fortunes", "licence": "CC0-1.0" })).await;
+    let cases = [
+        ("application/pdf", "%PDF-1.7", 415, "contribution.unsupported_media_type"),
+        ("application/x-ndjson", "{\"text\":\"x\"}", 415, "contribution.format_mismatch"),
+        ("text/plain", "   \n\t ", 422, "contribution.empty"),
+    ];
+    for (content_type, body, status, code) in cases {
+        let (actual, answer) = submit(&app.bob, &app, &datanet_id, content_type, body).await;
+        assert_eq!((actual, answer["error"]["code"].as_str()), (status, Some(code)), "{content_type}");
+    }
+    let url = format!("{}/v1/datanets/{datanet_id}/contributions", app.base_url);
+    let huge = app.bob.post(&url).header("content-type", "text/plain").body("x".repeat(65 * 1024)).send().await.expect("request");
+    assert_eq!(huge.status().as_u16(), 413);
+    assert_eq!(huge.json::<Value>().await.expect("json")["error"]["code"], "contribution.too_large");
+    let exe = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(b"MZ".to_vec()).file_name("tool.exe"));
+    let exe = app.bob.post(&url).multipart(exe).send().await.expect("request");
+    assert_eq!(exe.status().as_u16(), 415);
+    let no_file = reqwest::multipart::Form::new().text("note", "hello");
+    let no_file = app.bob.post(&url).multipart(no_file).send().await.expect("request");
+    assert_eq!(no_file.status().as_u16(), 400);
+    let unknown = app
+        .bob
+        .post(format!("{}/v1/datanets/nope/contributions", app.base_url))
+        .header("content-type", "text/plain")
+        .body(FORTUNE)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(unknown.status().as_u16(), 404);
+    let anonymous = app.anonymous.post(&url).header("content-type", "text/plain").body(FORTUNE).send().await.expect("request");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let (status, _) = app.get("/v1/contributions/not-a-contribution").await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
