@@ -6,3 +6,4 @@
 pub mod merkle;
 pub mod near_duplicates;
 pub mod quality;
+pub mod verdict;

@@ -1,0 +1,102 @@
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+/// What validation needs to know of each Datanet: its rules.
+#[derive(DeriveIden)]
+enum DatanetPolicies {
+    Table,
+    DatanetId,
+    OwnerId,
+    RecordFormat,
+    ContributionPolicy,
+    PersonalDataAction,
+}
+
+/// Every accepted contribution: its content hash, duplicate cluster and MinHash signature.
+#[derive(DeriveIden)]
+enum AcceptedContributions {
+    Table,
+    ContributionId,
+    DatanetId,
+    ContributorId,
+    ContentSha256,
+    ClusterId,
+    Signature,
+}
+
+/// LSH band keys of accepted contributions, for near-duplicate candidates.
+#[derive(DeriveIden)]
+enum NearDuplicateBands {
+    Table,
+    DatanetId,
+    BandKey,
+    ContributionId,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(DatanetPolicies::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(DatanetPolicies::DatanetId).string_len(64).not_null().primary_key())
+                    .col(ColumnDef::new(DatanetPolicies::OwnerId).string_len(128).not_null())
+                    .col(ColumnDef::new(DatanetPolicies::RecordFormat).string_len(32).not_null())
+                    .col(ColumnDef::new(DatanetPolicies::ContributionPolicy).string_len(32).not_null())
+                    .col(ColumnDef::new(DatanetPolicies::PersonalDataAction).string_len(32).not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(AcceptedContributions::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(AcceptedContributions::ContributionId).string_len(64).not_null().primary_key())
+                    .col(ColumnDef::new(AcceptedContributions::DatanetId).string_len(64).not_null())
+                    .col(ColumnDef::new(AcceptedContributions::ContributorId).string_len(128).not_null())
+                    .col(ColumnDef::new(AcceptedContributions::ContentSha256).string_len(64).not_null())
+                    .col(ColumnDef::new(AcceptedContributions::ClusterId).string_len(64).not_null())
+                    .col(ColumnDef::new(AcceptedContributions::Signature).binary().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("accepted_by_content")
+                    .table(AcceptedContributions::Table)
+                    .col(AcceptedContributions::DatanetId)
+                    .col(AcceptedContributions::ContentSha256)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(NearDuplicateBands::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(NearDuplicateBands::DatanetId).string_len(64).not_null())
+                    .col(ColumnDef::new(NearDuplicateBands::BandKey).big_integer().not_null())
+                    .col(ColumnDef::new(NearDuplicateBands::ContributionId).string_len(64).not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(NearDuplicateBands::DatanetId)
+                            .col(NearDuplicateBands::BandKey)
+                            .col(NearDuplicateBands::ContributionId),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(NearDuplicateBands::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(AcceptedContributions::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(DatanetPolicies::Table).to_owned()).await
+    }
+}
