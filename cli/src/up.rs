@@ -75,14 +75,17 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     ingest.http = http(config.http.ingest_port);
     ingest.identity = config.identity.clone();
     ingest.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("ingest.db").display()));
-    // validate, train, infer and settle are service frames for now: one configuration shape.
+    // train, infer and settle are service frames for now: one configuration shape.
     let frame = |base_yaml: &str, producer: &str, port: u16| -> anyhow::Result<provenant_bus::FrameConfig> {
         let mut frame: provenant_bus::FrameConfig = service_defaults(base_yaml)?;
         frame.bus = bus(producer);
         frame.http = http(port);
         Ok(frame)
     };
-    let validate = frame(validate::BASE_YAML, "validate", config.http.validate_port)?;
+    let mut validate: validate::Config = service_defaults(validate::BASE_YAML)?;
+    validate.bus = bus("validate");
+    validate.http = http(config.http.validate_port);
+    validate.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("validate.db").display()));
     let train = frame(train::BASE_YAML, "train", config.http.train_port)?;
     let infer = frame(infer::BASE_YAML, "infer", config.http.infer_port)?;
     let settle = frame(settle::BASE_YAML, "settle", config.http.settle_port)?;

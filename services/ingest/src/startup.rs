@@ -51,20 +51,10 @@ impl Application {
         });
         let datanets = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::new(), config.consumer.clone());
         let contributions = Consumer::new(frame.bus.clone(), database.clone(), ContributionProjector::new(), config.consumer);
-        // A consumer that dies takes the service down with it rather than serving stale reads.
-        let (datanet_stop, contribution_stop) = (shutdown.clone(), shutdown.clone());
         let (served, datanets_outcome, contributions_outcome) = tokio::join!(
             frame.serve(routes, readiness, shutdown.clone()),
-            async move {
-                let outcome = datanets.run(datanet_stop.clone().cancelled_owned()).await;
-                datanet_stop.cancel();
-                outcome
-            },
-            async move {
-                let outcome = contributions.run(contribution_stop.clone().cancelled_owned()).await;
-                contribution_stop.cancel();
-                outcome
-            },
+            provenant_bus::run_until_stopped(datanets, shutdown.clone()),
+            provenant_bus::run_until_stopped(contributions, shutdown.clone()),
         );
         database.close().await.context("failed to close the database")?;
         served?;

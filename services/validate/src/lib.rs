@@ -1,20 +1,22 @@
-//! The validate service will own validation rules, duplicate clusters and sealed snapshots:
-//! it consumes `ContributionSubmitted` and emits `ContributionAccepted` / `ContributionRejected`
-//! and `SnapshotSealed` (issue 3).
+//! The validate service judges contributions.
 //!
-//! Today it is the service's frame: it boots like every service (configuration, NATS with the
-//! event streams declared, health, readiness and metrics endpoints) and stops cleanly, so the
-//! all-in-one binary and the tests already treat it as a service.
-//! Start reading at [`provenant_bus::FrameOnlyService`].
+//! - Consumes `DatanetCreated` / `DatanetUpdated` into each Datanet's rules
+//!   (`projections::policies`).
+//! - Consumes `ContributionSubmitted`: reads the content from the object store, checks decoding,
+//!   records and quality, applies the Datanet's personal-data policy, finds exact and near
+//!   duplicates (the earliest submitter's cluster wins), and appends `ContributionAccepted` or
+//!   `ContributionRejected` with stable reason codes (`handlers/on_contribution_submitted.rs`).
+//! - Rules without IO live in `domain`: Merkle trees for snapshots, MinHash/LSH, quality.
+//!
+//! Not yet: owner approval (contributions to approval-policy Datanets stay pending), JSON Schema
+//! checks of JSON-lines records, sealed snapshots and inclusion proofs (issue 3).
+//! Start reading at [`Application`].
 
+pub mod configuration;
 pub mod domain;
+pub mod handlers;
+pub mod projections;
+mod startup;
 
-pub use provenant_bus::{FrameConfig as Config, FrameOnlyService as Application};
-
-/// Embedded defaults of [`Config`] (`configuration/base.yaml`).
-pub const BASE_YAML: &str = include_str!("../configuration/base.yaml");
-
-/// Embedded defaults, then configuration files, then `PROVENANT_…` variables.
-pub fn load_config() -> Result<Config, provenant_config::Error> {
-    provenant_config::load(BASE_YAML)
-}
+pub use configuration::{BASE_YAML, Config};
+pub use startup::Application;

@@ -2,7 +2,7 @@ use anyhow::Context as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = validate::load_config().context("failed to load configuration")?;
+    let config = validate::Config::load().context("failed to load configuration")?;
     if std::env::args().any(|argument| argument == "--dump-config") {
         return provenant_runtime::print_config(&config);
     }

@@ -434,3 +434,11 @@ pub struct Replay {
     pub stats: ConsumerStats,
     pub last_sequence: u64,
 }
+
+/// Runs `consumer` until `shutdown` fires, and fires `shutdown` when the consumer stops on its
+/// own: a service whose consumer died must not go on serving stale reads.
+pub async fn run_until_stopped<H: Handler>(consumer: Consumer<H>, shutdown: provenant_runtime::Shutdown) -> Result<ConsumerStats, Error> {
+    let outcome = consumer.run(shutdown.clone().cancelled_owned()).await;
+    shutdown.cancel();
+    outcome
+}

@@ -22,7 +22,7 @@ pub mod store;
 pub use blobs::{BlobStore, StoredBlob, sha256_hex};
 pub use bus::Bus;
 pub use config::{BusConfig, ConsumerConfig};
-pub use consumer::{Consumer, ConsumerStats, HandleError, Handler, Replay};
+pub use consumer::{Consumer, ConsumerStats, HandleError, Handler, Replay, run_until_stopped};
 pub use delivery::{DeadLetter, Delivery, dead_letter_header};
 pub use error::Error;
 pub use frame::{FrameConfig, FrameOnlyService, ServiceFrame};

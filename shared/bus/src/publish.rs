@@ -141,10 +141,24 @@ impl Bus {
     /// The stream sequence of an aggregate's last event, or `None` when it has none: the value
     /// to pass as [`Expect::LastSequence`] after reading the aggregate.
     pub async fn last_sequence(&self, context: crate::Context, aggregate: &str, aggregate_id: &str) -> Result<Option<u64>, Error> {
+        Ok(self.last_event(context, aggregate, aggregate_id).await?.map(|(sequence, _)| sequence))
+    }
+
+    /// The stream sequence and event id of an aggregate's last event. A producer whose append
+    /// met a conflict uses it to tell "I appended this before" from "someone else appended".
+    pub async fn last_event(
+        &self,
+        context: crate::Context,
+        aggregate: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<(u64, Option<String>)>, Error> {
         let subject = self.namespace().subject(context, aggregate, aggregate_id)?;
         let stream = self.jetstream().get_stream_no_info(self.namespace().stream(context)).await.map_err(Error::nats)?;
         match stream.direct_get_last_for_subject(subject).await {
-            Ok(message) => Ok(Some(message.sequence)),
+            Ok(message) => {
+                let event_id = message.headers.get(provenant_events::header::EVENT_ID).map(|value| value.as_str().to_owned());
+                Ok(Some((message.sequence, event_id)))
+            }
             Err(error) if matches!(error.kind(), async_nats::jetstream::stream::DirectGetErrorKind::NotFound) => Ok(None),
             Err(error) => Err(Error::nats(error)),
         }

@@ -80,7 +80,7 @@ impl Signature {
         agreeing as f64 / SIGNATURE_LENGTH as f64
     }
 
-    fn band_keys(&self) -> impl Iterator<Item = u64> + '_ {
+    pub fn band_keys(&self) -> impl Iterator<Item = u64> + '_ {
         self.0.chunks(ROWS).enumerate().map(|(band, rows)| rows.iter().fold(mix(band as u64), |key, row| mix(key ^ row)))
     }
 }

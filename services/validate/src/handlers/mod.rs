@@ -1,0 +1,93 @@
+//! Event handlers, one file per consumed event, behind two durable consumers:
+//! [`PolicyProjector`] keeps each Datanet's rules, [`ContributionValidator`] judges each
+//! submitted contribution and appends its verdict.
+
+mod on_contribution_submitted;
+mod on_datanet_changed;
+
+use provenant_bus::{BlobStore, Bus, Context, Delivery, HandleError, Handler, Namespace, Upcasters};
+use provenant_events::Event as _;
+use provenant_events::proto::datanet::v1::{ContributionSubmitted, DatanetCreated, DatanetUpdated};
+use sea_orm::DatabaseTransaction;
+
+use crate::configuration::ValidationConfig;
+
+/// Durable consumer of Datanet events into `projections::policies`.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyProjector {
+    upcasters: Upcasters,
+}
+
+impl PolicyProjector {
+    pub const NAME: &'static str = "validate-policies";
+}
+
+impl Handler for PolicyProjector {
+    fn name(&self) -> &str {
+        PolicyProjector::NAME
+    }
+
+    fn context(&self) -> Context {
+        Context::Datanet
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        vec![namespace.aggregate_filter(Context::Datanet, "datanet")]
+    }
+
+    async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        match delivery.envelope.event_type.as_str() {
+            DatanetCreated::TYPE => {
+                let event: DatanetCreated = delivery.decode(&self.upcasters)?;
+                let owner = event.owner.map(|owner| owner.id).unwrap_or_default();
+                on_datanet_changed::handle(transaction, &event.datanet_id, Some(owner), event.spec).await
+            }
+            DatanetUpdated::TYPE => {
+                let event: DatanetUpdated = delivery.decode(&self.upcasters)?;
+                on_datanet_changed::handle(transaction, &event.datanet_id, None, event.spec).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Durable consumer of submitted contributions: judges each and appends its verdict.
+#[derive(Clone)]
+pub struct ContributionValidator {
+    pub(crate) bus: Bus,
+    pub(crate) blobs: BlobStore,
+    pub(crate) settings: ValidationConfig,
+    upcasters: Upcasters,
+}
+
+impl ContributionValidator {
+    pub const NAME: &'static str = "validate-contributions";
+
+    pub fn new(bus: Bus, blobs: BlobStore, settings: ValidationConfig) -> ContributionValidator {
+        ContributionValidator { bus, blobs, settings, upcasters: Upcasters::contract() }
+    }
+}
+
+impl Handler for ContributionValidator {
+    fn name(&self) -> &str {
+        ContributionValidator::NAME
+    }
+
+    fn context(&self) -> Context {
+        Context::Datanet
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        vec![namespace.aggregate_filter(Context::Datanet, "contribution")]
+    }
+
+    async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        match delivery.envelope.event_type.as_str() {
+            ContributionSubmitted::TYPE => {
+                on_contribution_submitted::handle(self, transaction, delivery, delivery.decode(&self.upcasters)?).await
+            }
+            // Our own verdicts and approvals share the subject; they need no judging.
+            _ => Ok(()),
+        }
+    }
+}

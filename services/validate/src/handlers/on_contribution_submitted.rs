@@ -1,0 +1,199 @@
+//! Judges one submitted contribution and appends `ContributionAccepted` or
+//! `ContributionRejected` to its subject.
+//!
+//! Exactly one verdict per contribution, even across crashes: the verdict's event id is derived
+//! from the submission's, and it is appended only if the submission is still the contribution's
+//! last event. A retry after a crash (verdict published, transaction lost) recomputes the same
+//! verdict from the same state and finds it already appended.
+
+use anyhow::anyhow;
+use provenant_bus::{Context, Delivery, Envelope, Error as BusError, Expect, HandleError};
+use provenant_events::proto::common::v1::Principal;
+use provenant_events::proto::datanet::v1::{ContributionAccepted, ContributionRejected, ContributionSubmitted, RejectionReason};
+use sea_orm::DatabaseTransaction;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::ContributionValidator;
+use crate::domain::near_duplicates::Signature;
+use crate::domain::quality::Limits;
+use crate::domain::verdict::{Reason, assess_content};
+use crate::projections::{accepted, policies};
+
+enum Verdict {
+    Accepted { cluster_id: String, founder: bool, score_ppm: u32, flags: Vec<String> },
+    Rejected(Vec<Reason>),
+}
+
+pub async fn handle(
+    validator: &ContributionValidator,
+    transaction: &DatabaseTransaction,
+    delivery: &Delivery,
+    event: ContributionSubmitted,
+) -> Result<(), HandleError> {
+    let contributor = event.contributor.as_ref().map(|principal| principal.id.clone()).unwrap_or_default();
+    if contributor.is_empty() {
+        return Err(HandleError::rejected("contribution.contributor_missing", "submission without a contributor"));
+    }
+    let Some(policy) = policies::find(transaction, &event.datanet_id).await? else {
+        // The Datanet's own events travel through another consumer and may not be applied yet.
+        return Err(HandleError::Transient(anyhow!("rules of Datanet {} not known yet", event.datanet_id)));
+    };
+    if policy.needs_owner_approval() {
+        // Stays pending until the owner approves (ContributionApproved, with its endpoint).
+        return Ok(());
+    }
+    let blob = event.blob.as_ref().ok_or_else(|| HandleError::rejected("contribution.blob_missing", "no content reference"))?;
+    let verdict = match validator.blobs.get(&blob.sha256).await.map_err(|error| HandleError::Transient(error.into()))? {
+        None => Verdict::Rejected(vec![Reason::new("content.missing", "the content is not in the object store", None)]),
+        Some(bytes) => {
+            let limits = Limits { min_chars: validator.settings.min_chars, max_bytes: validator.settings.max_record_bytes };
+            let assessment = assess_content(&bytes, policy.record_format(), policy.personal_data_action(), limits);
+            if assessment.reasons.is_empty() {
+                cluster(
+                    validator,
+                    transaction,
+                    &event,
+                    &contributor,
+                    &blob.sha256,
+                    &assessment.text,
+                    assessment.score_ppm,
+                    assessment.flags,
+                )
+                .await?
+            } else {
+                Verdict::Rejected(assessment.reasons)
+            }
+        }
+    };
+    append_verdict(validator, delivery, &event, contributor, verdict).await
+}
+
+/// Finds the duplicate cluster the contribution joins (the earliest submitter's), or founds one,
+/// and records the accepted contribution. A contributor repeating their own text gains nothing.
+#[allow(clippy::too_many_arguments, reason = "one call site; the values are the judged contribution's parts")]
+async fn cluster(
+    validator: &ContributionValidator,
+    transaction: &DatabaseTransaction,
+    event: &ContributionSubmitted,
+    contributor: &str,
+    content_sha256: &str,
+    text: &str,
+    score_ppm: u32,
+    flags: Vec<String>,
+) -> Result<Verdict, HandleError> {
+    let signature = Signature::of(text);
+    let earlier = match accepted::first_with_content(transaction, &event.datanet_id, content_sha256).await? {
+        Some(exact) => Some(exact),
+        None => match &signature {
+            Some(signature) => {
+                let keys: Vec<u64> = signature.band_keys().collect();
+                let mut best: Option<(accepted::Model, f64)> = None;
+                // Candidates come oldest first; only a strictly better match displaces one.
+                for (candidate, candidate_signature) in accepted::candidates(transaction, &event.datanet_id, &keys).await? {
+                    let similarity = signature.similarity(&candidate_signature);
+                    if similarity >= validator.settings.near_duplicate_threshold && best.as_ref().is_none_or(|(_, best)| similarity > *best)
+                    {
+                        best = Some((candidate, similarity));
+                    }
+                }
+                best.map(|(candidate, _)| candidate)
+            }
+            None => None,
+        },
+    };
+    if let Some(earlier) = &earlier
+        && earlier.contributor_id == contributor
+    {
+        return Ok(Verdict::Rejected(vec![Reason::new(
+            "duplicate.already_contributed",
+            format!("you contributed this before ({})", earlier.contribution_id),
+            None,
+        )]));
+    }
+    let (cluster_id, founder) = match earlier {
+        Some(earlier) => (earlier.cluster_id, false),
+        None => (event.contribution_id.clone(), true),
+    };
+    let row = accepted::Model {
+        contribution_id: event.contribution_id.clone(),
+        datanet_id: event.datanet_id.clone(),
+        contributor_id: contributor.to_owned(),
+        content_sha256: content_sha256.to_owned(),
+        cluster_id: cluster_id.clone(),
+        signature: None,
+    };
+    accepted::insert(transaction, row, signature.as_ref()).await?;
+    Ok(Verdict::Accepted { cluster_id, founder, score_ppm, flags })
+}
+
+/// The verdict's event id: a function of the submission's, so a retried verdict is the same event.
+fn verdict_event_id(submission: &Envelope) -> Uuid {
+    let digest = Sha256::digest(format!("validate-verdict:{}", submission.event_id));
+    let bytes: [u8; 16] = digest[..16].try_into().expect("a SHA-256 has 32 bytes");
+    Uuid::new_v8(bytes)
+}
+
+async fn append_verdict(
+    validator: &ContributionValidator,
+    delivery: &Delivery,
+    event: &ContributionSubmitted,
+    contributor: String,
+    verdict: Verdict,
+) -> Result<(), HandleError> {
+    let contributor = Some(Principal { id: contributor, kind: provenant_events::proto::common::v1::PrincipalKind::Contributor.into() });
+    let expect = Expect::LastSequence(delivery.stream_sequence);
+    let event_id = verdict_event_id(&delivery.envelope);
+    let outcome = match verdict {
+        Verdict::Accepted { cluster_id, founder, score_ppm, flags } => {
+            let accepted = ContributionAccepted {
+                contribution_id: event.contribution_id.clone(),
+                datanet_id: event.datanet_id.clone(),
+                contributor,
+                content_sha256: event.blob.as_ref().map(|blob| blob.sha256.clone()).unwrap_or_default(),
+                quality_score_ppm: score_ppm,
+                duplicate_cluster_id: cluster_id,
+                cluster_founder: founder,
+                flags,
+                record_count: event.record_count,
+            };
+            let mut envelope = Envelope::new(&accepted, validator.bus.producer()).caused_by(&delivery.envelope);
+            envelope.event_id = event_id;
+            validator.bus.publish(&envelope, &accepted, expect).await
+        }
+        Verdict::Rejected(reasons) => {
+            let rejected = ContributionRejected {
+                contribution_id: event.contribution_id.clone(),
+                datanet_id: event.datanet_id.clone(),
+                contributor,
+                reasons: reasons
+                    .into_iter()
+                    .map(|reason| RejectionReason { code: reason.code, message: reason.message, record_index: reason.record_index })
+                    .collect(),
+            };
+            let mut envelope = Envelope::new(&rejected, validator.bus.producer()).caused_by(&delivery.envelope);
+            envelope.event_id = event_id;
+            validator.bus.publish(&envelope, &rejected, expect).await
+        }
+    };
+    match outcome {
+        Ok(_) => Ok(()),
+        Err(BusError::Conflict { .. }) => {
+            let last = validator
+                .bus
+                .last_event(Context::Datanet, "contribution", &event.contribution_id)
+                .await
+                .map_err(|error| HandleError::Transient(error.into()))?;
+            if last.and_then(|(_, id)| id).as_deref() == Some(event_id.to_string().as_str()) {
+                Ok(()) // appended by an earlier attempt whose transaction did not commit
+            } else {
+                Err(HandleError::rejected(
+                    "contribution.already_decided",
+                    format!("contribution {} has a later event", event.contribution_id),
+                ))
+            }
+        }
+        Err(error @ BusError::Event(_)) => Err(HandleError::rejected("contribution.invalid_id", error)),
+        Err(error) => Err(HandleError::Transient(error.into())),
+    }
+}

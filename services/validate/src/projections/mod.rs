@@ -1,0 +1,5 @@
+//! Validate's read models: each Datanet's rules (`policies`), and the accepted contributions
+//! with their duplicate clusters and near-duplicate band keys (`accepted`).
+
+pub mod accepted;
+pub mod policies;

@@ -1,0 +1,61 @@
+//! `DatanetPolicyProjection`: the rules of each Datanet, as its latest event states them.
+
+use sea_orm::ActiveValue::Set;
+use sea_orm::entity::prelude::*;
+use sea_orm::sea_query::OnConflict;
+
+use crate::domain::verdict::{PersonalDataAction, RecordFormat};
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "datanet_policies")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub datanet_id: String,
+    pub owner_id: String,
+    pub record_format: String,
+    pub contribution_policy: String,
+    pub personal_data_action: String,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    pub fn record_format(&self) -> RecordFormat {
+        if self.record_format == "json_lines" { RecordFormat::JsonLines } else { RecordFormat::PlainText }
+    }
+
+    pub fn personal_data_action(&self) -> PersonalDataAction {
+        if self.personal_data_action == "accept_with_flag" { PersonalDataAction::AcceptWithFlag } else { PersonalDataAction::Reject }
+    }
+
+    pub fn needs_owner_approval(&self) -> bool {
+        self.contribution_policy == "owner_approval"
+    }
+}
+
+/// Creates or replaces a Datanet's rules; `owner_id` is kept from creation when `None`.
+pub async fn upsert(database: &impl ConnectionTrait, row: Model) -> Result<(), DbErr> {
+    let row = ActiveModel {
+        datanet_id: Set(row.datanet_id),
+        owner_id: Set(row.owner_id),
+        record_format: Set(row.record_format),
+        contribution_policy: Set(row.contribution_policy),
+        personal_data_action: Set(row.personal_data_action),
+    };
+    Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(Column::DatanetId)
+                .update_columns([Column::RecordFormat, Column::ContributionPolicy, Column::PersonalDataAction])
+                .to_owned(),
+        )
+        .exec_without_returning(database)
+        .await?;
+    Ok(())
+}
+
+pub async fn find(database: &impl ConnectionTrait, datanet_id: &str) -> Result<Option<Model>, DbErr> {
+    Entity::find_by_id(datanet_id.to_owned()).one(database).await
+}

@@ -1,0 +1,252 @@
+//! The validate service against a real NATS JetStream (events and object store) and real
+//! databases: verdicts, duplicate clusters, and exactly one verdict per contribution across
+//! crashes.
+
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use provenant_bus::{Bus, BusConfig, Consumer, ConsumerConfig, CrashPoint, Envelope, Expect};
+use provenant_config::Secret;
+use provenant_events::proto::common::v1::{BlobRef, Principal};
+use provenant_events::proto::datanet::v1::{
+    ContributionAccepted, ContributionRejected, ContributionSubmitted, DatanetCreated, DatanetSpec, PersonalDataAction, RecordFormat,
+};
+use provenant_runtime::Shutdown;
+use provenant_test_support::{Backend, TestDatabase};
+use sea_orm_migration::MigratorTrait as _;
+use validate::handlers::ContributionValidator;
+use validate::{Application, Config};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn fast_consumer() -> ConsumerConfig {
+    ConsumerConfig { batch_size: 32, ack_wait_seconds: 1, max_deliver: 6, initial_backoff_ms: 50, max_backoff_ms: 300 }
+}
+
+async fn config(backend: Backend) -> (Config, TestDatabase) {
+    provenant_test_support::init_logs();
+    let database = TestDatabase::create(backend).await.expect("database");
+    let layers = provenant_config::Layers { directory: "/nonexistent".into(), environment: "test".into() };
+    let mut config: Config = provenant_config::load_with(validate::BASE_YAML, &layers, std::iter::empty()).expect("defaults");
+    config.http.port = 0;
+    config.bus = BusConfig {
+        subject_root: provenant_test_support::unique_root(),
+        ..BusConfig::new(&provenant_test_support::nats_url(), "validate")
+    };
+    config.database.url = Secret::new(database.url.clone());
+    config.consumer = fast_consumer();
+    (config, database)
+}
+
+struct Running {
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(config: &Config) -> Running {
+    let app = Application::build(config.clone()).await.expect("builds");
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    Running { shutdown, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("task").expect("validate stopped cleanly");
+    }
+}
+
+async fn create_datanet(bus: &Bus, id: &str, personal_data: PersonalDataAction) {
+    let event = DatanetCreated {
+        datanet_id: id.into(),
+        owner: Some(Principal { id: "owner".into(), kind: 2 }),
+        spec: Some(DatanetSpec {
+            name: id.into(),
+            licence_spdx: "CC0-1.0".into(),
+            record_format: RecordFormat::PlainText.into(),
+            visibility: 1,
+            contribution_policy: 1,
+            personal_data_action: personal_data.into(),
+            ..Default::default()
+        }),
+    };
+    bus.publish(&Envelope::new(&event, "ingest"), &event, Expect::NoEvents).await.expect("datanet");
+}
+
+/// Stores the content and submits it, as the ingest service does; returns the contribution id.
+async fn submit(bus: &Bus, datanet: &str, contributor: &str, content: &[u8]) -> String {
+    let stored = bus.blob_store("contributions").await.expect("bucket").put(content).await.expect("stored");
+    let id = uuid::Uuid::now_v7().to_string();
+    let event = ContributionSubmitted {
+        contribution_id: id.clone(),
+        datanet_id: datanet.into(),
+        contributor: Some(Principal { id: contributor.into(), kind: 1 }),
+        blob: Some(BlobRef {
+            sha256: stored.sha256,
+            size_bytes: stored.size_bytes,
+            bucket: stored.bucket,
+            media_type: "text/plain".into(),
+        }),
+        licence_spdx: "CC0-1.0".into(),
+        record_format: RecordFormat::PlainText.into(),
+        record_count: 1,
+        file_name: String::new(),
+    };
+    bus.publish(&Envelope::new(&event, "ingest"), &event, Expect::NoEvents).await.expect("submitted");
+    id
+}
+
+enum Verdict {
+    Accepted(ContributionAccepted),
+    Rejected(ContributionRejected),
+}
+
+/// Waits for the contribution's verdict (the event after its submission).
+async fn verdict(bus: &Bus, contribution_id: &str) -> Verdict {
+    let stream = bus.jetstream().get_stream(bus.namespace().stream(provenant_bus::Context::Datanet)).await.expect("stream");
+    let subject = bus.namespace().subject(provenant_bus::Context::Datanet, "contribution", contribution_id).expect("subject");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(message) = stream.direct_get_last_for_subject(&subject).await {
+            let event_type = message.headers.get(provenant_events::header::EVENT_TYPE).map(|value| value.as_str().to_owned());
+            match event_type.as_deref() {
+                Some("datanet.ContributionAccepted") => {
+                    return Verdict::Accepted(ContributionAccepted::decode(message.payload).expect("decodes"));
+                }
+                Some("datanet.ContributionRejected") => {
+                    return Verdict::Rejected(ContributionRejected::decode(message.payload).expect("decodes"));
+                }
+                _ => {}
+            }
+        }
+        assert!(Instant::now() < deadline, "no verdict for {contribution_id}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn accepted(bus: &Bus, id: &str) -> ContributionAccepted {
+    match verdict(bus, id).await {
+        Verdict::Accepted(event) => event,
+        Verdict::Rejected(event) => panic!("{id} rejected: {:?}", event.reasons),
+    }
+}
+
+async fn rejection_codes(bus: &Bus, id: &str) -> Vec<String> {
+    match verdict(bus, id).await {
+        Verdict::Rejected(event) => event.reasons.into_iter().map(|reason| reason.code).collect(),
+        Verdict::Accepted(_) => panic!("{id} accepted"),
+    }
+}
+
+const FORTUNE: &str = "You have an unusual equipment for success. Be sure to use it properly, and often, and well.";
+
+#[tokio::test]
+async fn duplicates_join_the_earliest_submitters_cluster_and_repeating_yourself_gains_nothing() {
+    for backend in Backend::ALL {
+        let (config, database) = config(backend).await;
+        let running = start(&config).await;
+        let bus = Bus::connect(&config.bus).await.expect("bus");
+        create_datanet(&bus, "fortunes", PersonalDataAction::Reject).await;
+
+        let original = submit(&bus, "fortunes", "alice", FORTUNE.as_bytes()).await;
+        let first = accepted(&bus, &original).await;
+        assert_eq!((first.duplicate_cluster_id.as_str(), first.cluster_founder), (original.as_str(), true));
+        assert!(first.quality_score_ppm > 500_000);
+
+        let edited = FORTUNE.replace("unusual", "UNUSUAL").replace("well.", "well!");
+        let near = submit(&bus, "fortunes", "bob", edited.as_bytes()).await;
+        let near = accepted(&bus, &near).await;
+        assert_eq!((near.duplicate_cluster_id.as_str(), near.cluster_founder), (original.as_str(), false), "bob joins alice's cluster");
+
+        let exact = submit(&bus, "fortunes", "carol", FORTUNE.as_bytes()).await;
+        assert_eq!(accepted(&bus, &exact).await.duplicate_cluster_id, original);
+
+        let again = submit(&bus, "fortunes", "alice", FORTUNE.as_bytes()).await;
+        assert_eq!(rejection_codes(&bus, &again).await, ["duplicate.already_contributed"]);
+
+        let other =
+            submit(&bus, "fortunes", "dave", b"The best way to predict the future is to invent it, said someone clever once.").await;
+        let other_verdict = accepted(&bus, &other).await;
+        assert_eq!((other_verdict.duplicate_cluster_id.as_str(), other_verdict.cluster_founder), (other.as_str(), true));
+        running.stop().await;
+        database.drop_database().await.expect("drop");
+    }
+}
+
+#[tokio::test]
+async fn bad_content_is_rejected_with_stable_codes_and_the_datanet_policy_decides_on_personal_data() {
+    let (config, _database) = config(Backend::Sqlite).await;
+    let running = start(&config).await;
+    let bus = Bus::connect(&config.bus).await.expect("bus");
+    create_datanet(&bus, "strict", PersonalDataAction::Reject).await;
+    create_datanet(&bus, "lenient", PersonalDataAction::AcceptWithFlag).await;
+
+    let not_text = submit(&bus, "strict", "alice", &[0xff, 0xfe, 0xfd, 0x00, 0x41]).await;
+    assert_eq!(rejection_codes(&bus, &not_text).await, ["record.not_utf8"]);
+    let short = submit(&bus, "strict", "alice", b"hm").await;
+    assert_eq!(rejection_codes(&bus, &short).await, ["quality.too_short"]);
+    let email = "Questions about the newsletter go to jane.doe@example.org every Monday.";
+    let strict = submit(&bus, "strict", "alice", email.as_bytes()).await;
+    assert_eq!(rejection_codes(&bus, &strict).await, ["personal_data.email"]);
+    let lenient = submit(&bus, "lenient", "alice", email.as_bytes()).await;
+    assert_eq!(accepted(&bus, &lenient).await.flags, ["personal_data.email"]);
+    running.stop().await;
+}
+
+/// Subject message count: the submission plus at most one verdict.
+async fn events_on(bus: &Bus, contribution_id: &str) -> u64 {
+    let stream = bus.jetstream().get_stream(bus.namespace().stream(provenant_bus::Context::Datanet)).await.expect("stream");
+    let subject = bus.namespace().subject(provenant_bus::Context::Datanet, "contribution", contribution_id).expect("subject");
+    let mut consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config { filter_subject: subject, ..Default::default() })
+        .await
+        .expect("counter");
+    consumer.info().await.expect("info").num_pending
+}
+
+#[tokio::test]
+async fn a_validator_killed_before_or_after_its_commit_appends_exactly_one_verdict() {
+    for point in [CrashPoint::BeforeCommit, CrashPoint::AfterCommitBeforeAck] {
+        let (config, _database) = config(Backend::Sqlite).await;
+        let bus = Bus::connect(&config.bus).await.expect("bus");
+        bus.declare_streams().await.expect("streams");
+        let database = provenant_bus::store::connect(config.database.url.expose()).await.expect("db");
+        validate_migration::Migrator::up(&database, None).await.expect("migrates");
+        let blobs = bus.blob_store("contributions").await.expect("bucket");
+
+        // Rules first, so the crashing batch holds the contributions.
+        let policies = Consumer::new(bus.clone(), database.clone(), validate::handlers::PolicyProjector::default(), fast_consumer());
+        let policies_stop = Shutdown::new();
+        let policies_task = tokio::spawn(provenant_bus::run_until_stopped(policies, policies_stop.clone()));
+        create_datanet(&bus, "fortunes", PersonalDataAction::Reject).await;
+        let ids = [
+            submit(&bus, "fortunes", "alice", FORTUNE.as_bytes()).await,
+            submit(&bus, "fortunes", "bob", FORTUNE.as_bytes()).await,
+            submit(&bus, "fortunes", "carol", b"An entirely different and perfectly fine sentence to accept.").await,
+        ];
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let validator = || ContributionValidator::new(bus.clone(), blobs.clone(), config.validation.clone());
+        let crashing = Consumer::new(bus.clone(), database.clone(), validator(), fast_consumer()).crash_at(point);
+        let outcome = crashing.run(std::future::pending()).await;
+        assert!(matches!(outcome, Err(provenant_bus::Error::InjectedCrash(_))), "{outcome:?}");
+
+        let restarted = Consumer::new(bus.clone(), database.clone(), validator(), fast_consumer());
+        let stop = Shutdown::new();
+        let task = tokio::spawn(provenant_bus::run_until_stopped(restarted, stop.clone()));
+        for id in &ids {
+            verdict(&bus, id).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1_500)).await; // past ack_wait: any redelivery has happened
+        stop.cancel();
+        task.await.expect("task").expect("validator");
+        policies_stop.cancel();
+        policies_task.await.expect("task").expect("policies");
+
+        for id in &ids {
+            assert_eq!(events_on(&bus, id).await, 2, "{point:?}: one submission and exactly one verdict for {id}");
+        }
+        assert_eq!(accepted(&bus, &ids[1]).await.duplicate_cluster_id, ids[0], "{point:?}: the recomputed verdict is the same");
+    }
+}
