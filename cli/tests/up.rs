@@ -30,7 +30,7 @@ const OWNER_KEY: &str = "pvk_end_to_end_owner";
 fn config_dir() -> tempfile::TempDir {
     let folder = tempfile::tempdir().expect("config dir");
     let hash = ingest::identity::hash_key(OWNER_KEY).iter().map(|byte| format!("{byte:02x}")).collect::<String>();
-    let yaml = format!("identity:\n  api_keys:\n    - principal: owner\n      roles: [datanet_owner]\n      key_sha256: {hash}\n");
+    let yaml = format!("identity:\n  api_keys:\n    - principal: owner\n      roles: [datanet_owner, contributor]\n      key_sha256: {hash}\n");
     std::fs::write(folder.path().join("local.yaml"), yaml).expect("write config");
     folder
 }
@@ -127,6 +127,28 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
         assert!(Instant::now() < deadline, "the Datanet never reached the read model");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A contribution goes ingest → JetStream → validate → verdict → ingest's read model.
+    let submitted: Value = http
+        .post(suite.url(0, &format!("{path}/contributions")))
+        .header("content-type", "text/plain")
+        .body("Your lucky number has been disconnected. Please try again in a few minutes.")
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("json");
+    let status_path = format!("/v1/contributions/{}", submitted["contribution_id"].as_str().expect("contribution id"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view: Value = http.get(suite.url(0, &status_path)).send().await.expect("get").json().await.unwrap_or(Value::Null);
+        if view["status"] == "accepted" {
+            assert_eq!(view["duplicate_cluster_id"], submitted["contribution_id"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the contribution was never accepted: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let metrics = http.get(suite.url(0, "/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(
         metrics.lines().any(|line| line.starts_with("bus_events_applied_total{consumer=\"ingest-datanets\"} ")),
@@ -134,6 +156,7 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
     );
     suite.stop();
     assert!(data_dir.path().join("ingest.db").exists());
+    assert!(data_dir.path().join("validate.db").exists());
     assert!(data_dir.path().join("nats").is_dir());
 
     let mut again = Suite::start(data_dir.path(), config_dir.path(), &ports, nats_port);
