@@ -18,7 +18,7 @@ tools:
 	scripts/bootstrap.sh --node --postgres
 
 demo:
-	scripts/bootstrap.sh
+	scripts/bootstrap.sh --fortunes
 	$(CARGO) build --locked -p provenant-cli
 	scripts/demo.sh
 

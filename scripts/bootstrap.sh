@@ -3,17 +3,20 @@
 #   .tools/venv          Python venv with nats-server 2.15.1 (tools/requirements.txt, hash-pinned)
 #   tools/node_modules   buf 1.75.0 (tools/package.json + package-lock.json, integrity-pinned)
 #   PostgreSQL 15 server binaries (Debian package) when initdb is missing and we may install
+#   Debian's fortune files (en, de, es, it) for the demo's real text (--fortunes)
 # Idempotent: a second run does nothing and takes a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_postgres=0
 want_node=0
+want_fortunes=0
 for argument in "$@"; do
   case "$argument" in
     --postgres) want_postgres=1 ;;
     --node) want_node=1 ;;
-    *) echo "usage: $0 [--postgres] [--node]" >&2; exit 2 ;;
+    --fortunes) want_fortunes=1 ;;
+    *) echo "usage: $0 [--postgres] [--node] [--fortunes]" >&2; exit 2 ;;
   esac
 done
 
@@ -50,6 +53,11 @@ if [ "$want_node" = 1 ]; then
     log "installing buf 1.75.0 into tools/node_modules"
     (cd tools && npm ci --no-audit --no-fund --loglevel=error)
   fi
+fi
+
+# Real text for the demo: Debian's fortune files in English, German, Spanish and Italian.
+if [ "$want_fortunes" = 1 ] && [ ! -d /usr/share/games/fortunes/it ]; then
+  apt_install fortunes fortunes-de fortunes-es fortunes-it
 fi
 
 if [ "$want_postgres" = 1 ] && [ -z "${PV_TEST_POSTGRES_URL:-}" ]; then

@@ -20,17 +20,26 @@ done
 export PROVENANT_NATS__EMBEDDED_PORT=$(free_port)
 export RUST_LOG=${RUST_LOG:-info,sqlx=warn,async_nats=warn}
 
-# A Datanet owner's API key for this run; only its SHA-256 goes into the configuration.
-key=$(python3 -c 'import secrets; print("pvk_" + secrets.token_hex(32))')
-key_hash=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
+# API keys for this run: the Datanet owner, one contributor per fortune file, and a copycat.
+# Only their SHA-256 goes into the configuration.
+fortunes=/usr/share/games/fortunes
+contributors=(en:art en:computers en:food en:science de:de/computer de:de/anekdoten es:es/arte.fortunes es:es/ciencia.fortunes it:it/computer it:it/definizioni)
+new_key() { python3 -c 'import secrets; print("pvk_" + secrets.token_hex(32))'; }
+key_entry() { printf '    - principal: %s\n      roles: [%s]\n      key_sha256: %s\n' "$1" "$2" "$(printf %s "$3" | sha256sum | cut -d' ' -f1)"; }
+key=$(new_key)
+declare -A contributor_key
 mkdir -p "$data/config"
-cat >"$data/config/local.yaml" <<YAML
-identity:
-  api_keys:
-    - principal: demo-owner
-      roles: [contributor, datanet_owner]
-      key_sha256: $key_hash
-YAML
+{
+  echo "identity:"
+  echo "  api_keys:"
+  key_entry demo-owner "contributor, datanet_owner" "$key"
+  for entry in "${contributors[@]}" copycat; do
+    name=$(basename "${entry#*:}" .fortunes | tr -c 'A-Za-z0-9_\n-' '-')
+    [ "$entry" = copycat ] || name="${entry%%:*}-$name"
+    contributor_key[$name]=$(new_key)
+    key_entry "$name" contributor "${contributor_key[$name]}"
+  done
+} >"$data/config/local.yaml"
 export PROVENANT_CONFIG_DIR="$data/config" PROVENANT_ENVIRONMENT=local
 auth=(-H "authorization: Bearer $key")
 
@@ -53,11 +62,13 @@ for service in "${services[@]}"; do
 done
 
 ingest="http://127.0.0.1:${port[ingest]}"
-step "creating one Datanet per fortune language (issue 3 imports the fortunes into them)"
+step "creating one Datanet per fortune language"
+declare -A datanet
 for language in en de es it; do
   answer=$(curl -fsS -X POST "$ingest/v1/datanets" "${auth[@]}" -H 'content-type: application/json' \
     -d "{\"name\":\"Fortunes ($language)\",\"description\":\"fortune(6) cookies from Debian's fortunes packages\",\"tags\":[\"fortunes\",\"$language\"],\"licence\":\"LicenseRef-debian-fortunes\"}")
   echo "  DatanetCreated is durable: $answer"
+  datanet[$language]=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["datanet_id"])' <<<"$answer")
 done
 
 step "the ingest read model, fed from JetStream by its durable consumer"
@@ -71,6 +82,24 @@ python3 -c '
 import json, sys
 for d in json.load(sys.stdin)["datanets"]:
     print("  %s  %-16s tags=%s  version=%s" % (d["id"], d["name"], ",".join(d["tags"]), d["version"]))' <<<"$listing"
+
+step "real text: fortunes from Debian's fortune files, one contributor per file, validated by the validate service"
+plan="$data/contributors.json"
+python3 - "$plan" "$fortunes" <<PY
+import json, sys
+plan_path, root = sys.argv[1], sys.argv[2]
+datanets = {"en": "${datanet[en]}", "de": "${datanet[de]}", "es": "${datanet[es]}", "it": "${datanet[it]}"}
+keys = {$(for name in "${!contributor_key[@]}"; do printf '"%s": "%s", ' "$name" "${contributor_key[$name]}"; done)}
+entries = "${contributors[*]}".split()
+def name(language, path):
+    base = path.rsplit("/", 1)[-1].removesuffix(".fortunes")
+    return language + "-" + "".join(c if c.isalnum() or c in "_-" else "-" for c in base)
+contributors = [{"name": name(language, path), "file": f"{root}/{path}", "datanet": datanets[language], "key": keys[name(language, path)]}
+                for language, path in (entry.split(":", 1) for entry in entries)]
+copycat = {"name": "copycat", "file": f"{root}/art", "datanet": datanets["en"], "key": keys["copycat"]}
+json.dump({"contributors": contributors, "copycat": copycat}, open(plan_path, "w"))
+PY
+python3 scripts/demo_contribute.py "$ingest" "$plan" "${DEMO_FORTUNES_PER_FILE:-25}"
 
 step "a bad request gets a stable error code, not a 500"
 curl -sS -X POST "$ingest/v1/datanets" "${auth[@]}" -H 'content-type: application/json' -d '{"name":"","licence":"MIT"}'
