@@ -80,6 +80,8 @@ async fn two_updates_from_the_same_version_one_wins_and_the_other_gets_409() {
     let (_, created) = app.post("/v1/datanets", &fortunes()).await;
     let id = created["datanet_id"].as_str().expect("id").to_owned();
     let version = created["version"].as_u64().expect("version");
+    // Updates check ownership against the read model, so let it catch up first.
+    app.get_until(&format!("/v1/datanets/{id}"), |status, _| status == 200).await;
     let url = format!("{}/v1/datanets/{id}", app.base_url);
     let update = |name: &'static str| {
         app.http.put(&url).header("if-match", version.to_string()).json(&json!({ "name": name, "licence": "CC0-1.0" })).send()
@@ -106,6 +108,7 @@ async fn rebuilding_the_datanet_projection_from_the_stream_gives_the_same_rows_a
             ids.push(created["datanet_id"].as_str().expect("id").to_owned());
         }
         let renamed = &ids[0];
+        app.get_until(&format!("/v1/datanets/{renamed}"), |status, _| status == 200).await;
         let url = format!("{}/v1/datanets/{renamed}", app.base_url);
         let response = app.http.put(&url).json(&json!({ "name": "Renamed", "licence": "MIT", "tags": ["x"] })).send().await.expect("put");
         assert_eq!(response.status().as_u16(), 202);
