@@ -7,16 +7,17 @@
 //! are acceptable is the validate service's decision, visible here as the status.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use provenant_bus::{Envelope, Expect};
 use provenant_events::proto::common::v1::{BlobRef, Principal as ProtoPrincipal, PrincipalKind};
 use provenant_events::proto::datanet::v1 as proto;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::datanets::visible;
+use super::pagination::PageRequest;
 use super::{ApiError, AppState};
 use crate::identity::{Principal, Role};
 use crate::projections::contributions;
@@ -238,15 +239,6 @@ pub async fn get(
     Ok(axum::Json(row.into()))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    #[serde(default)]
-    after: Option<String>,
-    #[serde(default)]
-    limit: Option<u64>,
-}
-
 #[derive(Debug, Serialize)]
 pub struct ContributionPage {
     contributions: Vec<ContributionView>,
@@ -257,16 +249,11 @@ pub struct ContributionPage {
 pub async fn list_mine(
     State(state): State<AppState>,
     caller: Principal,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    page: PageRequest,
 ) -> Result<axum::Json<ContributionPage>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_query", rejection.body_text()))?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_limit", "limit must be between 1 and 500"));
-    }
-    let rows = contributions::list_by_contributor(&state.database, &caller.id, query.after.as_deref(), limit)
+    let rows = contributions::list_by_contributor(&state.database, &caller.id, page.after.as_deref(), page.limit)
         .await
         .map_err(|error| ApiError::internal("database.unavailable", error))?;
-    let next_after = (rows.len() as u64 == limit).then(|| rows.last().map(|row| row.id.clone())).flatten();
+    let next_after = page.next_after(rows.iter().map(|row| row.id.as_str()));
     Ok(axum::Json(ContributionPage { contributions: rows.into_iter().map(ContributionView::from).collect(), next_after }))
 }

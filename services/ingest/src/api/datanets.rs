@@ -1,12 +1,13 @@
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use provenant_bus::{Context, Envelope, Error as BusError, Expect};
 use provenant_events::proto::common::v1::PrincipalKind;
 use provenant_events::proto::datanet::v1 as proto;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
+use super::pagination::PageRequest;
 use super::{ApiError, ApiJson, AppState};
 use crate::domain::datanet::{DatanetSpec, DatanetSpecInput};
 use crate::identity::{Principal, Role};
@@ -156,15 +157,6 @@ pub async fn get(
     Ok(axum::Json(visible(&state, &caller, &datanet_id).await?.into()))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    #[serde(default)]
-    after: Option<String>,
-    #[serde(default)]
-    limit: Option<u64>,
-}
-
 #[derive(Debug, Serialize)]
 pub struct DatanetPage {
     datanets: Vec<DatanetView>,
@@ -172,20 +164,11 @@ pub struct DatanetPage {
     next_after: Option<String>,
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Principal,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<DatanetPage>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_query", rejection.body_text()))?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_limit", "limit must be between 1 and 500"));
-    }
-    let rows = datanets::list(&state.database, query.after.as_deref(), limit)
+pub async fn list(State(state): State<AppState>, caller: Principal, page: PageRequest) -> Result<axum::Json<DatanetPage>, ApiError> {
+    let rows = datanets::list(&state.database, page.after.as_deref(), page.limit)
         .await
         .map_err(|error| ApiError::internal("database.unavailable", error))?;
-    let next_after = (rows.len() as u64 == limit).then(|| rows.last().map(|row| row.id.clone())).flatten();
+    let next_after = page.next_after(rows.iter().map(|row| row.id.as_str()));
     let datanets = rows.into_iter().filter(|row| may_see(&caller, row)).map(DatanetView::from).collect();
     Ok(axum::Json(DatanetPage { datanets, next_after }))
 }

@@ -4,6 +4,7 @@
 mod contributions;
 mod datanets;
 mod error;
+mod pagination;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
