@@ -4,7 +4,7 @@
 #![allow(clippy::print_stdout, reason = "the key and its entry are the command's output")]
 
 use anyhow::Context as _;
-use ingest::identity::{ApiKeyConfig, IdentityConfig, Role, hash_key};
+use provenant_runtime::identity::{ApiKeyConfig, IdentityConfig, Role, hash_key};
 use rand::RngCore as _;
 
 pub fn print_new(principal: &str, roles: &[String]) -> anyhow::Result<()> {
@@ -19,7 +19,7 @@ pub fn print_new(principal: &str, roles: &[String]) -> anyhow::Result<()> {
     let key = format!("pvk_{}", hex::encode(secret));
     let entry = ApiKeyConfig { principal: principal.to_owned(), roles, key_sha256: hex::encode(hash_key(&key)) };
     // Checked as the service will check it, so a bad principal fails here rather than at boot.
-    ingest::identity::Directory::from_config(&IdentityConfig { api_keys: vec![entry.clone()] })?;
+    provenant_runtime::identity::Directory::from_config(&IdentityConfig { api_keys: vec![entry.clone()] })?;
     println!("key (give it to {principal}; it is not stored anywhere): {key}");
     println!("configuration entry (add under identity.api_keys):");
     println!("{}", serde_json::to_string_pretty(&entry)?);

@@ -21,7 +21,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// API keys of the ingest API (see `provenant api-key new`).
     #[serde(default)]
-    pub identity: ingest::identity::IdentityConfig,
+    pub identity: provenant_runtime::identity::IdentityConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

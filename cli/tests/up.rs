@@ -29,7 +29,7 @@ const OWNER_KEY: &str = "pvk_end_to_end_owner";
 /// A configuration folder whose `local.yaml` enables one Datanet owner's key.
 fn config_dir() -> tempfile::TempDir {
     let folder = tempfile::tempdir().expect("config dir");
-    let hash = ingest::identity::hash_key(OWNER_KEY).iter().map(|byte| format!("{byte:02x}")).collect::<String>();
+    let hash = provenant_runtime::identity::hash_key(OWNER_KEY).iter().map(|byte| format!("{byte:02x}")).collect::<String>();
     let yaml =
         format!("identity:\n  api_keys:\n    - principal: owner\n      roles: [datanet_owner, contributor]\n      key_sha256: {hash}\n");
     std::fs::write(folder.path().join("local.yaml"), yaml).expect("write config");

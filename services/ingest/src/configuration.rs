@@ -4,7 +4,7 @@ use provenant_runtime::HttpConfig;
 use provenant_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::IdentityConfig;
+use provenant_runtime::identity::IdentityConfig;
 
 /// The ingest service's configuration (defaults in `configuration/base.yaml`).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The ingest service owns Datanets (and, from issue 3, contributions and their blobs).
 //!
 //! - HTTP (`api`): create, update, get and list Datanets; a write answers once its event is
-//!   durable in JetStream. Callers authenticate with API keys (`identity`).
+//!   durable in JetStream. Callers authenticate with API keys (`provenant_runtime::identity`).
 //! - Emits `DatanetCreated`, `DatanetUpdated` on `pv.datanet.datanet.<id>`.
 //! - Consumes its own Datanet stream into the `datanets` projection (`handlers`,
 //!   `projections`), which the API reads.
@@ -12,7 +12,6 @@ pub mod api;
 pub mod configuration;
 pub mod domain;
 pub mod handlers;
-pub mod identity;
 pub mod projections;
 mod startup;
 

@@ -10,7 +10,7 @@ use sea_orm_migration::MigratorTrait as _;
 use crate::api::{self, AppState};
 use crate::configuration::Config;
 use crate::handlers::{ContributionProjector, DatanetProjector};
-use crate::identity::Directory;
+use provenant_runtime::identity::Directory;
 
 /// The ingest service, connected and bound, ready to run.
 pub struct Application {

@@ -1,9 +1,16 @@
 //! Process plumbing every service shares: the shutdown signal and token, the health,
-//! readiness and metrics routes, and serving an axum router until shutdown.
+//! readiness and metrics routes, serving an axum router until shutdown, and the HTTP API
+//! conventions (errors with stable codes, API-key identity, keyset pagination).
 //!
 //! Shutdown lives here: [`shutdown_signal`] resolves on the first SIGTERM or SIGINT (a second
 //! one exits at once); services receive a [`Shutdown`] token, stop pulling new work when it
 //! fires, finish and ack what is in flight, then return.
+
+pub mod api_error;
+pub mod identity;
+pub mod pagination;
+
+pub use api_error::{ApiError, ApiJson};
 
 use std::future::Future;
 use std::sync::Arc;

@@ -17,10 +17,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::datanets::visible;
-use super::pagination::PageRequest;
 use super::{ApiError, AppState};
-use crate::identity::{Principal, Role};
 use crate::projections::contributions;
+use provenant_runtime::identity::{Principal, Role};
+use provenant_runtime::pagination::PageRequest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {

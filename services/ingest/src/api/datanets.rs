@@ -7,11 +7,11 @@ use provenant_events::proto::datanet::v1 as proto;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::pagination::PageRequest;
 use super::{ApiError, ApiJson, AppState};
 use crate::domain::datanet::{DatanetSpec, DatanetSpecInput};
-use crate::identity::{Principal, Role};
 use crate::projections::datanets;
+use provenant_runtime::identity::{Principal, Role};
+use provenant_runtime::pagination::PageRequest;
 
 #[derive(Debug, Serialize)]
 pub struct Accepted {
@@ -29,7 +29,7 @@ pub async fn create(
     ApiJson(input): ApiJson<DatanetSpecInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Role::DatanetOwner)?;
-    let spec = DatanetSpec::try_from(input)?;
+    let spec = DatanetSpec::try_from(input).map_err(invalid)?;
     let datanet_id = Uuid::now_v7().to_string();
     let event = proto::DatanetCreated {
         datanet_id: datanet_id.clone(),
@@ -53,7 +53,7 @@ pub async fn update(
     headers: HeaderMap,
     ApiJson(input): ApiJson<DatanetSpecInput>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let spec = DatanetSpec::try_from(input)?;
+    let spec = DatanetSpec::try_from(input).map_err(invalid)?;
     let current = visible(&state, &caller, &datanet_id).await?;
     if current.owner_id != caller.id && !caller.has(Role::Admin) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "auth.not_owner", "only the Datanet's owner can change it"));
@@ -93,6 +93,10 @@ fn publish_error(error: BusError) -> ApiError {
         BusError::Event(error) => ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_id", error.to_string()),
         other => ApiError::internal("bus.unavailable", other),
     }
+}
+
+fn invalid(error: crate::domain::datanet::ValidationError) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.code, error.message)
 }
 
 fn proto_principal(caller: &Principal, kind: PrincipalKind) -> provenant_events::proto::common::v1::Principal {

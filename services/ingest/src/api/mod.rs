@@ -3,8 +3,6 @@
 
 mod contributions;
 mod datanets;
-mod error;
-mod pagination;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -12,10 +10,10 @@ use axum::routing::{get, post};
 use provenant_bus::{BlobStore, Bus};
 use sea_orm::DatabaseConnection;
 
-use crate::identity::Directory;
+use provenant_runtime::identity::Directory;
 use std::sync::Arc;
 
-pub use error::{ApiError, ApiJson};
+pub use provenant_runtime::{ApiError, ApiJson};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -25,6 +23,12 @@ pub struct AppState {
     pub blobs: BlobStore,
     /// Largest accepted contribution, in bytes.
     pub contribution_max_bytes: u64,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Directory> {
+    fn from_ref(state: &AppState) -> Self {
+        state.directory.clone()
+    }
 }
 
 pub fn router(state: AppState) -> Router {

@@ -167,10 +167,9 @@ fn is_spdx_identifier(value: &str) -> bool {
         && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'))
 }
 
-/// Principal ids are subject-safe tokens.
+/// Principal ids are subject-safe tokens (events from other producers are checked too).
 pub fn parse_principal_id(value: &str) -> Result<String, ValidationError> {
-    let valid = !value.is_empty() && value.len() <= 128 && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if valid { Ok(value.to_owned()) } else { Err(invalid("principal.invalid", "principal ids use 1 to 128 of [A-Za-z0-9_-]")) }
+    provenant_runtime::identity::parse_principal_id(value).map_err(|message| invalid("principal.invalid", message))
 }
 
 impl From<&DatanetSpec> for proto::DatanetSpec {

@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use ingest::identity::{ApiKeyConfig, Role};
 use ingest::{Application, Config};
 use provenant_bus::{BusConfig, ConsumerConfig};
 use provenant_config::Secret;
 use provenant_runtime::Shutdown;
+use provenant_runtime::identity::{ApiKeyConfig, Role};
 use provenant_test_support::{Backend, TestDatabase};
 use serde_json::Value;
 
@@ -24,7 +24,7 @@ pub fn client_with_key(key: &str) -> reqwest::Client {
 }
 
 pub fn api_key(principal: &str, roles: Vec<Role>, key: &str) -> ApiKeyConfig {
-    ApiKeyConfig { principal: principal.into(), roles, key_sha256: hex::encode(ingest::identity::hash_key(key)) }
+    ApiKeyConfig { principal: principal.into(), roles, key_sha256: hex::encode(provenant_runtime::identity::hash_key(key)) }
 }
 
 pub struct TestApp {

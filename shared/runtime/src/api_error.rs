@@ -5,8 +5,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracing::error;
 
-use crate::domain::datanet::ValidationError;
-
 /// An error answer: `{"error": {"code": "...", "message": "..."}}` with its status.
 #[derive(Debug)]
 pub struct ApiError {
@@ -35,12 +33,6 @@ impl ApiError {
     pub fn internal(code: &'static str, error: impl std::fmt::Display) -> ApiError {
         error!(%error, code, "request failed");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, "temporarily unavailable, retry later")
-    }
-}
-
-impl From<ValidationError> for ApiError {
-    fn from(error: ValidationError) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.code, error.message)
     }
 }
 

@@ -8,14 +8,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::api::{ApiError, AppState};
-use crate::domain::datanet::parse_principal_id;
+use crate::ApiError;
+
+/// Principal ids are subject-safe tokens: 1 to 128 of `[A-Za-z0-9_-]`.
+pub fn parse_principal_id(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty() && value.len() <= 128 && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid { Ok(value.to_owned()) } else { Err("principal ids use 1 to 128 of [A-Za-z0-9_-]".to_owned()) }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,7 +99,7 @@ impl Directory {
         for (index, key) in config.api_keys.iter().enumerate() {
             let hash: [u8; 32] =
                 hex::decode(&key.key_sha256).ok().and_then(|bytes| bytes.try_into().ok()).ok_or(DirectoryError::BadHash { index })?;
-            let id = parse_principal_id(&key.principal).map_err(|error| DirectoryError::BadPrincipal { index, message: error.message })?;
+            let id = parse_principal_id(&key.principal).map_err(|message| DirectoryError::BadPrincipal { index, message })?;
             if key.roles.is_empty() {
                 return Err(DirectoryError::NoRoles { index });
             }
@@ -110,12 +115,17 @@ impl Directory {
     }
 }
 
-/// The `Authorization: Bearer <key>` extractor: 401 with a stable code when absent or unknown.
-impl FromRequestParts<AppState> for Principal {
+/// The `Authorization: Bearer <key>` extractor, for any router state that holds the
+/// [`Directory`]: 401 with a stable code when the key is absent, malformed or unknown.
+impl<S> FromRequestParts<S> for Principal
+where
+    Arc<Directory>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        authenticate(parts, &state.directory)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        authenticate(parts, &Arc::<Directory>::from_ref(state))
     }
 }
 
