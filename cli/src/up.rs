@@ -85,6 +85,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut validate: validate::Config = service_defaults(validate::BASE_YAML)?;
     validate.bus = bus("validate");
     validate.http = http(config.http.validate_port);
+    validate.identity = config.identity.clone();
     validate.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("validate.db").display()));
     let train = frame(train::BASE_YAML, "train", config.http.train_port)?;
     let infer = frame(infer::BASE_YAML, "infer", config.http.infer_port)?;

@@ -1,6 +1,7 @@
 use provenant_bus::store::DatabaseConfig;
 use provenant_bus::{BusConfig, ConsumerConfig};
 use provenant_runtime::HttpConfig;
+use provenant_runtime::identity::IdentityConfig;
 use provenant_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,8 @@ pub struct Config {
     pub consumer: ConsumerConfig,
     pub telemetry: TelemetryConfig,
     pub validation: ValidationConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
 }
 
 /// The rules every Datanet shares; per-Datanet policy comes from its events.

@@ -6,12 +6,17 @@
 //!   records and quality, applies the Datanet's personal-data policy, finds exact and near
 //!   duplicates (the earliest submitter's cluster wins), and appends `ContributionAccepted` or
 //!   `ContributionRejected` with stable reason codes (`handlers/on_contribution_submitted.rs`).
-//! - Rules without IO live in `domain`: Merkle trees for snapshots, MinHash/LSH, quality.
+//! - HTTP (`api`): the owner seals a snapshot of every contribution accepted so far
+//!   (`SnapshotSealed`, manifest in the object store, RFC 6962 Merkle root); anyone
+//!   authenticated gets a contribution's inclusion proof. `SnapshotSealed` is projected back
+//!   (checked against its root) for the proofs.
+//! - Rules without IO live in `domain`: Merkle trees, manifests, MinHash/LSH, quality.
 //!
 //! Not yet: owner approval (contributions to approval-policy Datanets stay pending), JSON Schema
-//! checks of JSON-lines records, sealed snapshots and inclusion proofs (issue 3).
+//! checks of JSON-lines records, sealing by policy (every N accepted).
 //! Start reading at [`Application`].
 
+pub mod api;
 pub mod configuration;
 pub mod domain;
 pub mod handlers;

@@ -6,8 +6,11 @@ use provenant_runtime::Shutdown;
 use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigratorTrait as _;
 
+use crate::api::{self, AppState};
 use crate::configuration::Config;
-use crate::handlers::{ContributionValidator, PolicyProjector};
+use crate::handlers::{ContributionValidator, PolicyProjector, SnapshotProjector};
+use provenant_runtime::identity::Directory;
+use std::sync::Arc;
 
 /// The validate service, connected and bound, ready to run.
 pub struct Application {
@@ -15,17 +18,21 @@ pub struct Application {
     frame: ServiceFrame,
     database: DatabaseConnection,
     blobs: BlobStore,
+    manifests: BlobStore,
+    directory: Arc<Directory>,
 }
 
 impl Application {
     /// Connects to NATS (streams, the contributions bucket), opens and migrates the database,
     /// binds the HTTP port.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let directory = Arc::new(Directory::from_config(&config.identity).context("invalid identity configuration")?);
         let frame = ServiceFrame::build(&config.bus, &config.http).await?;
         let database = provenant_bus::store::connect(config.database.url.expose()).await.context("failed to open the database")?;
         validate_migration::Migrator::up(&database, None).await.context("failed to migrate the database")?;
         let blobs = frame.bus.blob_store("contributions").await.context("failed to open the contributions bucket")?;
-        Ok(Application { config, frame, database, blobs })
+        let manifests = frame.bus.blob_store("snapshots").await.context("failed to open the snapshots bucket")?;
+        Ok(Application { config, frame, database, blobs, manifests, directory })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -35,20 +42,24 @@ impl Application {
     /// Runs both consumers and the operational endpoints until `shutdown` fires; a consumer
     /// that fails stops the service.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let Application { config, frame, database, blobs } = self;
+        let Application { config, frame, database, blobs, manifests, directory } = self;
         let readiness = frame.readiness().with_check("database", provenant_bus::store::readiness_check(&database));
         let policies = Consumer::new(frame.bus.clone(), database.clone(), PolicyProjector::default(), config.consumer.clone());
         let validator = ContributionValidator::new(frame.bus.clone(), blobs, config.validation.clone());
-        let contributions = Consumer::new(frame.bus.clone(), database.clone(), validator, config.consumer);
-        let (served, policies, contributions) = tokio::join!(
-            frame.serve(axum::Router::new(), readiness, shutdown.clone()),
+        let contributions = Consumer::new(frame.bus.clone(), database.clone(), validator, config.consumer.clone());
+        let snapshots = Consumer::new(frame.bus.clone(), database.clone(), SnapshotProjector::new(manifests.clone()), config.consumer);
+        let routes = api::router(AppState { bus: frame.bus.clone(), database: database.clone(), directory, manifests });
+        let (served, policies, contributions, snapshots) = tokio::join!(
+            frame.serve(routes, readiness, shutdown.clone()),
             provenant_bus::run_until_stopped(policies, shutdown.clone()),
             provenant_bus::run_until_stopped(contributions, shutdown.clone()),
+            provenant_bus::run_until_stopped(snapshots, shutdown.clone()),
         );
         database.close().await.context("failed to close the database")?;
         served?;
         policies.context("policy projection failed")?;
         contributions.context("contribution validation failed")?;
+        snapshots.context("snapshot projection failed")?;
         Ok(())
     }
 }

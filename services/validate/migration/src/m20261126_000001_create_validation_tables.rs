@@ -24,6 +24,32 @@ enum AcceptedContributions {
     ContentSha256,
     ClusterId,
     Signature,
+    /// Stream sequence of the submission: the order of acceptance, and of snapshot entries.
+    AcceptedSequence,
+}
+
+/// Sealed snapshots and their ordered entries (the manifest, kept for inclusion proofs).
+#[derive(DeriveIden)]
+enum Snapshots {
+    Table,
+    SnapshotId,
+    DatanetId,
+    Ordinal,
+    MerkleRoot,
+    EntryCount,
+    ManifestSha256,
+    SealedAt,
+}
+
+#[derive(DeriveIden)]
+enum SnapshotEntries {
+    Table,
+    SnapshotId,
+    Position,
+    ContributionId,
+    ContentSha256,
+    ContributorId,
+    ClusterId,
 }
 
 /// LSH band keys of accepted contributions, for near-duplicate candidates.
@@ -62,6 +88,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(AcceptedContributions::ContentSha256).string_len(64).not_null())
                     .col(ColumnDef::new(AcceptedContributions::ClusterId).string_len(64).not_null())
                     .col(ColumnDef::new(AcceptedContributions::Signature).binary().null())
+                    .col(ColumnDef::new(AcceptedContributions::AcceptedSequence).big_integer().not_null())
                     .to_owned(),
             )
             .await?;
@@ -91,10 +118,53 @@ impl MigrationTrait for Migration {
                     )
                     .to_owned(),
             )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Snapshots::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Snapshots::SnapshotId).string_len(128).not_null().primary_key())
+                    .col(ColumnDef::new(Snapshots::DatanetId).string_len(64).not_null())
+                    .col(ColumnDef::new(Snapshots::Ordinal).big_integer().not_null())
+                    .col(ColumnDef::new(Snapshots::MerkleRoot).string_len(64).not_null())
+                    .col(ColumnDef::new(Snapshots::EntryCount).big_integer().not_null())
+                    .col(ColumnDef::new(Snapshots::ManifestSha256).string_len(64).not_null())
+                    .col(ColumnDef::new(Snapshots::SealedAt).timestamp_with_time_zone().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("snapshots_by_ordinal")
+                    .table(Snapshots::Table)
+                    .col(Snapshots::DatanetId)
+                    .col(Snapshots::Ordinal)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(SnapshotEntries::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(SnapshotEntries::SnapshotId).string_len(128).not_null())
+                    .col(ColumnDef::new(SnapshotEntries::Position).big_integer().not_null())
+                    .col(ColumnDef::new(SnapshotEntries::ContributionId).string_len(64).not_null())
+                    .col(ColumnDef::new(SnapshotEntries::ContentSha256).string_len(64).not_null())
+                    .col(ColumnDef::new(SnapshotEntries::ContributorId).string_len(128).not_null())
+                    .col(ColumnDef::new(SnapshotEntries::ClusterId).string_len(64).not_null())
+                    .primary_key(Index::create().col(SnapshotEntries::SnapshotId).col(SnapshotEntries::Position))
+                    .to_owned(),
+            )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(SnapshotEntries::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(Snapshots::Table).to_owned()).await?;
         manager.drop_table(Table::drop().table(NearDuplicateBands::Table).to_owned()).await?;
         manager.drop_table(Table::drop().table(AcceptedContributions::Table).to_owned()).await?;
         manager.drop_table(Table::drop().table(DatanetPolicies::Table).to_owned()).await

@@ -6,4 +6,5 @@
 pub mod merkle;
 pub mod near_duplicates;
 pub mod quality;
+pub mod snapshot;
 pub mod verdict;

@@ -1,13 +1,15 @@
-//! Event handlers, one file per consumed event, behind two durable consumers:
+//! Event handlers, one file per consumed event, behind three durable consumers:
 //! [`PolicyProjector`] keeps each Datanet's rules, [`ContributionValidator`] judges each
-//! submitted contribution and appends its verdict.
+//! submitted contribution and appends its verdict, [`SnapshotProjector`] records sealed
+//! snapshots for inclusion proofs.
 
 mod on_contribution_submitted;
 mod on_datanet_changed;
+mod on_snapshot_sealed;
 
 use provenant_bus::{BlobStore, Bus, Context, Delivery, HandleError, Handler, Namespace, Upcasters};
 use provenant_events::Event as _;
-use provenant_events::proto::datanet::v1::{ContributionSubmitted, DatanetCreated, DatanetUpdated};
+use provenant_events::proto::datanet::v1::{ContributionSubmitted, DatanetCreated, DatanetUpdated, SnapshotSealed};
 use sea_orm::DatabaseTransaction;
 
 use crate::configuration::ValidationConfig;
@@ -87,6 +89,42 @@ impl Handler for ContributionValidator {
                 on_contribution_submitted::handle(self, transaction, delivery, delivery.decode(&self.upcasters)?).await
             }
             // Our own verdicts and approvals share the subject; they need no judging.
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Durable consumer of `SnapshotSealed` into `projections::snapshots`.
+#[derive(Clone)]
+pub struct SnapshotProjector {
+    blobs: BlobStore,
+    upcasters: Upcasters,
+}
+
+impl SnapshotProjector {
+    pub const NAME: &'static str = "validate-snapshots";
+
+    pub fn new(blobs: BlobStore) -> SnapshotProjector {
+        SnapshotProjector { blobs, upcasters: Upcasters::contract() }
+    }
+}
+
+impl Handler for SnapshotProjector {
+    fn name(&self) -> &str {
+        SnapshotProjector::NAME
+    }
+
+    fn context(&self) -> Context {
+        Context::Datanet
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        vec![namespace.aggregate_filter(Context::Datanet, "snapshot")]
+    }
+
+    async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        match delivery.envelope.event_type.as_str() {
+            SnapshotSealed::TYPE => on_snapshot_sealed::handle(&self.blobs, transaction, delivery, delivery.decode(&self.upcasters)?).await,
             _ => Ok(()),
         }
     }

@@ -59,6 +59,7 @@ pub async fn handle(
                     &assessment.text,
                     assessment.score_ppm,
                     assessment.flags,
+                    delivery.stream_sequence,
                 )
                 .await?
             } else {
@@ -81,6 +82,7 @@ async fn cluster(
     text: &str,
     score_ppm: u32,
     flags: Vec<String>,
+    accepted_sequence: u64,
 ) -> Result<Verdict, HandleError> {
     let signature = Signature::of(text);
     let earlier = match accepted::first_with_content(transaction, &event.datanet_id, content_sha256).await? {
@@ -122,6 +124,7 @@ async fn cluster(
         content_sha256: content_sha256.to_owned(),
         cluster_id: cluster_id.clone(),
         signature: None,
+        accepted_sequence: i64::try_from(accepted_sequence).unwrap_or(i64::MAX),
     };
     accepted::insert(transaction, row, signature.as_ref()).await?;
     Ok(Verdict::Accepted { cluster_id, founder, score_ppm, flags })

@@ -18,6 +18,7 @@ pub struct Model {
     pub content_sha256: String,
     pub cluster_id: String,
     pub signature: Option<Vec<u8>>,
+    pub accepted_sequence: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -71,6 +72,11 @@ pub async fn first_with_content(database: &impl ConnectionTrait, datanet_id: &st
         .await
 }
 
+/// Every accepted contribution of a Datanet, in the order it was accepted.
+pub async fn all_in_order(database: &impl ConnectionTrait, datanet_id: &str) -> Result<Vec<Model>, DbErr> {
+    Entity::find().filter(Column::DatanetId.eq(datanet_id)).order_by_asc(Column::AcceptedSequence).all(database).await
+}
+
 /// Accepted contributions sharing at least one band key, with their signatures.
 pub async fn candidates(database: &impl ConnectionTrait, datanet_id: &str, band_keys: &[u64]) -> Result<Vec<(Model, Signature)>, DbErr> {
     let keys: Vec<i64> = band_keys.iter().map(|key| *key as i64).collect();
@@ -110,6 +116,7 @@ pub async fn insert(database: &impl ConnectionTrait, row: Model, signature: Opti
         content_sha256: Set(row.content_sha256),
         cluster_id: Set(row.cluster_id),
         signature: Set(signature.map(encode)),
+        accepted_sequence: Set(row.accepted_sequence),
     };
     Entity::insert(row).exec_without_returning(database).await?;
     Ok(())

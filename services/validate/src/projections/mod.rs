@@ -3,3 +3,4 @@
 
 pub mod accepted;
 pub mod policies;
+pub mod snapshots;

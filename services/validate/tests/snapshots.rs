@@ -1,0 +1,166 @@
+//! Sealed snapshots over HTTP: the owner seals, anyone authenticated proves a contribution's
+//! inclusion, and the proof verifies against the root in `SnapshotSealed` (RFC 6962).
+
+use std::time::{Duration, Instant};
+
+use provenant_bus::{Bus, BusConfig, Envelope, Expect};
+use provenant_config::Secret;
+use provenant_events::proto::common::v1::{BlobRef, Principal};
+use provenant_events::proto::datanet::v1::{ContributionSubmitted, DatanetCreated, DatanetSpec, RecordFormat};
+use provenant_runtime::Shutdown;
+use provenant_runtime::identity::{ApiKeyConfig, Role, hash_key};
+use provenant_test_support::{Backend, TestDatabase};
+use serde_json::Value;
+use validate::domain::merkle;
+use validate::{Application, Config};
+
+const OWNER_KEY: &str = "pvk_snapshot_owner";
+const BOB_KEY: &str = "pvk_snapshot_bob";
+
+fn client(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().expect("header"));
+    reqwest::Client::builder().default_headers(headers).build().expect("client")
+}
+
+async fn get_until(http: &reqwest::Client, url: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = http.get(url).send().await.expect("request");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if done(status, &body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{url}: last {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn create_datanet(bus: &Bus, id: &str) {
+    let event = DatanetCreated {
+        datanet_id: id.into(),
+        owner: Some(Principal { id: "owner".into(), kind: 2 }),
+        spec: Some(DatanetSpec {
+            name: id.into(),
+            licence_spdx: "CC0-1.0".into(),
+            record_format: RecordFormat::PlainText.into(),
+            visibility: 1,
+            contribution_policy: 1,
+            ..Default::default()
+        }),
+    };
+    bus.publish(&Envelope::new(&event, "ingest"), &event, Expect::NoEvents).await.expect("datanet");
+}
+
+async fn submit(bus: &Bus, datanet: &str, contributor: &str, text: &str) -> String {
+    let stored = bus.blob_store("contributions").await.expect("bucket").put(text.as_bytes()).await.expect("stored");
+    let id = uuid::Uuid::now_v7().to_string();
+    let event = ContributionSubmitted {
+        contribution_id: id.clone(),
+        datanet_id: datanet.into(),
+        contributor: Some(Principal { id: contributor.into(), kind: 1 }),
+        blob: Some(BlobRef {
+            sha256: stored.sha256,
+            size_bytes: stored.size_bytes,
+            bucket: stored.bucket,
+            media_type: "text/plain".into(),
+        }),
+        licence_spdx: "CC0-1.0".into(),
+        record_format: RecordFormat::PlainText.into(),
+        record_count: 1,
+        file_name: String::new(),
+    };
+    bus.publish(&Envelope::new(&event, "ingest"), &event, Expect::NoEvents).await.expect("submitted");
+    id
+}
+
+#[tokio::test]
+async fn the_owner_seals_a_snapshot_and_every_contribution_gets_a_proof_that_verifies() {
+    for backend in Backend::ALL {
+        provenant_test_support::init_logs();
+        provenant_telemetry::install_crypto_provider();
+        let database = TestDatabase::create(backend).await.expect("database");
+        let layers = provenant_config::Layers { directory: "/nonexistent".into(), environment: "test".into() };
+        let mut config: Config = provenant_config::load_with(validate::BASE_YAML, &layers, std::iter::empty()).expect("defaults");
+        config.http.port = 0;
+        config.bus = BusConfig {
+            subject_root: provenant_test_support::unique_root(),
+            ..BusConfig::new(&provenant_test_support::nats_url(), "validate")
+        };
+        config.database.url = Secret::new(database.url.clone());
+        config.identity.api_keys = vec![
+            ApiKeyConfig { principal: "owner".into(), roles: vec![Role::DatanetOwner], key_sha256: hex::encode(hash_key(OWNER_KEY)) },
+            ApiKeyConfig { principal: "bob".into(), roles: vec![Role::Contributor], key_sha256: hex::encode(hash_key(BOB_KEY)) },
+        ];
+        let app = Application::build(config.clone()).await.expect("builds");
+        let base = format!("http://{}", app.address());
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let bus = Bus::connect(&config.bus).await.expect("bus");
+        let (owner, bob) = (client(OWNER_KEY), client(BOB_KEY));
+
+        create_datanet(&bus, "fortunes").await;
+        create_datanet(&bus, "empty").await;
+        let texts = [
+            "The early bird gets the worm, but the second mouse gets the cheese.",
+            "Never put off until tomorrow what you can do the day after tomorrow.",
+            "A journey of a thousand miles begins with a cash advance from the bank.",
+            "Honesty is the best policy, but insanity is a better defence in court.",
+            "If at first you do not succeed, destroy all evidence that you tried at all.",
+        ];
+        let mut ids = Vec::new();
+        for (index, text) in texts.iter().enumerate() {
+            ids.push(submit(&bus, "fortunes", &format!("contributor-{index}"), text).await);
+        }
+        // Wait until validation accepted all five (the seal takes what is accepted).
+        let seal_url = format!("{base}/v1/datanets/fortunes/snapshots");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let sealed: Value = loop {
+            let response = owner.post(&seal_url).send().await.expect("seal");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.expect("json");
+            if status == 202 && body["entry_count"] == 5 {
+                break body;
+            }
+            assert!(Instant::now() < deadline, "never sealed all five: {status} {body}");
+            // An earlier partial seal is a legitimate snapshot too; wait and seal again.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let snapshot_id = sealed["snapshot_id"].as_str().expect("id").to_owned();
+        let root = sealed["merkle_root"].as_str().expect("root").to_owned();
+        let snapshot = get_until(&bob, &format!("{base}/v1/snapshots/{snapshot_id}"), |status, _| status == 200).await;
+        assert_eq!((snapshot["merkle_root"].as_str(), snapshot["entry_count"].as_i64()), (Some(root.as_str()), Some(5)));
+
+        for (index, id) in ids.iter().enumerate() {
+            let proof = get_until(&bob, &format!("{base}/v1/snapshots/{snapshot_id}/proofs/{id}"), |status, _| status == 200).await;
+            assert_eq!(proof["leaf_index"], index, "entries are in order of acceptance");
+            let leaf = merkle::leaf_hash(proof["leaf"].as_str().expect("leaf").as_bytes());
+            assert_eq!(hex::encode(leaf), proof["leaf_hash"].as_str().expect("hash"));
+            let path: Vec<merkle::Hash> = proof["audit_path"]
+                .as_array()
+                .expect("path")
+                .iter()
+                .map(|hash| hex::decode(hash.as_str().expect("hex")).expect("hex").try_into().expect("32 bytes"))
+                .collect();
+            let root_bytes: merkle::Hash = hex::decode(&root).expect("hex").try_into().expect("32 bytes");
+            assert_eq!(merkle::verify_inclusion(&leaf, index, 5, &path, &root_bytes), Ok(()), "proof of {id}");
+            assert!(proof["leaf"].as_str().expect("leaf").contains(id.as_str()));
+        }
+
+        let forbidden = bob.post(&seal_url).send().await.expect("seal");
+        assert_eq!(forbidden.status().as_u16(), 403);
+        let empty = owner.post(format!("{base}/v1/datanets/empty/snapshots")).send().await.expect("seal");
+        assert_eq!(empty.status().as_u16(), 422);
+        let unknown = owner.post(format!("{base}/v1/datanets/nope/snapshots")).send().await.expect("seal");
+        assert_eq!(unknown.status().as_u16(), 404);
+        let missing = bob.get(format!("{base}/v1/snapshots/{snapshot_id}/proofs/not-there")).send().await.expect("proof");
+        assert_eq!(missing.status().as_u16(), 404);
+        let anonymous = reqwest::Client::new().get(format!("{base}/v1/snapshots/{snapshot_id}")).send().await.expect("get");
+        assert_eq!(anonymous.status().as_u16(), 401);
+
+        shutdown.cancel();
+        task.await.expect("task").expect("stopped cleanly");
+        database.drop_database().await.expect("drop");
+    }
+}
