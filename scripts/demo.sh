@@ -101,6 +101,38 @@ json.dump({"contributors": contributors, "copycat": copycat}, open(plan_path, "w
 PY
 python3 scripts/demo_contribute.py "$ingest" "$plan" "${DEMO_FORTUNES_PER_FILE:-25}"
 
+step "sealing the English Datanet's snapshot and proving one contribution is in it"
+validate="http://127.0.0.1:${port[validate]}"
+sealed=$(curl -fsS -X POST "${auth[@]}" "$validate/v1/datanets/${datanet[en]}/snapshots")
+echo "  SnapshotSealed: $sealed"
+snapshot_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot_id"])' <<<"$sealed")
+# The first English contributor asks for the proof of their first contribution.
+contributor_key=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["contributors"][0]["key"])' "$plan")
+first=$(curl -fsS -H "authorization: Bearer $contributor_key" "$ingest/v1/contributions?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["contributions"][0]["id"])')
+for attempt in $(seq 1 100); do
+  proof=$(curl -sS -H "authorization: Bearer $contributor_key" "$validate/v1/snapshots/$snapshot_id/proofs/$first")
+  grep -q audit_path <<<"$proof" && break
+  sleep 0.1
+done
+python3 - "$proof" <<'PY'
+import hashlib, json, sys
+proof = json.loads(sys.argv[1])
+# Verify the RFC 6962 audit path here, independently of the service.
+node = hashlib.sha256(b"\x00" + proof["leaf"].encode()).digest()
+index, last = proof["leaf_index"], proof["tree_size"] - 1
+for sibling in map(bytes.fromhex, proof["audit_path"]):
+    if index % 2 == 1 or index == last:
+        node = hashlib.sha256(b"\x01" + sibling + node).digest()
+        while index % 2 == 0 and index != 0:
+            index, last = index // 2, last // 2
+    else:
+        node = hashlib.sha256(b"\x01" + node + sibling).digest()
+    index, last = index // 2, last // 2
+verdict = "verifies" if node.hex() == proof["merkle_root"] else "DOES NOT verify"
+print(f"  entry {proof['leaf_index']} of {proof['tree_size']}: {proof['leaf'][:90]}...")
+print(f"  audit path of {len(proof['audit_path'])} hashes {verdict} against root {proof['merkle_root']}")
+PY
+
 step "a bad request gets a stable error code, not a 500"
 curl -sS -X POST "$ingest/v1/datanets" "${auth[@]}" -H 'content-type: application/json' -d '{"name":"","licence":"MIT"}'
 echo
