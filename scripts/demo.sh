@@ -83,23 +83,32 @@ import json, sys
 for d in json.load(sys.stdin)["datanets"]:
     print("  %s  %-16s tags=%s  version=%s" % (d["id"], d["name"], ",".join(d["tags"]), d["version"]))' <<<"$listing"
 
-step "real text: fortunes from Debian's fortune files, one contributor per file, validated by the validate service"
-plan="$data/contributors.json"
-python3 - "$plan" "$fortunes" <<PY
-import json, sys
-plan_path, root = sys.argv[1], sys.argv[2]
-datanets = {"en": "${datanet[en]}", "de": "${datanet[de]}", "es": "${datanet[es]}", "it": "${datanet[it]}"}
-keys = {$(for name in "${!contributor_key[@]}"; do printf '"%s": "%s", ' "$name" "${contributor_key[$name]}"; done)}
-entries = "${contributors[*]}".split()
-def name(language, path):
-    base = path.rsplit("/", 1)[-1].removesuffix(".fortunes")
-    return language + "-" + "".join(c if c.isalnum() or c in "_-" else "-" for c in base)
-contributors = [{"name": name(language, path), "file": f"{root}/{path}", "datanet": datanets[language], "key": keys[name(language, path)]}
-                for language, path in (entry.split(":", 1) for entry in entries)]
-copycat = {"name": "copycat", "file": f"{root}/art", "datanet": datanets["en"], "key": keys["copycat"]}
-json.dump({"contributors": contributors, "copycat": copycat}, open(plan_path, "w"))
-PY
-python3 scripts/demo_contribute.py "$ingest" "$plan" "${DEMO_FORTUNES_PER_FILE:-25}"
+step "real text: Debian's fortune files imported with provenant datanet import, one contributor per file"
+per_file=${DEMO_FORTUNES_PER_FILE:-25}
+contributors_json="$data/contributors.json"
+echo "[" >"$contributors_json"
+for language in en de es it; do
+  files=()
+  echo "{" >"$data/keys-$language.json"
+  for entry in "${contributors[@]}"; do
+    [ "${entry%%:*}" = "$language" ] || continue
+    path="$fortunes/${entry#*:}"
+    stem=$(basename "$path"); stem=${stem%%.*}
+    name="$language-$(basename "${entry#*:}" .fortunes | tr -c 'A-Za-z0-9_\n-' '-')"
+    files+=("$path")
+    printf '"%s": "%s",\n' "$stem" "${contributor_key[$name]}" >>"$data/keys-$language.json"
+    printf '{"name": "%s", "key": "%s"},\n' "$name" "${contributor_key[$name]}" >>"$contributors_json"
+  done
+  sed -i '$ s/,$//' "$data/keys-$language.json"; echo "}" >>"$data/keys-$language.json"
+  echo "  $language: ${files[*]##*/}"
+  target/debug/provenant datanet import --ingest-url "$ingest" --datanet "${datanet[$language]}" \
+    --keys "$data/keys-$language.json" --per-file "$per_file" "${files[@]}" | sed 's/^/    /'
+done
+echo "  copycat: the first 3 fortunes of art, copied"
+target/debug/provenant datanet import --ingest-url "$ingest" --datanet "${datanet[en]}" \
+  --key "${contributor_key[copycat]}" --per-file 3 "$fortunes/art" | sed 's/^/    /'
+printf '{"name": "copycat", "key": "%s"}]\n' "${contributor_key[copycat]}" >>"$contributors_json"
+python3 scripts/demo_verdicts.py "$ingest" "$contributors_json" "$(( ${#contributors[@]} * per_file + 3 ))"
 
 step "sealing the English Datanet's snapshot and proving one contribution is in it"
 validate="http://127.0.0.1:${port[validate]}"
@@ -107,7 +116,7 @@ sealed=$(curl -fsS -X POST "${auth[@]}" "$validate/v1/datanets/${datanet[en]}/sn
 echo "  SnapshotSealed: $sealed"
 snapshot_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot_id"])' <<<"$sealed")
 # The first English contributor asks for the proof of their first contribution.
-contributor_key=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["contributors"][0]["key"])' "$plan")
+contributor_key=${contributor_key[en-art]}
 first=$(curl -fsS -H "authorization: Bearer $contributor_key" "$ingest/v1/contributions?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["contributions"][0]["id"])')
 for attempt in $(seq 1 100); do
   proof=$(curl -sS -H "authorization: Bearer $contributor_key" "$validate/v1/snapshots/$snapshot_id/proofs/$first")

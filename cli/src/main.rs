@@ -2,11 +2,13 @@
 //!
 //! `provenant up` runs every service in one process (the embedded default): it starts the
 //! pinned NATS server itself unless one is configured, keeps every projection in SQLite files
-//! under the data folder, and stops everything cleanly on SIGTERM or Ctrl-C. Client commands
-//! (Datanet import, training, attribution) arrive with their issues.
+//! under the data folder, and stops everything cleanly on SIGTERM or Ctrl-C.
+//! `provenant api-key new` makes an API key; `provenant datanet import` loads text files as
+//! contributions. Training and attribution commands arrive with their issues.
 
 mod api_key;
 mod embedded_nats;
+mod import;
 mod up;
 
 use anyhow::Context as _;
@@ -33,6 +35,15 @@ enum Command {
     /// API keys for the HTTP APIs.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Datanet commands.
+    #[command(subcommand)]
+    Datanet(DatanetCommand),
+}
+
+#[derive(Subcommand)]
+enum DatanetCommand {
+    /// Load text files into a Datanet as contributions (one record per fortune, one contributor per file).
+    Import(import::ImportArguments),
 }
 
 #[derive(Subcommand)]
@@ -68,5 +79,6 @@ async fn main() -> anyhow::Result<()> {
             outcome
         }
         Command::ApiKey(ApiKeyCommand::New { principal, roles }) => api_key::print_new(&principal, &roles),
+        Command::Datanet(DatanetCommand::Import(arguments)) => import::run(arguments).await,
     }
 }

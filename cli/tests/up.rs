@@ -150,6 +150,30 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
         assert!(Instant::now() < deadline, "the contribution was never accepted: {view}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // provenant datanet import: a fortune-style file, one record per fortune.
+    let folder = tempfile::tempdir().expect("import folder");
+    std::fs::write(
+        folder.path().join("sayings"),
+        "He who laughs last thinks slowest, they say.\n%\nTo err is human; to really foul things up requires a computer.\n%\n",
+    )
+    .expect("write fortunes");
+    let import = Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args([
+            "datanet",
+            "import",
+            "--ingest-url",
+            &suite.url(0, ""),
+            "--datanet",
+            created["datanet_id"].as_str().expect("id"),
+            "--key",
+            OWNER_KEY,
+        ])
+        .arg(folder.path())
+        .output()
+        .expect("import runs");
+    let printed = String::from_utf8_lossy(&import.stdout);
+    assert!(import.status.success(), "import failed: {printed} {}", String::from_utf8_lossy(&import.stderr));
+    assert!(printed.contains("2 records") && printed.contains("2 submitted (202)"), "{printed}");
     let metrics = http.get(suite.url(0, "/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(
         metrics.lines().any(|line| line.starts_with("bus_events_applied_total{consumer=\"ingest-datanets\"} ")),
