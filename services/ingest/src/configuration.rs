@@ -25,6 +25,9 @@ pub struct Config {
 pub struct ContributionsConfig {
     /// Largest contribution (one text, one batch, one file), in bytes.
     pub max_bytes: u64,
+    /// Per contributor and UTC day: contributions, and their bytes.
+    pub daily_items_per_contributor: u64,
+    pub daily_bytes_per_contributor: u64,
 }
 
 pub const BASE_YAML: &str = include_str!("../configuration/base.yaml");

@@ -48,6 +48,7 @@ impl Application {
             directory,
             blobs,
             contribution_max_bytes: config.contributions.max_bytes,
+            quotas: config.contributions.clone(),
         });
         let datanets = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::new(), config.consumer.clone());
         let contributions = Consumer::new(frame.bus.clone(), database.clone(), ContributionProjector::new(), config.consumer);

@@ -112,6 +112,43 @@ fn record_count(bytes: &[u8], format: Format) -> u32 {
     }
 }
 
+/// Per-contributor daily quotas, counted from the read model since UTC midnight. Submissions
+/// still in flight to the read model are not counted yet, so a burst can overshoot by them.
+async fn check_quota(state: &AppState, caller: &Principal, size: u64) -> Result<(), ApiError> {
+    let midnight = chrono::Utc::now().date_naive().and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+    let (items, bytes) = contributions::submitted_since(&state.database, &caller.id, midnight)
+        .await
+        .map_err(|error| ApiError::internal("database.unavailable", error))?;
+    if items >= state.quotas.daily_items_per_contributor {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota.daily_items_exceeded",
+            format!("at most {} contributions a day; try again after midnight UTC", state.quotas.daily_items_per_contributor),
+        ));
+    }
+    if bytes + size > state.quotas.daily_bytes_per_contributor {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota.daily_bytes_exceeded",
+            format!("at most {} bytes a day; try again after midnight UTC", state.quotas.daily_bytes_per_contributor),
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /v1/datanets/{id}/stats`: contributions by status, accepted records and bytes,
+/// contributors and duplicate clusters.
+pub async fn statistics(
+    State(state): State<AppState>,
+    caller: Principal,
+    Path(datanet_id): Path<String>,
+) -> Result<axum::Json<contributions::DatanetStatistics>, ApiError> {
+    let datanet = visible(&state, &caller, &datanet_id).await?;
+    let statistics =
+        contributions::statistics(&state.database, &datanet.id).await.map_err(|error| ApiError::internal("database.unavailable", error))?;
+    Ok(axum::Json(statistics))
+}
+
 #[derive(Debug, Serialize)]
 pub struct SubmissionAccepted {
     contribution_id: String,
@@ -143,6 +180,7 @@ pub async fn submit(
     if bytes.iter().all(u8::is_ascii_whitespace) || record_count == 0 {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "contribution.empty", "the contribution has no content"));
     }
+    check_quota(&state, &caller, bytes.len() as u64).await?;
     let stored = state.blobs.put(&bytes).await.map_err(|error| ApiError::internal("blobs.unavailable", error))?;
     let contribution_id = Uuid::now_v7().to_string();
     let event = proto::ContributionSubmitted {

@@ -23,6 +23,7 @@ pub struct AppState {
     pub blobs: BlobStore,
     /// Largest accepted contribution, in bytes.
     pub contribution_max_bytes: u64,
+    pub quotas: crate::configuration::ContributionsConfig,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Directory> {
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/datanets", get(datanets::list).post(datanets::create))
         .route("/v1/datanets/{datanet_id}", get(datanets::get).put(datanets::update))
+        .route("/v1/datanets/{datanet_id}/stats", get(contributions::statistics))
         .route(
             "/v1/datanets/{datanet_id}/contributions",
             post(contributions::submit)

@@ -132,3 +132,57 @@ pub async fn list_by_contributor(
     }
     query.all(database).await
 }
+
+/// What `contributor_id` submitted since `since`: (contributions, bytes).
+pub async fn submitted_since(database: &impl ConnectionTrait, contributor_id: &str, since: DateTime<Utc>) -> Result<(u64, u64), DbErr> {
+    let rows: Vec<i64> = Entity::find()
+        .select_only()
+        .column(Column::SizeBytes)
+        .filter(Column::ContributorId.eq(contributor_id))
+        .filter(Column::SubmittedAt.gte(since))
+        .into_tuple()
+        .all(database)
+        .await?;
+    Ok((rows.len() as u64, rows.iter().map(|size| u64::try_from(*size).unwrap_or(0)).sum()))
+}
+
+/// A Datanet's contribution statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DatanetStatistics {
+    pub pending: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub records_accepted: u64,
+    pub bytes_accepted: u64,
+    pub contributors: u64,
+    pub duplicate_clusters: u64,
+}
+
+pub async fn statistics(database: &impl ConnectionTrait, datanet_id: &str) -> Result<DatanetStatistics, DbErr> {
+    let rows: Vec<(String, String, i64, i32, Option<String>)> = Entity::find()
+        .select_only()
+        .columns([Column::Status, Column::ContributorId, Column::SizeBytes, Column::RecordCount, Column::DuplicateClusterId])
+        .filter(Column::DatanetId.eq(datanet_id))
+        .into_tuple()
+        .all(database)
+        .await?;
+    let mut statistics = DatanetStatistics::default();
+    let mut contributors = std::collections::HashSet::new();
+    let mut clusters = std::collections::HashSet::new();
+    for (status, contributor, size, records, cluster) in rows {
+        contributors.insert(contributor);
+        match status.as_str() {
+            "accepted" => {
+                statistics.accepted += 1;
+                statistics.records_accepted += u64::try_from(records).unwrap_or(0);
+                statistics.bytes_accepted += u64::try_from(size).unwrap_or(0);
+                clusters.extend(cluster);
+            }
+            "rejected" => statistics.rejected += 1,
+            _ => statistics.pending += 1,
+        }
+    }
+    statistics.contributors = contributors.len() as u64;
+    statistics.duplicate_clusters = clusters.len() as u64;
+    Ok(statistics)
+}

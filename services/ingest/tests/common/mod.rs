@@ -41,6 +41,11 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// [`spawn_app`] with a last word on the configuration.
+pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
     provenant_test_support::init_logs();
     provenant_telemetry::install_crypto_provider();
     let database = TestDatabase::create(backend).await.expect("test database");
@@ -58,6 +63,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         vec![api_key("alice", vec![Role::Contributor, Role::DatanetOwner], ALICE_KEY), api_key("bob", vec![Role::Contributor], BOB_KEY)];
     config.contributions.max_bytes = 64 * 1024;
     config.consumer = ConsumerConfig { batch_size: 64, ack_wait_seconds: 2, max_deliver: 4, initial_backoff_ms: 50, max_backoff_ms: 500 };
+    adjust(&mut config);
     let app = Application::build(config.clone()).await.expect("builds");
     let base_url = format!("http://{}", app.address());
     let shutdown = Shutdown::new();
