@@ -194,3 +194,34 @@ async fn daily_quotas_answer_429_and_statistics_count_what_was_decided() {
     assert_eq!(stats["bytes_accepted"].as_u64(), Some(texts[0].len() as u64));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_owner_approval_datanet_holds_contributions_until_its_owner_reviews_them() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let datanet_id = datanet(&app, json!({ "name": "Curated", "licence": "MIT", "contribution_policy": "owner_approval" })).await;
+    let mut ids = Vec::new();
+    for text in ["A curated fortune, waiting for its reviewer.", "Another curated fortune, also waiting patiently."] {
+        let (_, submitted) = submit(&app.bob, &app, &datanet_id, "text/plain", text).await;
+        let id = submitted["contribution_id"].as_str().expect("id").to_owned();
+        let view = app.get_until(&format!("/v1/contributions/{id}"), |status, _| status == 200).await;
+        assert_eq!(view["status"], "awaiting_approval");
+        ids.push(id);
+    }
+    let review = |client: &reqwest::Client, id: &str, body: Value| {
+        client.post(format!("{}/v1/contributions/{id}/review", app.base_url)).json(&body).send()
+    };
+    let by_contributor = review(&app.bob, &ids[0], json!({ "decision": "approve" })).await.expect("request");
+    assert_eq!(by_contributor.status().as_u16(), 403, "contributors do not approve their own work");
+    let approved = review(&app.http, &ids[0], json!({ "decision": "approve" })).await.expect("request");
+    assert_eq!(approved.status().as_u16(), 202);
+    app.get_until(&format!("/v1/contributions/{}", ids[0]), |_, body| body["status"] == "pending").await;
+    let again = review(&app.http, &ids[0], json!({ "decision": "reject" })).await.expect("request");
+    assert_eq!(again.status().as_u16(), 409);
+    let rejected = review(&app.http, &ids[1], json!({ "decision": "reject", "reason": "off topic" })).await.expect("request");
+    assert_eq!(rejected.status().as_u16(), 202);
+    let view = app.get_until(&format!("/v1/contributions/{}", ids[1]), |_, body| body["status"] == "rejected").await;
+    assert_eq!((view["reasons"][0]["code"].as_str(), view["reasons"][0]["message"].as_str()), (Some("owner.rejected"), Some("off topic")));
+    let nonsense = review(&app.http, &ids[1], json!({ "decision": "maybe" })).await.expect("request");
+    assert_eq!(nonsense.status().as_u16(), 422);
+    app.stop().await;
+}

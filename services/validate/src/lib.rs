@@ -12,8 +12,10 @@
 //!   (checked against its root) for the proofs.
 //! - Rules without IO live in `domain`: Merkle trees, manifests, MinHash/LSH, quality.
 //!
-//! Not yet: owner approval (contributions to approval-policy Datanets stay pending), JSON Schema
-//! checks of JSON-lines records, sealing by policy (every N accepted).
+//! - Contributions to owner-approval Datanets are held (`projections::held`) until
+//!   `ContributionApproved`, then judged the same way.
+//!
+//! Not yet: JSON Schema checks of JSON-lines records, sealing by policy (every N accepted).
 //! Start reading at [`Application`].
 
 pub mod api;

@@ -9,7 +9,8 @@ use provenant_bus::{Bus, BusConfig, Consumer, ConsumerConfig, CrashPoint, Envelo
 use provenant_config::Secret;
 use provenant_events::proto::common::v1::{BlobRef, Principal};
 use provenant_events::proto::datanet::v1::{
-    ContributionAccepted, ContributionRejected, ContributionSubmitted, DatanetCreated, DatanetSpec, PersonalDataAction, RecordFormat,
+    ContributionAccepted, ContributionApproved, ContributionPolicy, ContributionRejected, ContributionSubmitted, DatanetCreated,
+    DatanetSpec, PersonalDataAction, RecordFormat,
 };
 use provenant_runtime::Shutdown;
 use provenant_test_support::{Backend, TestDatabase};
@@ -58,6 +59,10 @@ impl Running {
 }
 
 async fn create_datanet(bus: &Bus, id: &str, personal_data: PersonalDataAction) {
+    create_datanet_with_policy(bus, id, personal_data, ContributionPolicy::Open).await;
+}
+
+async fn create_datanet_with_policy(bus: &Bus, id: &str, personal_data: PersonalDataAction, policy: ContributionPolicy) {
     let event = DatanetCreated {
         datanet_id: id.into(),
         owner: Some(Principal { id: "owner".into(), kind: 2 }),
@@ -66,7 +71,7 @@ async fn create_datanet(bus: &Bus, id: &str, personal_data: PersonalDataAction) 
             licence_spdx: "CC0-1.0".into(),
             record_format: RecordFormat::PlainText.into(),
             visibility: 1,
-            contribution_policy: 1,
+            contribution_policy: policy.into(),
             personal_data_action: personal_data.into(),
             ..Default::default()
         }),
@@ -249,4 +254,27 @@ async fn a_validator_killed_before_or_after_its_commit_appends_exactly_one_verdi
         }
         assert_eq!(accepted(&bus, &ids[1]).await.duplicate_cluster_id, ids[0], "{point:?}: the recomputed verdict is the same");
     }
+}
+
+#[tokio::test]
+async fn a_submission_to_an_approval_datanet_is_judged_only_after_the_owner_approves() {
+    let (config, _database) = config(Backend::Sqlite).await;
+    let running = start(&config).await;
+    let bus = Bus::connect(&config.bus).await.expect("bus");
+    create_datanet_with_policy(&bus, "curated", PersonalDataAction::Reject, ContributionPolicy::OwnerApproval).await;
+    let id = submit(&bus, "curated", "alice", FORTUNE.as_bytes()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(events_on(&bus, &id).await, 1, "held: no verdict before the owner approves");
+
+    let approval = ContributionApproved {
+        contribution_id: id.clone(),
+        datanet_id: "curated".into(),
+        approved_by: Some(Principal { id: "owner".into(), kind: 2 }),
+    };
+    let last = bus.last_sequence(provenant_bus::Context::Datanet, "contribution", &id).await.expect("read").expect("exists");
+    bus.publish(&Envelope::new(&approval, "ingest"), &approval, Expect::LastSequence(last)).await.expect("approved");
+    let verdict = accepted(&bus, &id).await;
+    assert!(verdict.cluster_founder);
+    assert_eq!(events_on(&bus, &id).await, 3, "submission, approval, verdict");
+    running.stop().await;
 }

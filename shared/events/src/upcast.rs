@@ -32,25 +32,27 @@ impl Upcasters {
 
     /// Decodes `payload` as `E`, upcasting it first when it was written under an older version.
     pub fn decode<E: Event>(&self, envelope: &Envelope, payload: &[u8]) -> Result<E, Error> {
-        if envelope.event_type != E::TYPE {
-            return Err(Error::TypeMismatch { expected: E::TYPE, actual: envelope.event_type.clone() });
+        self.decode_stored(&envelope.event_type, envelope.schema_version, payload)
+    }
+
+    /// [`Upcasters::decode`] for an event kept outside its message (type, version and the
+    /// original payload bytes), such as a submission held for approval.
+    pub fn decode_stored<E: Event>(&self, event_type: &str, schema_version: u32, payload: &[u8]) -> Result<E, Error> {
+        if event_type != E::TYPE {
+            return Err(Error::TypeMismatch { expected: E::TYPE, actual: event_type.to_owned() });
         }
-        if envelope.schema_version > E::VERSION {
-            return Err(Error::VersionFromTheFuture {
-                event_type: envelope.event_type.clone(),
-                version: envelope.schema_version,
-                supported: E::VERSION,
-            });
+        if schema_version > E::VERSION {
+            return Err(Error::VersionFromTheFuture { event_type: event_type.to_owned(), version: schema_version, supported: E::VERSION });
         }
         let mut bytes = Bytes::copy_from_slice(payload);
-        for version in envelope.schema_version..E::VERSION {
+        for version in schema_version..E::VERSION {
             let step = self
                 .steps
-                .get(&(envelope.event_type.clone(), version))
-                .ok_or_else(|| Error::NoUpcaster { event_type: envelope.event_type.clone(), version })?;
-            bytes = step(bytes).map_err(|reason| Error::Upcast { event_type: envelope.event_type.clone(), version, reason })?;
+                .get(&(event_type.to_owned(), version))
+                .ok_or_else(|| Error::NoUpcaster { event_type: event_type.to_owned(), version })?;
+            bytes = step(bytes).map_err(|reason| Error::Upcast { event_type: event_type.to_owned(), version, reason })?;
         }
-        E::decode(bytes).map_err(|source| Error::Decode { event_type: envelope.event_type.clone(), source })
+        E::decode(bytes).map_err(|source| Error::Decode { event_type: event_type.to_owned(), source })
     }
 }
 

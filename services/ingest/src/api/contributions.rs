@@ -17,7 +17,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::datanets::visible;
-use super::{ApiError, AppState};
+use super::{ApiError, ApiJson, AppState};
 use crate::projections::contributions;
 use provenant_runtime::identity::{Principal, Role};
 use provenant_runtime::pagination::PageRequest;
@@ -294,4 +294,79 @@ pub async fn list_mine(
         .map_err(|error| ApiError::internal("database.unavailable", error))?;
     let next_after = page.next_after(rows.iter().map(|row| row.id.as_str()));
     Ok(axum::Json(ContributionPage { contributions: rows.into_iter().map(ContributionView::from).collect(), next_after }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    decision: Decision,
+    /// Shown to the contributor when rejecting.
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /v1/contributions/{id}/review`: the Datanet owner approves (validation then decides) or
+/// rejects a contribution to an `owner_approval` Datanet.
+pub async fn review(
+    State(state): State<AppState>,
+    caller: Principal,
+    Path(contribution_id): Path<String>,
+    ApiJson(review): ApiJson<Review>,
+) -> Result<impl IntoResponse, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "contribution.not_found", format!("no contribution {contribution_id:?}"));
+    let row = contributions::find(&state.database, &contribution_id)
+        .await
+        .map_err(|error| ApiError::internal("database.unavailable", error))?
+        .ok_or_else(not_found)?;
+    let datanet = visible(&state, &caller, &row.datanet_id).await.map_err(|_| not_found())?;
+    if datanet.owner_id != caller.id && !caller.has(Role::Admin) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "auth.not_owner", "only the Datanet's owner reviews its contributions"));
+    }
+    if row.status != "awaiting_approval" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "contribution.not_awaiting_approval",
+            format!("the contribution is {}", row.status),
+        ));
+    }
+    if review.reason.chars().count() > 1_000 {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "review.reason_too_long", "reasons are limited to 1,000 characters"));
+    }
+    let reviewer = ProtoPrincipal { id: caller.id.clone(), kind: PrincipalKind::DatanetOwner.into() };
+    // Conditional on the contribution's last event: a concurrent review or verdict makes this a 409.
+    let expect = Expect::LastSequence(u64::try_from(row.version).unwrap_or(0));
+    let published = match review.decision {
+        Decision::Approve => {
+            let event = proto::ContributionApproved {
+                contribution_id: row.id.clone(),
+                datanet_id: row.datanet_id.clone(),
+                approved_by: Some(reviewer),
+            };
+            state.bus.publish(&Envelope::new(&event, state.bus.producer()), &event, expect).await
+        }
+        Decision::Reject => {
+            let message = if review.reason.is_empty() { "rejected by the Datanet's owner".to_owned() } else { review.reason };
+            let event = proto::ContributionRejected {
+                contribution_id: row.id.clone(),
+                datanet_id: row.datanet_id.clone(),
+                contributor: Some(ProtoPrincipal { id: row.contributor_id.clone(), kind: PrincipalKind::Contributor.into() }),
+                reasons: vec![proto::RejectionReason { code: "owner.rejected".to_owned(), message, record_index: None }],
+            };
+            state.bus.publish(&Envelope::new(&event, state.bus.producer()), &event, expect).await
+        }
+    };
+    match published {
+        Ok(_) => Ok((StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "contribution_id": row.id, "status": "reviewed" })))),
+        Err(provenant_bus::Error::Conflict { .. }) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "contribution.changed", "the contribution changed since it was read; read it again"))
+        }
+        Err(error) => Err(ApiError::internal("bus.unavailable", error)),
+    }
 }

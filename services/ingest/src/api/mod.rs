@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/contributions", get(contributions::list_mine))
         .route("/v1/contributions/{contribution_id}", get(contributions::get))
+        .route("/v1/contributions/{contribution_id}/review", post(contributions::review))
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "route.not_found", "no such route") })
         .with_state(state)
 }

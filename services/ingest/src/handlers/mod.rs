@@ -11,7 +11,7 @@ mod on_datanet_updated;
 use provenant_bus::{Context, Delivery, HandleError, Handler, Namespace, Upcasters};
 use provenant_events::Event as _;
 use provenant_events::proto::datanet::v1::{
-    ContributionAccepted, ContributionRejected, ContributionSubmitted, DatanetCreated, DatanetUpdated,
+    ContributionAccepted, ContributionApproved, ContributionRejected, ContributionSubmitted, DatanetCreated, DatanetUpdated,
 };
 use sea_orm::DatabaseTransaction;
 
@@ -89,6 +89,9 @@ impl Handler for ContributionProjector {
         match delivery.envelope.event_type.as_str() {
             ContributionSubmitted::TYPE => {
                 on_contribution_submitted::handle(transaction, delivery, delivery.decode(&self.upcasters)?).await
+            }
+            ContributionApproved::TYPE => {
+                on_contribution_decided::on_approved(transaction, delivery, delivery.decode(&self.upcasters)?).await
             }
             ContributionAccepted::TYPE => {
                 on_contribution_decided::on_accepted(transaction, delivery, delivery.decode(&self.upcasters)?).await

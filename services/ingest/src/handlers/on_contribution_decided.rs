@@ -1,10 +1,19 @@
-//! `ContributionAccepted` and `ContributionRejected`: the validate service's verdicts.
+//! `ContributionApproved` (the owner's go-ahead), `ContributionAccepted` and
+//! `ContributionRejected` (the validate service's verdicts, or the owner's refusal).
 
 use provenant_bus::{Delivery, HandleError};
-use provenant_events::proto::datanet::v1::{ContributionAccepted, ContributionRejected};
+use provenant_events::proto::datanet::v1::{ContributionAccepted, ContributionApproved, ContributionRejected};
 use sea_orm::DatabaseTransaction;
 
 use crate::projections::contributions::{self, Decision};
+
+pub async fn on_approved(transaction: &DatabaseTransaction, delivery: &Delivery, event: ContributionApproved) -> Result<(), HandleError> {
+    if contributions::mark_approved(transaction, &event.contribution_id, delivery.stream_sequence).await? {
+        Ok(())
+    } else {
+        Err(HandleError::rejected("contribution.not_awaiting_approval", format!("{} was not awaiting approval", event.contribution_id)))
+    }
+}
 
 pub async fn on_accepted(transaction: &DatabaseTransaction, delivery: &Delivery, event: ContributionAccepted) -> Result<(), HandleError> {
     let decision = Decision::Accepted {

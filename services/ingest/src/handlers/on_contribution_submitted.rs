@@ -4,6 +4,7 @@ use sea_orm::{DatabaseTransaction, SqlErr};
 
 use crate::domain::datanet::parse_principal_id;
 use crate::projections::contributions::{self, Submitted};
+use crate::projections::datanets;
 
 pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, event: ContributionSubmitted) -> Result<(), HandleError> {
     let contributor = event.contributor.as_ref().map(|contributor| contributor.id.as_str()).unwrap_or_default();
@@ -27,7 +28,20 @@ pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, even
         record_format,
         file_name: Some(event.file_name.as_str()).filter(|name| !name.is_empty()),
     };
-    match contributions::insert_pending(transaction, submitted, delivery.stream_sequence, delivery.envelope.occurred_at).await {
+    let Some(datanet) = datanets::find(transaction, &event.datanet_id).await? else {
+        // The Datanet's events travel through the other consumer and may not be applied yet.
+        return Err(HandleError::Transient(anyhow::anyhow!("Datanet {} not in the read model yet", event.datanet_id)));
+    };
+    let awaiting_approval = datanet.contribution_policy == "owner_approval";
+    match contributions::insert_submitted(
+        transaction,
+        submitted,
+        awaiting_approval,
+        delivery.stream_sequence,
+        delivery.envelope.occurred_at,
+    )
+    .await
+    {
         Ok(()) => Ok(()),
         Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
             Err(HandleError::rejected("contribution.already_exists", format!("contribution {} exists", event.contribution_id)))

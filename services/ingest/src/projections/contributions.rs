@@ -52,9 +52,12 @@ fn version(sequence: u64) -> i64 {
     i64::try_from(sequence).unwrap_or(i64::MAX)
 }
 
-pub async fn insert_pending(
+/// Records a submission as `pending` (validation decides) or `awaiting_approval` (the Datanet's
+/// owner decides first).
+pub async fn insert_submitted(
     database: &impl ConnectionTrait,
     submitted: Submitted<'_>,
+    awaiting_approval: bool,
     sequence: u64,
     at: DateTime<Utc>,
 ) -> Result<(), DbErr> {
@@ -67,7 +70,7 @@ pub async fn insert_pending(
         record_count: Set(i32::try_from(submitted.record_count).unwrap_or(i32::MAX)),
         record_format: Set(submitted.record_format.to_owned()),
         file_name: Set(submitted.file_name.map(str::to_owned)),
-        status: Set("pending".to_owned()),
+        status: Set(if awaiting_approval { "awaiting_approval" } else { "pending" }.to_owned()),
         reasons: Set("[]".to_owned()),
         quality_score_ppm: Set(None),
         duplicate_cluster_id: Set(None),
@@ -80,7 +83,20 @@ pub async fn insert_pending(
     Ok(())
 }
 
-/// What validation decided.
+/// The owner approved: validation decides next. False when the contribution was not awaiting approval.
+pub async fn mark_approved(database: &impl ConnectionTrait, id: &str, sequence: u64) -> Result<bool, DbErr> {
+    let Some(existing) = Entity::find_by_id(id.to_owned()).one(database).await? else { return Ok(false) };
+    if existing.status != "awaiting_approval" {
+        return Ok(false);
+    }
+    let mut row: ActiveModel = existing.into();
+    row.status = Set("pending".to_owned());
+    row.version = Set(version(sequence));
+    row.update(database).await?;
+    Ok(true)
+}
+
+/// What validation (or the owner) decided.
 #[derive(Debug, Clone)]
 pub enum Decision {
     Accepted { quality_score_ppm: u32, duplicate_cluster_id: String, flags: Vec<String> },

@@ -28,6 +28,17 @@ enum AcceptedContributions {
     AcceptedSequence,
 }
 
+/// Submissions to approval-policy Datanets, held (as the submitted event's bytes) until the
+/// owner approves.
+#[derive(DeriveIden)]
+enum HeldContributions {
+    Table,
+    ContributionId,
+    DatanetId,
+    SchemaVersion,
+    Submission,
+}
+
 /// Sealed snapshots and their ordered entries (the manifest, kept for inclusion proofs).
 #[derive(DeriveIden)]
 enum Snapshots {
@@ -159,10 +170,23 @@ impl MigrationTrait for Migration {
                     .primary_key(Index::create().col(SnapshotEntries::SnapshotId).col(SnapshotEntries::Position))
                     .to_owned(),
             )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(HeldContributions::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(HeldContributions::ContributionId).string_len(64).not_null().primary_key())
+                    .col(ColumnDef::new(HeldContributions::DatanetId).string_len(64).not_null())
+                    .col(ColumnDef::new(HeldContributions::SchemaVersion).integer().not_null())
+                    .col(ColumnDef::new(HeldContributions::Submission).binary().not_null())
+                    .to_owned(),
+            )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(HeldContributions::Table).to_owned()).await?;
         manager.drop_table(Table::drop().table(SnapshotEntries::Table).to_owned()).await?;
         manager.drop_table(Table::drop().table(Snapshots::Table).to_owned()).await?;
         manager.drop_table(Table::drop().table(NearDuplicateBands::Table).to_owned()).await?;

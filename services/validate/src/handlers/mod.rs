@@ -3,13 +3,14 @@
 //! submitted contribution and appends its verdict, [`SnapshotProjector`] records sealed
 //! snapshots for inclusion proofs.
 
+mod on_contribution_approved;
 mod on_contribution_submitted;
 mod on_datanet_changed;
 mod on_snapshot_sealed;
 
 use provenant_bus::{BlobStore, Bus, Context, Delivery, HandleError, Handler, Namespace, Upcasters};
 use provenant_events::Event as _;
-use provenant_events::proto::datanet::v1::{ContributionSubmitted, DatanetCreated, DatanetUpdated, SnapshotSealed};
+use provenant_events::proto::datanet::v1::{ContributionApproved, ContributionSubmitted, DatanetCreated, DatanetUpdated, SnapshotSealed};
 use sea_orm::DatabaseTransaction;
 
 use crate::configuration::ValidationConfig;
@@ -59,7 +60,7 @@ pub struct ContributionValidator {
     pub(crate) bus: Bus,
     pub(crate) blobs: BlobStore,
     pub(crate) settings: ValidationConfig,
-    upcasters: Upcasters,
+    pub(crate) upcasters: Upcasters,
 }
 
 impl ContributionValidator {
@@ -88,7 +89,10 @@ impl Handler for ContributionValidator {
             ContributionSubmitted::TYPE => {
                 on_contribution_submitted::handle(self, transaction, delivery, delivery.decode(&self.upcasters)?).await
             }
-            // Our own verdicts and approvals share the subject; they need no judging.
+            ContributionApproved::TYPE => {
+                on_contribution_approved::handle(self, transaction, delivery, delivery.decode(&self.upcasters)?).await
+            }
+            // Verdicts share the subject; they need no judging.
             _ => Ok(()),
         }
     }

@@ -18,7 +18,7 @@ use super::ContributionValidator;
 use crate::domain::near_duplicates::Signature;
 use crate::domain::quality::Limits;
 use crate::domain::verdict::{Reason, assess_content};
-use crate::projections::{accepted, policies};
+use crate::projections::{accepted, held, policies};
 
 enum Verdict {
     Accepted { cluster_id: String, founder: bool, score_ppm: u32, flags: Vec<String> },
@@ -40,9 +40,23 @@ pub async fn handle(
         return Err(HandleError::Transient(anyhow!("rules of Datanet {} not known yet", event.datanet_id)));
     };
     if policy.needs_owner_approval() {
-        // Stays pending until the owner approves (ContributionApproved, with its endpoint).
+        // Judged when the owner approves (`on_contribution_approved`); rejected by the owner otherwise.
+        held::hold(transaction, &event.contribution_id, &event.datanet_id, delivery.envelope.schema_version, &delivery.payload).await?;
         return Ok(());
     }
+    judge(validator, transaction, delivery, event, contributor, &policy).await
+}
+
+/// Judges a submission and appends the verdict after `delivery` (the submission itself, or the
+/// owner's approval).
+pub async fn judge(
+    validator: &ContributionValidator,
+    transaction: &DatabaseTransaction,
+    delivery: &Delivery,
+    event: ContributionSubmitted,
+    contributor: String,
+    policy: &policies::Model,
+) -> Result<(), HandleError> {
     let blob = event.blob.as_ref().ok_or_else(|| HandleError::rejected("contribution.blob_missing", "no content reference"))?;
     let verdict = match validator.blobs.get(&blob.sha256).await.map_err(|error| HandleError::Transient(error.into()))? {
         None => Verdict::Rejected(vec![Reason::new("content.missing", "the content is not in the object store", None)]),

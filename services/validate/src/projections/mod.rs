@@ -2,5 +2,6 @@
 //! with their duplicate clusters and near-duplicate band keys (`accepted`).
 
 pub mod accepted;
+pub mod held;
 pub mod policies;
 pub mod snapshots;
