@@ -278,3 +278,56 @@ async fn a_submission_to_an_approval_datanet_is_judged_only_after_the_owner_appr
     assert_eq!(events_on(&bus, &id).await, 3, "submission, approval, verdict");
     running.stop().await;
 }
+
+#[tokio::test]
+async fn json_lines_records_are_checked_against_the_datanets_schema() {
+    let (config, _database) = config(Backend::Sqlite).await;
+    let running = start(&config).await;
+    let bus = Bus::connect(&config.bus).await.expect("bus");
+    let datanet = DatanetCreated {
+        datanet_id: "records".into(),
+        owner: Some(Principal { id: "owner".into(), kind: 2 }),
+        spec: Some(DatanetSpec {
+            name: "records".into(),
+            licence_spdx: "MIT".into(),
+            record_format: RecordFormat::JsonLines.into(),
+            json_schema: r#"{"type":"object","required":["text"],"properties":{"text":{"type":"string"}}}"#.into(),
+            visibility: 1,
+            contribution_policy: 1,
+            ..Default::default()
+        }),
+    };
+    bus.publish(&Envelope::new(&datanet, "ingest"), &datanet, Expect::NoEvents).await.expect("datanet");
+    let submit_lines = |content: &'static [u8]| {
+        let bus = bus.clone();
+        async move {
+            let stored = bus.blob_store("contributions").await.expect("bucket").put(content).await.expect("stored");
+            let id = uuid::Uuid::now_v7().to_string();
+            let event = ContributionSubmitted {
+                contribution_id: id.clone(),
+                datanet_id: "records".into(),
+                contributor: Some(Principal { id: "alice".into(), kind: 1 }),
+                blob: Some(BlobRef {
+                    sha256: stored.sha256,
+                    size_bytes: stored.size_bytes,
+                    bucket: stored.bucket,
+                    media_type: "application/x-ndjson".into(),
+                }),
+                licence_spdx: "MIT".into(),
+                record_format: RecordFormat::JsonLines.into(),
+                record_count: 2,
+                file_name: String::new(),
+            };
+            bus.publish(&Envelope::new(&event, "ingest"), &event, Expect::NoEvents).await.expect("submitted");
+            id
+        }
+    };
+    let good =
+        submit_lines(b"{\"text\":\"The first record, with a proper text field.\"}\n{\"text\":\"The second record, also quite proper.\"}\n")
+            .await;
+    accepted(&bus, &good).await;
+    let bad = submit_lines(b"{\"text\":\"This record is fine and long enough.\"}\n{\"text\": 42}\n").await;
+    // The second record breaks the schema (and, holding no text, is empty for the quality check too).
+    assert_eq!(rejection_codes(&bus, &bad).await, ["record.schema_violation", "record.empty"]);
+    running.stop().await;
+}

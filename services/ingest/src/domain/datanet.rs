@@ -133,6 +133,9 @@ impl TryFrom<DatanetSpecInput> for DatanetSpec {
                 if text.len() > MAX_JSON_SCHEMA_BYTES {
                     return Err(invalid("datanet.json_schema_too_large", "the JSON Schema is limited to 64 KiB"));
                 }
+                // Compiled without remote or file reference resolution (see the workspace manifest).
+                jsonschema::validator_for(&schema)
+                    .map_err(|error| invalid("datanet.json_schema_invalid", format!("invalid JSON Schema: {error}")))?;
                 Some(text)
             }
             (RecordFormat::JsonLines, _) => {
@@ -275,13 +278,20 @@ mod tests {
     #[test]
     fn each_bad_field_has_its_own_code() {
         type Spoil = fn(&mut DatanetSpecInput);
-        let cases: [(Spoil, &str); 6] = [
+        let cases: [(Spoil, &str); 7] = [
             (|input| input.name = " ".into(), "datanet.name_invalid"),
             (|input| input.licence = "not a licence".into(), "datanet.licence_invalid"),
             (|input| input.tags = vec!["Bad Tag".into()], "datanet.tag_invalid"),
             (|input| input.description = "x".repeat(MAX_DESCRIPTION_CHARS + 1), "datanet.description_too_long"),
             (|input| input.record_format = RecordFormat::JsonLines, "datanet.json_schema_required"),
             (|input| input.json_schema = Some(serde_json::json!({})), "datanet.json_schema_unexpected"),
+            (
+                |input| {
+                    input.record_format = RecordFormat::JsonLines;
+                    input.json_schema = Some(serde_json::json!({ "type": 12 }));
+                },
+                "datanet.json_schema_invalid",
+            ),
         ];
         for (spoil, code) in cases {
             let mut bad = input();

@@ -12,6 +12,7 @@ enum DatanetPolicies {
     RecordFormat,
     ContributionPolicy,
     PersonalDataAction,
+    JsonSchema,
 }
 
 /// Every accepted contribution: its content hash, duplicate cluster and MinHash signature.
@@ -85,6 +86,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(DatanetPolicies::RecordFormat).string_len(32).not_null())
                     .col(ColumnDef::new(DatanetPolicies::ContributionPolicy).string_len(32).not_null())
                     .col(ColumnDef::new(DatanetPolicies::PersonalDataAction).string_len(32).not_null())
+                    .col(ColumnDef::new(DatanetPolicies::JsonSchema).text().null())
                     .to_owned(),
             )
             .await?;

@@ -57,7 +57,25 @@ fn json_text(value: &serde_json::Value, out: &mut String) {
     }
 }
 
-pub fn assess_content(bytes: &[u8], format: RecordFormat, personal_data: PersonalDataAction, limits: Limits) -> ContentAssessment {
+/// What a Datanet asks of its records.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub format: RecordFormat,
+    pub personal_data: PersonalDataAction,
+    pub limits: Limits,
+    /// JSON Schema every JSON-lines record must satisfy.
+    pub schema: Option<&'a jsonschema::Validator>,
+}
+
+/// Compiles a Datanet's JSON Schema. Remote and file references are not resolved (the crate is
+/// built without them): a schema from a Datanet owner must not make this service fetch anything.
+pub fn compile_schema(schema: &str) -> Result<jsonschema::Validator, String> {
+    let value: serde_json::Value = serde_json::from_str(schema).map_err(|error| error.to_string())?;
+    jsonschema::validator_for(&value).map_err(|error| error.to_string())
+}
+
+pub fn assess_content(bytes: &[u8], rules: Rules<'_>) -> ContentAssessment {
+    let Rules { format, personal_data, limits, schema } = rules;
     let rejected = |reason: Reason| ContentAssessment { score_ppm: 0, flags: Vec::new(), reasons: vec![reason], text: String::new() };
     let Ok(text) = std::str::from_utf8(bytes) else {
         return rejected(Reason::new("record.not_utf8", "the content is not UTF-8 text", None));
@@ -70,6 +88,13 @@ pub fn assess_content(bytes: &[u8], format: RecordFormat, personal_data: Persona
             for (index, line) in text.lines().filter(|line| !line.trim().is_empty()).enumerate() {
                 match serde_json::from_str::<serde_json::Value>(line) {
                     Ok(value @ serde_json::Value::Object(_)) => {
+                        if let Some(error) = schema.and_then(|schema| schema.iter_errors(&value).next()) {
+                            reasons.push(Reason::new(
+                                "record.schema_violation",
+                                format!("{error} at {}", error.instance_path()),
+                                Some(index),
+                            ));
+                        }
                         let mut record = String::new();
                         json_text(&value, &mut record);
                         records.push(record);
@@ -116,7 +141,25 @@ mod tests {
     use super::*;
 
     fn assess(bytes: &[u8], format: RecordFormat, action: PersonalDataAction) -> ContentAssessment {
-        assess_content(bytes, format, action, Limits::default())
+        assess_content(bytes, Rules { format, personal_data: action, limits: Limits::default(), schema: None })
+    }
+
+    #[test]
+    fn json_lines_records_must_satisfy_the_datanets_schema() {
+        let schema = compile_schema(r#"{"type":"object","required":["text"],"properties":{"text":{"type":"string","maxLength":200}}}"#)
+            .expect("valid schema");
+        let content = b"{\"text\":\"A record that satisfies the schema perfectly well.\"}\n{\"title\":\"no text field here at all\"}\n";
+        let rules = Rules {
+            format: RecordFormat::JsonLines,
+            personal_data: PersonalDataAction::Reject,
+            limits: Limits::default(),
+            schema: Some(&schema),
+        };
+        let assessment = assess_content(content, rules);
+        let codes: Vec<(&str, Option<u32>)> = assessment.reasons.iter().map(|reason| (reason.code.as_str(), reason.record_index)).collect();
+        assert_eq!(codes, [("record.schema_violation", Some(1))]);
+        assert!(compile_schema(r#"{"type": 12}"#).is_err());
+        assert!(compile_schema("not json").is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::ContributionValidator;
 use crate::domain::near_duplicates::Signature;
 use crate::domain::quality::Limits;
-use crate::domain::verdict::{Reason, assess_content};
+use crate::domain::verdict::{Reason, Rules, assess_content, compile_schema};
 use crate::projections::{accepted, held, policies};
 
 enum Verdict {
@@ -62,7 +62,14 @@ pub async fn judge(
         None => Verdict::Rejected(vec![Reason::new("content.missing", "the content is not in the object store", None)]),
         Some(bytes) => {
             let limits = Limits { min_chars: validator.settings.min_chars, max_bytes: validator.settings.max_record_bytes };
-            let assessment = assess_content(&bytes, policy.record_format(), policy.personal_data_action(), limits);
+            let schema = match policy.json_schema.as_deref().map(compile_schema).transpose() {
+                Ok(schema) => schema,
+                // Ingest refuses such schemas; one from another producer makes every record unjudgeable.
+                Err(error) => return Err(HandleError::rejected("datanet.json_schema_invalid", error)),
+            };
+            let rules =
+                Rules { format: policy.record_format(), personal_data: policy.personal_data_action(), limits, schema: schema.as_ref() };
+            let assessment = assess_content(&bytes, rules);
             if assessment.reasons.is_empty() {
                 cluster(
                     validator,

@@ -34,6 +34,7 @@ pub async fn handle(
         record_format: record_format.to_owned(),
         contribution_policy: contribution_policy.to_owned(),
         personal_data_action: personal_data_action.to_owned(),
+        json_schema: Some(spec.json_schema).filter(|schema| !schema.is_empty()),
     };
     policies::upsert(transaction, row).await?;
     Ok(())

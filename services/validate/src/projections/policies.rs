@@ -15,6 +15,8 @@ pub struct Model {
     pub record_format: String,
     pub contribution_policy: String,
     pub personal_data_action: String,
+    /// JSON Schema of JSON-lines records, as JSON text.
+    pub json_schema: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -44,11 +46,12 @@ pub async fn upsert(database: &impl ConnectionTrait, row: Model) -> Result<(), D
         record_format: Set(row.record_format),
         contribution_policy: Set(row.contribution_policy),
         personal_data_action: Set(row.personal_data_action),
+        json_schema: Set(row.json_schema),
     };
     Entity::insert(row)
         .on_conflict(
             OnConflict::column(Column::DatanetId)
-                .update_columns([Column::RecordFormat, Column::ContributionPolicy, Column::PersonalDataAction])
+                .update_columns([Column::RecordFormat, Column::ContributionPolicy, Column::PersonalDataAction, Column::JsonSchema])
                 .to_owned(),
         )
         .exec_without_returning(database)
