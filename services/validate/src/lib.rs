@@ -3,7 +3,7 @@
 //! - Consumes `DatanetCreated` / `DatanetUpdated` into each Datanet's rules
 //!   (`projections::policies`).
 //! - Consumes `ContributionSubmitted`: reads the content from the object store, checks decoding,
-//!   records and quality, applies the Datanet's personal-data policy, finds exact and near
+//!   records (and the Datanet's JSON Schema) and quality, applies the Datanet's personal-data policy, finds exact and near
 //!   duplicates (the earliest submitter's cluster wins), and appends `ContributionAccepted` or
 //!   `ContributionRejected` with stable reason codes (`handlers/on_contribution_submitted.rs`).
 //! - HTTP (`api`): the owner seals a snapshot of every contribution accepted so far
@@ -15,7 +15,7 @@
 //! - Contributions to owner-approval Datanets are held (`projections::held`) until
 //!   `ContributionApproved`, then judged the same way.
 //!
-//! Not yet: JSON Schema checks of JSON-lines records, sealing by policy (every N accepted).
+//! Not yet: sealing by policy (every N accepted).
 //! Start reading at [`Application`].
 
 pub mod api;

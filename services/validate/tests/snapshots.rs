@@ -1,12 +1,13 @@
 //! Sealed snapshots over HTTP: the owner seals, anyone authenticated proves a contribution's
 //! inclusion, and the proof verifies against the root in `SnapshotSealed` (RFC 6962).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use provenant_bus::{Bus, BusConfig, Envelope, Expect};
+use provenant_bus::{Bus, BusConfig};
 use provenant_config::Secret;
-use provenant_events::proto::common::v1::{BlobRef, Principal};
-use provenant_events::proto::datanet::v1::{ContributionSubmitted, DatanetCreated, DatanetSpec, RecordFormat};
+use provenant_events::proto::datanet::v1::{ContributionPolicy, PersonalDataAction};
 use provenant_runtime::Shutdown;
 use provenant_runtime::identity::{ApiKeyConfig, Role, hash_key};
 use provenant_test_support::{Backend, TestDatabase};
@@ -37,44 +38,6 @@ async fn get_until(http: &reqwest::Client, url: &str, done: impl Fn(u16, &Value)
     }
 }
 
-async fn create_datanet(bus: &Bus, id: &str) {
-    let event = DatanetCreated {
-        datanet_id: id.into(),
-        owner: Some(Principal { id: "owner".into(), kind: 2 }),
-        spec: Some(DatanetSpec {
-            name: id.into(),
-            licence_spdx: "CC0-1.0".into(),
-            record_format: RecordFormat::PlainText.into(),
-            visibility: 1,
-            contribution_policy: 1,
-            ..Default::default()
-        }),
-    };
-    bus.publish(&Envelope::new(&event, "ingest"), &event, Expect::NoEvents).await.expect("datanet");
-}
-
-async fn submit(bus: &Bus, datanet: &str, contributor: &str, text: &str) -> String {
-    let stored = bus.blob_store("contributions").await.expect("bucket").put(text.as_bytes()).await.expect("stored");
-    let id = uuid::Uuid::now_v7().to_string();
-    let event = ContributionSubmitted {
-        contribution_id: id.clone(),
-        datanet_id: datanet.into(),
-        contributor: Some(Principal { id: contributor.into(), kind: 1 }),
-        blob: Some(BlobRef {
-            sha256: stored.sha256,
-            size_bytes: stored.size_bytes,
-            bucket: stored.bucket,
-            media_type: "text/plain".into(),
-        }),
-        licence_spdx: "CC0-1.0".into(),
-        record_format: RecordFormat::PlainText.into(),
-        record_count: 1,
-        file_name: String::new(),
-    };
-    bus.publish(&Envelope::new(&event, "ingest"), &event, Expect::NoEvents).await.expect("submitted");
-    id
-}
-
 #[tokio::test]
 async fn the_owner_seals_a_snapshot_and_every_contribution_gets_a_proof_that_verifies() {
     for backend in Backend::ALL {
@@ -100,8 +63,8 @@ async fn the_owner_seals_a_snapshot_and_every_contribution_gets_a_proof_that_ver
         let bus = Bus::connect(&config.bus).await.expect("bus");
         let (owner, bob) = (client(OWNER_KEY), client(BOB_KEY));
 
-        create_datanet(&bus, "fortunes").await;
-        create_datanet(&bus, "empty").await;
+        common::create_datanet_with_policy(&bus, "fortunes", PersonalDataAction::Reject, ContributionPolicy::Open).await;
+        common::create_datanet_with_policy(&bus, "empty", PersonalDataAction::Reject, ContributionPolicy::Open).await;
         let texts = [
             "The early bird gets the worm, but the second mouse gets the cheese.",
             "Never put off until tomorrow what you can do the day after tomorrow.",
@@ -111,7 +74,7 @@ async fn the_owner_seals_a_snapshot_and_every_contribution_gets_a_proof_that_ver
         ];
         let mut ids = Vec::new();
         for (index, text) in texts.iter().enumerate() {
-            ids.push(submit(&bus, "fortunes", &format!("contributor-{index}"), text).await);
+            ids.push(common::submit(&bus, "fortunes", &format!("contributor-{index}"), text.as_bytes()).await);
         }
         // Wait until validation accepted all five (the seal takes what is accepted).
         let seal_url = format!("{base}/v1/datanets/fortunes/snapshots");
