@@ -247,22 +247,46 @@ impl<H: Handler> Consumer<H> {
                 return Ok(None);
             }
         };
+        let deliveries: Vec<_> = messages.iter().map(Delivery::parse).collect();
+        // Under shared isolation the whole batch is recorded as processed in one statement; the
+        // events it reports as new are applied, the others are redeliveries.
+        let mut newly_recorded = match isolation {
+            Isolation::PerEvent => None,
+            Isolation::Shared => {
+                let events: Vec<(String, u64)> = deliveries
+                    .iter()
+                    .flatten()
+                    .map(|delivery| (delivery.envelope.event_id.to_string(), delivery.stream_sequence))
+                    .collect();
+                match store::record_processed_batch(&transaction, self.handler.name(), &events).await {
+                    Ok(recorded) => Some(recorded),
+                    Err(error) => {
+                        warn!(consumer = self.handler.name(), %error, "failed to record the batch as processed, retrying it");
+                        return Ok(None);
+                    }
+                }
+            }
+        };
         let mut outcomes = Vec::with_capacity(messages.len());
         let mut halted = false;
-        for message in messages {
+        for delivery in deliveries {
             if halted {
                 // Keep per-aggregate order: nothing after a transient failure is applied now.
                 outcomes.push(Outcome::Retry { delay: self.config.backoff(1) });
                 continue;
             }
-            let outcome = match Delivery::parse(message) {
+            let outcome = match delivery {
                 Err((sequence, delivered, error)) => {
                     Outcome::Dead { code: error.code().to_owned(), reason: error.to_string(), sequence, delivered }
                 }
-                Ok(delivery) => match self.apply_one(&transaction, &delivery, isolation).await {
-                    Some(outcome) => outcome,
-                    None => return Ok(None),
-                },
+                Ok(delivery) => {
+                    // `remove`, so a message delivered twice within one batch is applied once.
+                    let recorded_now = newly_recorded.as_mut().map(|recorded| recorded.remove(&delivery.envelope.event_id.to_string()));
+                    match self.apply_one(&transaction, &delivery, isolation, recorded_now).await {
+                        Some(outcome) => outcome,
+                        None => return Ok(None),
+                    }
+                }
             };
             halted = matches!(outcome, Outcome::Retry { .. });
             outcomes.push(outcome);
@@ -294,8 +318,16 @@ impl<H: Handler> Consumer<H> {
     }
 
     /// Applies one event; `None` abandons the attempt (shared isolation cannot undo a failed
-    /// event alone).
-    async fn apply_one(&self, transaction: &DatabaseTransaction, delivery: &Delivery, isolation: Isolation) -> Option<Outcome> {
+    /// event alone). `recorded_now` is the batch's bookkeeping under shared isolation: `true`
+    /// when this attempt recorded the event as processed, `false` when it had been before;
+    /// `None` when the event records itself (per-event isolation).
+    async fn apply_one(
+        &self,
+        transaction: &DatabaseTransaction,
+        delivery: &Delivery,
+        isolation: Isolation,
+        recorded_now: Option<bool>,
+    ) -> Option<Outcome> {
         let span = info_span!(
             "handle_event",
             consumer = self.handler.name(),
@@ -320,7 +352,11 @@ impl<H: Handler> Consumer<H> {
             };
             let scope = savepoint.as_ref().unwrap_or(transaction);
             let event_id = delivery.envelope.event_id.to_string();
-            let result = match store::record_processed(scope, self.handler.name(), &event_id, delivery.stream_sequence).await {
+            let recorded = match recorded_now {
+                Some(recorded) => Ok(recorded),
+                None => store::record_processed(scope, self.handler.name(), &event_id, delivery.stream_sequence).await,
+            };
+            let result = match recorded {
                 Ok(false) => return Some(Outcome::Duplicate),
                 Ok(true) => self.handler.handle(scope, delivery).await,
                 Err(error) => Err(error.into()),
