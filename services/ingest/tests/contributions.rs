@@ -158,41 +158,45 @@ async fn bad_submissions_get_a_4xx_with_a_stable_code() {
 
 #[tokio::test]
 async fn daily_quotas_answer_429_and_statistics_count_what_was_decided() {
-    let app = spawn_app_with(Backend::Sqlite, |config| config.contributions.daily_items_per_contributor = 3).await;
-    let datanet_id = datanet(&app, json!({ "name": "Fortunes", "licence": "CC0-1.0" })).await;
-    let texts: [&'static str; 3] = [
-        "Fortune one: a kind word costs nothing and is worth a great deal.",
-        "Fortune two: the harder you work, the luckier you seem to get.",
-        "Fortune three: when in doubt, take the scenic route home tonight.",
-    ];
-    let mut ids = Vec::new();
-    for text in texts {
-        let (status, submitted) = submit(&app.bob, &app, &datanet_id, "text/plain", text).await;
-        assert_eq!(status, 202);
-        let id = submitted["contribution_id"].as_str().expect("id").to_owned();
-        app.get_until(&format!("/v1/contributions/{id}"), |status, _| status == 200).await;
-        ids.push(id);
-    }
-    let (status, answer) = submit(&app.bob, &app, &datanet_id, "text/plain", "Fortune four: one too many for today, it seems.").await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (429, Some("quota.daily_items_exceeded")));
-    let (status, _) = submit(&app.http, &app, &datanet_id, "text/plain", "Alice has her own quota, untouched by bob's.").await;
-    assert_eq!(status, 202, "quotas are per contributor");
+    for backend in Backend::ALL {
+        // PostgreSQL sums BIGINT as NUMERIC: the quota query must work on both.
+        let app = spawn_app_with(backend, |config| config.contributions.daily_items_per_contributor = 3).await;
+        let datanet_id = datanet(&app, json!({ "name": "Fortunes", "licence": "CC0-1.0" })).await;
+        let texts: [&'static str; 3] = [
+            "Fortune one: a kind word costs nothing and is worth a great deal.",
+            "Fortune two: the harder you work, the luckier you seem to get.",
+            "Fortune three: when in doubt, take the scenic route home tonight.",
+        ];
+        let mut ids = Vec::new();
+        for text in texts {
+            let (status, submitted) = submit(&app.bob, &app, &datanet_id, "text/plain", text).await;
+            assert_eq!(status, 202);
+            let id = submitted["contribution_id"].as_str().expect("id").to_owned();
+            app.get_until(&format!("/v1/contributions/{id}"), |status, _| status == 200).await;
+            ids.push(id);
+        }
+        let (status, answer) = submit(&app.bob, &app, &datanet_id, "text/plain", "Fortune four: one too many for today, it seems.").await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (429, Some("quota.daily_items_exceeded")));
+        let (status, _) = submit(&app.http, &app, &datanet_id, "text/plain", "Alice has her own quota, untouched by bob's.").await;
+        assert_eq!(status, 202, "quotas are per contributor");
 
-    let bus = provenant_bus::Bus::connect(&app.config.bus).await.expect("bus");
-    let accepted = ContributionAccepted {
-        contribution_id: ids[0].clone(),
-        datanet_id: datanet_id.clone(),
-        quality_score_ppm: 900_000,
-        duplicate_cluster_id: ids[0].clone(),
-        cluster_founder: true,
-        ..Default::default()
-    };
-    bus.publish(&Envelope::new(&accepted, "validate"), &accepted, Expect::Any).await.expect("verdict");
-    let stats = app.get_until(&format!("/v1/datanets/{datanet_id}/stats"), |status, body| status == 200 && body["accepted"] == 1).await;
-    assert_eq!((stats["pending"].as_u64(), stats["contributors"].as_u64()), (Some(3), Some(2)));
-    assert_eq!((stats["records_accepted"].as_u64(), stats["duplicate_clusters"].as_u64()), (Some(1), Some(1)));
-    assert_eq!(stats["bytes_accepted"].as_u64(), Some(texts[0].len() as u64));
-    app.stop().await;
+        let bus = provenant_bus::Bus::connect(&app.config.bus).await.expect("bus");
+        let accepted = ContributionAccepted {
+            contribution_id: ids[0].clone(),
+            datanet_id: datanet_id.clone(),
+            quality_score_ppm: 900_000,
+            duplicate_cluster_id: ids[0].clone(),
+            cluster_founder: true,
+            ..Default::default()
+        };
+        bus.publish(&Envelope::new(&accepted, "validate"), &accepted, Expect::Any).await.expect("verdict");
+        let stats = app.get_until(&format!("/v1/datanets/{datanet_id}/stats"), |status, body| status == 200 && body["accepted"] == 1).await;
+        assert_eq!((stats["pending"].as_u64(), stats["contributors"].as_u64()), (Some(3), Some(2)));
+        assert_eq!((stats["records_accepted"].as_u64(), stats["duplicate_clusters"].as_u64()), (Some(1), Some(1)));
+        assert_eq!(stats["bytes_accepted"].as_u64(), Some(texts[0].len() as u64));
+        let (_, database) = app.stop().await;
+        database.drop_database().await.expect("drop");
+    }
 }
 
 #[tokio::test]

@@ -5,15 +5,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use provenant_bus::{Bus, BusConfig};
-use provenant_config::Secret;
+use provenant_bus::Bus;
 use provenant_events::proto::datanet::v1::{ContributionPolicy, PersonalDataAction};
 use provenant_runtime::Shutdown;
 use provenant_runtime::identity::{ApiKeyConfig, Role, hash_key};
-use provenant_test_support::{Backend, TestDatabase};
+use provenant_test_support::Backend;
 use serde_json::Value;
+use validate::Application;
 use validate::domain::merkle;
-use validate::{Application, Config};
 
 const OWNER_KEY: &str = "pvk_snapshot_owner";
 const BOB_KEY: &str = "pvk_snapshot_bob";
@@ -41,17 +40,8 @@ async fn get_until(http: &reqwest::Client, url: &str, done: impl Fn(u16, &Value)
 #[tokio::test]
 async fn the_owner_seals_a_snapshot_and_every_contribution_gets_a_proof_that_verifies() {
     for backend in Backend::ALL {
-        provenant_test_support::init_logs();
         provenant_telemetry::install_crypto_provider();
-        let database = TestDatabase::create(backend).await.expect("database");
-        let layers = provenant_config::Layers { directory: "/nonexistent".into(), environment: "test".into() };
-        let mut config: Config = provenant_config::load_with(validate::BASE_YAML, &layers, std::iter::empty()).expect("defaults");
-        config.http.port = 0;
-        config.bus = BusConfig {
-            subject_root: provenant_test_support::unique_root(),
-            ..BusConfig::new(&provenant_test_support::nats_url(), "validate")
-        };
-        config.database.url = Secret::new(database.url.clone());
+        let (mut config, database) = common::config(backend).await;
         config.identity.api_keys = vec![
             ApiKeyConfig { principal: "owner".into(), roles: vec![Role::DatanetOwner], key_sha256: hex::encode(hash_key(OWNER_KEY)) },
             ApiKeyConfig { principal: "bob".into(), roles: vec![Role::Contributor], key_sha256: hex::encode(hash_key(BOB_KEY)) },

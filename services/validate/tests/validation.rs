@@ -6,42 +6,22 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{create_datanet_with_policy, submit};
+use common::{config, create_datanet_with_policy, fast_consumer, submit};
 
 use prost::Message as _;
-use provenant_bus::{Bus, BusConfig, Consumer, ConsumerConfig, CrashPoint, Envelope, Expect};
-use provenant_config::Secret;
+use provenant_bus::{Bus, Consumer, CrashPoint, Envelope, Expect};
 use provenant_events::proto::common::v1::{BlobRef, Principal};
 use provenant_events::proto::datanet::v1::{
     ContributionAccepted, ContributionApproved, ContributionPolicy, ContributionRejected, ContributionSubmitted, DatanetCreated,
     DatanetSpec, PersonalDataAction, RecordFormat,
 };
 use provenant_runtime::Shutdown;
-use provenant_test_support::{Backend, TestDatabase};
+use provenant_test_support::Backend;
 use sea_orm_migration::MigratorTrait as _;
 use validate::handlers::ContributionValidator;
 use validate::{Application, Config};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn fast_consumer() -> ConsumerConfig {
-    ConsumerConfig { batch_size: 32, ack_wait_seconds: 1, max_deliver: 6, initial_backoff_ms: 50, max_backoff_ms: 300 }
-}
-
-async fn config(backend: Backend) -> (Config, TestDatabase) {
-    provenant_test_support::init_logs();
-    let database = TestDatabase::create(backend).await.expect("database");
-    let layers = provenant_config::Layers { directory: "/nonexistent".into(), environment: "test".into() };
-    let mut config: Config = provenant_config::load_with(validate::BASE_YAML, &layers, std::iter::empty()).expect("defaults");
-    config.http.port = 0;
-    config.bus = BusConfig {
-        subject_root: provenant_test_support::unique_root(),
-        ..BusConfig::new(&provenant_test_support::nats_url(), "validate")
-    };
-    config.database.url = Secret::new(database.url.clone());
-    config.consumer = fast_consumer();
-    (config, database)
-}
 
 struct Running {
     shutdown: Shutdown,

@@ -56,8 +56,3 @@ pub fn readiness_check(
 pub async fn processed_count(database: &impl ConnectionTrait, consumer: &str) -> Result<u64, sea_orm::DbErr> {
     processed_event::count(database, consumer).await
 }
-
-/// The last stream sequence `consumer` applied, if any.
-pub async fn checkpoint(database: &impl ConnectionTrait, consumer: &str) -> Result<Option<u64>, sea_orm::DbErr> {
-    checkpoint::read(database, consumer).await
-}

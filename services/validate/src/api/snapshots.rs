@@ -34,17 +34,8 @@ pub async fn seal(State(state): State<AppState>, caller: Principal, Path(datanet
     if policy.owner_id != caller.id && !caller.has(Role::Admin) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "auth.not_owner", "only the Datanet's owner seals its snapshots"));
     }
-    let entries: Vec<Entry> = accepted::all_in_order(&state.database, &datanet_id)
-        .await
-        .map_err(unavailable)?
-        .into_iter()
-        .map(|row| Entry {
-            contribution_id: row.contribution_id,
-            content_sha256: row.content_sha256,
-            contributor_id: row.contributor_id,
-            duplicate_cluster_id: row.cluster_id,
-        })
-        .collect();
+    let entries: Vec<Entry> =
+        accepted::all_in_order(&state.database, &datanet_id).await.map_err(unavailable)?.into_iter().map(Entry::from).collect();
     if entries.is_empty() {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "snapshot.empty", "the Datanet has no accepted contribution yet"));
     }

@@ -7,6 +7,7 @@ use sea_orm::entity::prelude::*;
 use sea_orm::{QueryOrder, QuerySelect};
 
 use crate::domain::near_duplicates::{SIGNATURE_LENGTH, Signature};
+use crate::domain::snapshot::Entry;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "accepted_contributions")]
@@ -25,6 +26,17 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl From<Model> for Entry {
+    fn from(row: Model) -> Self {
+        Entry {
+            contribution_id: row.contribution_id,
+            content_sha256: row.content_sha256,
+            contributor_id: row.contributor_id,
+            duplicate_cluster_id: row.cluster_id,
+        }
+    }
+}
 
 pub mod bands {
     use sea_orm::entity::prelude::*;

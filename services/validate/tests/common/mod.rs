@@ -2,11 +2,14 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
-use provenant_bus::{Bus, Envelope, Expect};
+use provenant_bus::{Bus, BusConfig, ConsumerConfig, Envelope, Expect};
+use provenant_config::Secret;
 use provenant_events::proto::common::v1::{BlobRef, Principal};
 use provenant_events::proto::datanet::v1::{
     ContributionPolicy, ContributionSubmitted, DatanetCreated, DatanetSpec, PersonalDataAction, RecordFormat,
 };
+use provenant_test_support::{Backend, TestDatabase};
+use validate::Config;
 
 /// A plain-text Datanet owned by `owner`.
 pub async fn create_datanet_with_policy(bus: &Bus, id: &str, personal_data: PersonalDataAction, policy: ContributionPolicy) {
@@ -47,4 +50,25 @@ pub async fn submit(bus: &Bus, datanet: &str, contributor: &str, content: &[u8])
     };
     bus.publish(&Envelope::new(&event, "ingest"), &event, Expect::NoEvents).await.expect("submitted");
     id
+}
+
+/// Consumer settings that make redelivery after a simulated crash take about a second.
+pub fn fast_consumer() -> ConsumerConfig {
+    ConsumerConfig { batch_size: 32, ack_wait_seconds: 1, max_deliver: 6, initial_backoff_ms: 50, max_backoff_ms: 300 }
+}
+
+/// The service's defaults on a free port, a fresh subject root and its own database.
+pub async fn config(backend: Backend) -> (Config, TestDatabase) {
+    provenant_test_support::init_logs();
+    let database = TestDatabase::create(backend).await.expect("database");
+    let layers = provenant_config::Layers { directory: "/nonexistent".into(), environment: "test".into() };
+    let mut config: Config = provenant_config::load_with(validate::BASE_YAML, &layers, std::iter::empty()).expect("defaults");
+    config.http.port = 0;
+    config.bus = BusConfig {
+        subject_root: provenant_test_support::unique_root(),
+        ..BusConfig::new(&provenant_test_support::nats_url(), "validate")
+    };
+    config.database.url = Secret::new(database.url.clone());
+    config.consumer = fast_consumer();
+    (config, database)
 }
