@@ -9,7 +9,7 @@ BUF := tools/node_modules/.bin/buf
 help:
 	@echo "make demo   - start NATS and every service, run the pipeline on real text, stop"
 	@echo "make up     - run the whole suite in the foreground (Ctrl-C stops it)"
-	@echo "make test   - every test, against its own NATS 2.15 and PostgreSQL"
+	@echo "make test   - every test, against its own NATS 2.15 and PostgreSQL, then schemathesis over the APIs"
 	@echo "make lint   - rustfmt, clippy, buf lint/breaking, generated-code check"
 	@echo "make bench  - benchmarks, JSON results in target/bench/"
 	@echo "make codegen- regenerate Rust from schemas/ (commit the result)"
@@ -27,8 +27,10 @@ up:
 	$(CARGO) run --locked -p provenant-cli -- up
 
 test:
-	scripts/bootstrap.sh --postgres
+	scripts/bootstrap.sh --postgres --api-fuzz
 	scripts/with-test-services.sh $(CARGO) test --workspace --locked
+	$(CARGO) build --locked -p provenant-ingest -p provenant-validate
+	scripts/with-test-services.sh --nats-only scripts/api-fuzz.sh
 
 lint:
 	scripts/bootstrap.sh --node
@@ -49,6 +51,7 @@ bench:
 	$(CARGO) build --locked --release -p provenant-load-tests
 	mkdir -p target/bench
 	scripts/with-test-services.sh --nats-only target/release/bus-bench --output target/bench/bus.json
+	scripts/with-test-services.sh --nats-only target/release/datanet-bench --output target/bench/datanet.json
 
 clean-data:
 	rm -rf .data

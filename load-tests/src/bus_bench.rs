@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Parser;
-use provenant_bus::{Bus, BusConfig, Consumer, ConsumerConfig, Envelope, Expect};
+use provenant_bus::{Bus, Consumer, ConsumerConfig, Envelope, Expect};
 use provenant_events::proto::datanet::v1::{DatanetCreated, DatanetSpec};
+use provenant_load_tests::{AckBatcher, Machine, Series, fresh_bus, raw_publish, series};
 use sea_orm::{EntityTrait as _, PaginatorTrait as _};
 use sea_orm_migration::MigratorTrait as _;
 use serde::Serialize;
@@ -41,14 +42,6 @@ struct Arguments {
     ack_every: usize,
     #[arg(long)]
     output: Option<PathBuf>,
-}
-
-#[derive(Serialize)]
-struct Series {
-    description: &'static str,
-    messages: usize,
-    runs_per_second: Vec<f64>,
-    median_per_second: f64,
 }
 
 #[derive(Serialize)]
@@ -82,20 +75,6 @@ struct Targets {
     projection_met: bool,
 }
 
-#[derive(Serialize)]
-struct Machine {
-    cores: usize,
-    load_average_before: String,
-    nats_server: String,
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    if sorted.len() % 2 == 1 { sorted[middle] } else { (sorted[middle - 1] + sorted[middle]) / 2.0 }
-}
-
 fn event(index: usize, run: usize) -> DatanetCreated {
     // Padded so the encoded event is about 1 KiB, like the raw payload.
     DatanetCreated {
@@ -115,63 +94,6 @@ fn event(index: usize, run: usize) -> DatanetCreated {
     }
 }
 
-async fn fresh_bus(url: &str, label: &str) -> anyhow::Result<Bus> {
-    let mut config = BusConfig::new(url, "bench");
-    let unique = uuid::Uuid::now_v7().simple().to_string();
-    config.subject_root = format!("b{label}_{}", &unique[unique.len() - 12..]);
-    let bus = Bus::connect(&config).await?;
-    bus.declare_streams().await?;
-    Ok(bus)
-}
-
-/// Awaits acknowledgements `every` at a time, as a producer at full speed does (one publish
-/// at a time is ~25x slower, see shared/DESIGN.md).
-struct AckBatcher<F> {
-    pending: Vec<F>,
-    every: usize,
-}
-
-impl<F, T, E> AckBatcher<F>
-where
-    F: std::future::IntoFuture<Output = Result<T, E>>,
-    anyhow::Error: From<E>,
-{
-    fn new(every: usize) -> AckBatcher<F> {
-        AckBatcher { pending: Vec::with_capacity(every), every }
-    }
-
-    async fn push(&mut self, pending: F) -> anyhow::Result<()> {
-        self.pending.push(pending);
-        if self.pending.len() >= self.every {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> anyhow::Result<()> {
-        for ack in self.pending.drain(..) {
-            ack.await?;
-        }
-        Ok(())
-    }
-}
-
-async fn raw_publish(url: &str, messages: usize, ack_every: usize) -> anyhow::Result<f64> {
-    let bus = fresh_bus(url, "raw").await?;
-    let payload = Bytes::from(vec![b'x'; 1024]);
-    let root = bus.namespace().root().to_owned();
-    let started = Instant::now();
-    let mut acks = AckBatcher::new(ack_every);
-    for index in 0..messages {
-        acks.push(bus.jetstream().publish(format!("{root}.datanet.datanet.raw-{index}"), payload.clone()).await?).await?;
-    }
-    acks.flush().await?;
-    Ok(messages as f64 / started.elapsed().as_secs_f64())
-}
-
-/// async-nats directly, with the same bytes on the wire as the bus sends (payload, envelope
-/// headers, message id), prepared before the clock starts: the cost of the envelope design
-/// itself, without any of the bus's own work.
 async fn raw_same_wire(url: &str, messages: usize, ack_every: usize, run: usize) -> anyhow::Result<f64> {
     let bus = fresh_bus(url, "wire").await?;
     let prepared: Vec<(String, async_nats::HeaderMap, Bytes)> = (0..messages)
@@ -244,16 +166,10 @@ async fn publish_to_projection(url: &str, events: usize, ack_every: usize, run: 
     Ok(events as f64 / elapsed.as_secs_f64())
 }
 
-fn series(description: &'static str, messages: usize, runs: Vec<f64>) -> Series {
-    Series { description, messages, median_per_second: median(&runs), runs_per_second: runs }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let arguments = Arguments::parse();
-    let load_average_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
-    let probe = fresh_bus(&arguments.nats_url, "probe").await?;
-    let nats_server = probe.client().server_info().version.clone();
+    let machine = Machine::probe(&fresh_bus(&arguments.nats_url, "probe").await?);
     let sample = event(0, 0);
     let sample_headers: usize = Envelope::new(&sample, "bench").headers().iter().map(|(name, value)| name.len() + value.len() + 4).sum();
 
@@ -284,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
     let wire_ratio = bus.median_per_second / wire.median_per_second;
     let report = Report {
         benchmark: "bus-throughput",
-        machine: Machine { cores: std::thread::available_parallelism().map_or(0, usize::from), load_average_before, nats_server },
+        machine,
         message_bytes: MessageBytes {
             raw_payload: 1024,
             bus_payload: prost::Message::encoded_len(&sample),

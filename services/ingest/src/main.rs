@@ -2,6 +2,9 @@ use anyhow::Context as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|argument| argument == "--dump-openapi") {
+        return provenant_runtime::print_openapi(&ingest::api::openapi());
+    }
     let config = ingest::Config::load().context("failed to load configuration")?;
     if std::env::args().any(|argument| argument == "--dump-config") {
         return provenant_runtime::print_config(&config);

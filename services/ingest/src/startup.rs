@@ -42,6 +42,9 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let Application { config, frame, database, directory, blobs } = self;
         let readiness = frame.readiness().with_check("database", provenant_bus::store::readiness_check(&database));
+        let identity = provenant_bus::identity::follow_identity(&frame.bus, directory.clone(), shutdown.clone())
+            .await
+            .context("failed to load the issued API keys")?;
         let routes = api::router(AppState {
             bus: frame.bus.clone(),
             database: database.clone(),
@@ -58,6 +61,7 @@ impl Application {
             provenant_bus::run_until_stopped(contributions, shutdown.clone()),
         );
         database.close().await.context("failed to close the database")?;
+        identity.abort();
         served?;
         datanets_outcome.context("datanet projection failed")?;
         contributions_outcome.context("contribution projection failed")?;

@@ -223,3 +223,77 @@ async fn callers_are_authenticated_by_api_key_and_only_owners_change_their_datan
     assert_eq!(answer(hijack).await, (403, Some("auth.not_owner".into())));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_admin_issues_a_key_that_works_at_once_and_revokes_it_everywhere() {
+    const ROOT_KEY: &str = "pvk_test_root_admin";
+    let app = spawn_app_with(Backend::Sqlite, |config| {
+        config.identity.api_keys.push(api_key("root", vec![provenant_runtime::identity::Role::Admin], ROOT_KEY));
+    })
+    .await;
+    let root = client_with_key(ROOT_KEY);
+    let url = format!("{}/v1/admin/api-keys", app.base_url);
+
+    let refused = app.http.post(&url).json(&json!({ "principal_id": "carol", "roles": ["contributor"] })).send().await.expect("request");
+    assert_eq!(refused.status().as_u16(), 403, "only admins issue keys");
+    for (body, code) in [
+        (json!({ "principal_id": "no spaces", "roles": ["contributor"] }), "api_key.principal_invalid"),
+        (json!({ "principal_id": "carol", "roles": [] }), "api_key.roles_missing"),
+        (json!({ "principal_id": "carol", "roles": ["superuser"] }), "request.invalid_body"),
+    ] {
+        let response = root.post(&url).json(&body).send().await.expect("request");
+        assert_eq!(response.status().as_u16(), 422, "{body}");
+        assert_eq!(response.json::<Value>().await.expect("json")["error"]["code"], code, "{body}");
+    }
+
+    let issued: Value = {
+        let response =
+            root.post(&url).json(&json!({ "principal_id": "carol", "roles": ["datanet_owner"], "label": "carol's laptop" })).send();
+        let response = response.await.expect("request");
+        assert_eq!(response.status().as_u16(), 201);
+        response.json().await.expect("json")
+    };
+    let key = issued["key"].as_str().expect("key").to_owned();
+    let key_id = issued["key_id"].as_str().expect("id").to_owned();
+    let carol = client_with_key(&key);
+    let created = carol.post(format!("{}/v1/datanets", app.base_url)).json(&fortunes()).send().await.expect("request");
+    assert_eq!(created.status().as_u16(), 202, "the new key works right after the answer");
+    let datanet_id = created.json::<Value>().await.expect("json")["datanet_id"].as_str().expect("id").to_owned();
+    let datanet: Value =
+        carol.get(format!("{}/v1/datanets/{datanet_id}", app.base_url)).send().await.expect("get").json().await.expect("json");
+    assert_eq!(datanet["owner_id"], "carol");
+
+    let listed: Value = root.get(&url).send().await.expect("list").json().await.expect("json");
+    assert_eq!(listed["keys"][0]["key_id"], key_id.as_str());
+    assert!(listed.to_string().find(&key).is_none(), "the key is never shown again");
+
+    let revoked = root.delete(format!("{url}/{key_id}")).send().await.expect("revoke");
+    assert_eq!(revoked.status().as_u16(), 204);
+    let after = carol.get(format!("{}/v1/datanets", app.base_url)).send().await.expect("request");
+    assert_eq!(after.status().as_u16(), 401, "a revoked key stops working");
+    let again = root.delete(format!("{url}/{key_id}")).send().await.expect("revoke");
+    assert_eq!(again.status().as_u16(), 404);
+
+    // A restarted service rebuilds the issued keys from the log: still revoked, and a key
+    // issued before the restart still works.
+    let second: Value = root
+        .post(&url)
+        .json(&json!({ "principal_id": "dave", "roles": ["contributor"] }))
+        .send()
+        .await
+        .expect("issue")
+        .json()
+        .await
+        .expect("json");
+    let (config, database) = app.stop().await;
+    let restarted = ingest::Application::build(config).await.expect("rebuilds");
+    let base_url = format!("http://{}", restarted.address());
+    let shutdown = provenant_runtime::Shutdown::new();
+    let task = tokio::spawn(restarted.run_until_stopped(shutdown.clone()));
+    let dave = client_with_key(second["key"].as_str().expect("key"));
+    assert_eq!(dave.get(format!("{base_url}/v1/contributions")).send().await.expect("request").status().as_u16(), 200);
+    assert_eq!(carol.get(format!("{base_url}/v1/contributions")).send().await.expect("request").status().as_u16(), 401);
+    shutdown.cancel();
+    task.await.expect("task").expect("stopped cleanly");
+    database.drop_database().await.expect("drop");
+}

@@ -44,8 +44,11 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let Application { config, frame, database, blobs, manifests, directory } = self;
         let readiness = frame.readiness().with_check("database", provenant_bus::store::readiness_check(&database));
+        let identity = provenant_bus::identity::follow_identity(&frame.bus, directory.clone(), shutdown.clone())
+            .await
+            .context("failed to load the issued API keys")?;
         let policies = Consumer::new(frame.bus.clone(), database.clone(), PolicyProjector::default(), config.consumer.clone());
-        let validator = ContributionValidator::new(frame.bus.clone(), blobs, config.validation.clone());
+        let validator = ContributionValidator::new(frame.bus.clone(), blobs, manifests.clone(), config.validation.clone());
         let contributions = Consumer::new(frame.bus.clone(), database.clone(), validator, config.consumer.clone());
         let snapshots = Consumer::new(frame.bus.clone(), database.clone(), SnapshotProjector::new(manifests.clone()), config.consumer);
         let routes = api::router(AppState { bus: frame.bus.clone(), database: database.clone(), directory, manifests });
@@ -56,6 +59,7 @@ impl Application {
             provenant_bus::run_until_stopped(snapshots, shutdown.clone()),
         );
         database.close().await.context("failed to close the database")?;
+        identity.abort();
         served?;
         policies.context("policy projection failed")?;
         contributions.context("contribution validation failed")?;

@@ -117,3 +117,43 @@ async fn the_owner_seals_a_snapshot_and_every_contribution_gets_a_proof_that_ver
         database.drop_database().await.expect("drop");
     }
 }
+
+#[tokio::test]
+async fn a_policy_seals_a_snapshot_after_every_n_accepted_contributions() {
+    provenant_telemetry::install_crypto_provider();
+    let (mut config, database) = common::config(Backend::Sqlite).await;
+    config.identity.api_keys =
+        vec![ApiKeyConfig { principal: "bob".into(), roles: vec![Role::Contributor], key_sha256: hex::encode(hash_key(BOB_KEY)) }];
+    let app = Application::build(config.clone()).await.expect("builds");
+    let base = format!("http://{}", app.address());
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let bus = Bus::connect(&config.bus).await.expect("bus");
+    let bob = client(BOB_KEY);
+
+    common::create_datanet_sealing_every(&bus, "every-two", PersonalDataAction::Reject, ContributionPolicy::Open, 2).await;
+    let texts = [
+        "Time flies like an arrow; fruit flies like a banana, or so the linguists say.",
+        "The only thing we have to fear is running out of coffee before the deadline.",
+        "Every cloud has a silver lining, except the ones that bring the thunderstorms.",
+        "A penny saved is a penny that will be lost behind the sofa cushions anyway.",
+        "Two wrongs do not make a right, but three lefts certainly make one right turn.",
+    ];
+    let mut ids = Vec::new();
+    for (index, text) in texts.iter().enumerate() {
+        ids.push(common::submit(&bus, "every-two", &format!("contributor-{index}"), text.as_bytes()).await);
+    }
+    let first = get_until(&bob, &format!("{base}/v1/snapshots/every-two-1"), |status, _| status == 200).await;
+    let second = get_until(&bob, &format!("{base}/v1/snapshots/every-two-2"), |status, _| status == 200).await;
+    assert_eq!((first["entry_count"].as_i64(), second["entry_count"].as_i64()), (Some(2), Some(4)));
+    // Four accepted make two snapshots; the fifth waits for the sixth.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let third = bob.get(format!("{base}/v1/snapshots/every-two-3")).send().await.expect("get");
+    assert_eq!(third.status().as_u16(), 404);
+    let proof = get_until(&bob, &format!("{base}/v1/snapshots/every-two-2/proofs/{}", ids[3]), |status, _| status == 200).await;
+    assert_eq!(proof["leaf_index"], 3, "the second snapshot extends the first, in order of acceptance");
+
+    shutdown.cancel();
+    task.await.expect("task").expect("stopped cleanly");
+    database.drop_database().await.expect("drop");
+}

@@ -145,8 +145,12 @@ async fn bad_content_is_rejected_with_stable_codes_and_the_datanet_policy_decide
 
 /// Subject message count: the submission plus at most one verdict.
 async fn events_on(bus: &Bus, contribution_id: &str) -> u64 {
+    events_on_subject(bus, "contribution", contribution_id).await
+}
+
+async fn events_on_subject(bus: &Bus, aggregate: &str, id: &str) -> u64 {
     let stream = bus.jetstream().get_stream(bus.namespace().stream(provenant_bus::Context::Datanet)).await.expect("stream");
-    let subject = bus.namespace().subject(provenant_bus::Context::Datanet, "contribution", contribution_id).expect("subject");
+    let subject = bus.namespace().subject(provenant_bus::Context::Datanet, aggregate, id).expect("subject");
     let mut consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::Config { filter_subject: subject, ..Default::default() })
         .await
@@ -154,8 +158,10 @@ async fn events_on(bus: &Bus, contribution_id: &str) -> u64 {
     consumer.info().await.expect("info").num_pending
 }
 
+/// The Datanet seals a snapshot after every 3 accepted contributions, so the crashing batch also
+/// seals one: it must exist exactly once afterwards.
 #[tokio::test]
-async fn a_validator_killed_before_or_after_its_commit_appends_exactly_one_verdict() {
+async fn a_validator_killed_before_or_after_its_commit_appends_exactly_one_verdict_and_one_snapshot() {
     for point in [CrashPoint::BeforeCommit, CrashPoint::AfterCommitBeforeAck] {
         let (config, _database) = config(Backend::Sqlite).await;
         let bus = Bus::connect(&config.bus).await.expect("bus");
@@ -163,12 +169,13 @@ async fn a_validator_killed_before_or_after_its_commit_appends_exactly_one_verdi
         let database = provenant_bus::store::connect(config.database.url.expose()).await.expect("db");
         validate_migration::Migrator::up(&database, None).await.expect("migrates");
         let blobs = bus.blob_store("contributions").await.expect("bucket");
+        let manifests = bus.blob_store("snapshots").await.expect("bucket");
 
         // Rules first, so the crashing batch holds the contributions.
         let policies = Consumer::new(bus.clone(), database.clone(), validate::handlers::PolicyProjector::default(), fast_consumer());
         let policies_stop = Shutdown::new();
         let policies_task = tokio::spawn(provenant_bus::run_until_stopped(policies, policies_stop.clone()));
-        create_datanet(&bus, "fortunes", PersonalDataAction::Reject).await;
+        common::create_datanet_sealing_every(&bus, "fortunes", PersonalDataAction::Reject, ContributionPolicy::Open, 3).await;
         let ids = [
             submit(&bus, "fortunes", "alice", FORTUNE.as_bytes()).await,
             submit(&bus, "fortunes", "bob", FORTUNE.as_bytes()).await,
@@ -176,7 +183,7 @@ async fn a_validator_killed_before_or_after_its_commit_appends_exactly_one_verdi
         ];
         tokio::time::sleep(Duration::from_millis(300)).await;
 
-        let validator = || ContributionValidator::new(bus.clone(), blobs.clone(), config.validation.clone());
+        let validator = || ContributionValidator::new(bus.clone(), blobs.clone(), manifests.clone(), config.validation.clone());
         let crashing = Consumer::new(bus.clone(), database.clone(), validator(), fast_consumer()).crash_at(point);
         let outcome = crashing.run(std::future::pending()).await;
         assert!(matches!(outcome, Err(provenant_bus::Error::InjectedCrash(_))), "{outcome:?}");
@@ -197,6 +204,8 @@ async fn a_validator_killed_before_or_after_its_commit_appends_exactly_one_verdi
             assert_eq!(events_on(&bus, id).await, 2, "{point:?}: one submission and exactly one verdict for {id}");
         }
         assert_eq!(accepted(&bus, &ids[1]).await.duplicate_cluster_id, ids[0], "{point:?}: the recomputed verdict is the same");
+        assert_eq!(events_on_subject(&bus, "snapshot", "fortunes-1").await, 1, "{point:?}: the policy's snapshot, once");
+        assert_eq!(events_on_subject(&bus, "snapshot", "fortunes-2").await, 0, "{point:?}: and no second one");
     }
 }
 

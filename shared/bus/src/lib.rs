@@ -15,6 +15,7 @@ mod consumer;
 mod delivery;
 mod error;
 mod frame;
+pub mod identity;
 mod publish;
 
 pub mod store;

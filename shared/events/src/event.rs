@@ -1,4 +1,4 @@
-use crate::proto::{datanet, inference, lineage, settlement, training};
+use crate::proto::{datanet, identity, inference, lineage, settlement, training};
 
 /// A bounded context: one stream per context, one protobuf package per context and version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -8,10 +8,12 @@ pub enum Context {
     Inference,
     Settlement,
     Lineage,
+    Identity,
 }
 
 impl Context {
-    pub const ALL: [Context; 5] = [Context::Datanet, Context::Training, Context::Inference, Context::Settlement, Context::Lineage];
+    pub const ALL: [Context; 6] =
+        [Context::Datanet, Context::Training, Context::Inference, Context::Settlement, Context::Lineage, Context::Identity];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -20,6 +22,7 @@ impl Context {
             Context::Inference => "inference",
             Context::Settlement => "settlement",
             Context::Lineage => "lineage",
+            Context::Identity => "identity",
         }
     }
 
@@ -87,6 +90,8 @@ events! {
     Settlement / "period": settlement::SettlementPeriodClosed => period_id;
     Settlement / "report": settlement::SettlementReportIssued => report_id;
     Lineage / "checkpoint": lineage::CheckpointSealed => checkpoint_id;
+    Identity / "api_key": identity::ApiKeyIssued => key_id;
+    Identity / "api_key": identity::ApiKeyRevoked => key_id;
 }
 
 #[cfg(test)]

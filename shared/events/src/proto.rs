@@ -34,6 +34,12 @@ pub mod settlement {
     }
 }
 
+pub mod identity {
+    pub mod v1 {
+        include!("generated/provenant.identity.v1.rs");
+    }
+}
+
 pub mod lineage {
     pub mod v1 {
         include!("generated/provenant.lineage.v1.rs");

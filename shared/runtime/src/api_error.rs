@@ -13,15 +13,19 @@ pub struct ApiError {
     message: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": {"code": "datanet.not_found", "message": "no Datanet \"x\""}}))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `<area>.<reason>`, such as `quota.daily_items_exceeded`.
+    pub code: String,
+    /// For people; may change between versions.
+    pub message: String,
 }
 
 impl ApiError {
@@ -38,7 +42,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body { error: Detail { code: self.code, message: &self.message } };
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -70,6 +74,45 @@ where
                 JsonRejection::BytesRejection(error) => ApiError::new(error.status(), "request.unreadable_body", error.body_text()),
                 other => ApiError::new(StatusCode::BAD_REQUEST, "request.invalid", other.body_text()),
             }),
+        }
+    }
+}
+
+/// `#[serde(deserialize_with = "whole_number")]`: an unsigned integer field that also takes the
+/// JSON numbers `3.0` and `3e2`, which JSON Schema (and so every generated client) calls integers.
+pub fn whole_number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::Deserialize as _;
+    use serde::de::Error as _;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let whole = match (number.as_u64(), number.as_f64()) {
+        (Some(value), _) => Some(value),
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "range and fraction are checked first")]
+        (None, Some(value)) if value.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&value) => Some(value as u64),
+        _ => None,
+    };
+    whole.and_then(|value| T::try_from(value).ok()).ok_or_else(|| D::Error::custom(format!("{number} is not a whole number in range")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, serde::Deserialize)]
+    struct Sample {
+        #[serde(deserialize_with = "super::whole_number")]
+        n: u32,
+    }
+
+    #[test]
+    fn whole_numbers_in_any_json_spelling_are_accepted_and_the_rest_refused() {
+        for (text, expected) in [("3", 3), ("3.0", 3), ("3e2", 300), ("0.0", 0)] {
+            let sample: Sample = serde_json::from_str(&format!(r#"{{"n": {text}}}"#)).expect(text);
+            assert_eq!(sample.n, expected, "{text}");
+        }
+        for text in ["3.5", "-1", "5e9", "\"3\"", "1e400"] {
+            assert!(serde_json::from_str::<Sample>(&format!(r#"{{"n": {text}}}"#)).is_err(), "{text} must be refused");
         }
     }
 }

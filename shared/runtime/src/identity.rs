@@ -1,12 +1,14 @@
 //! Who is calling: API keys mapped to principals with roles.
 //!
-//! Keys are issued out of band (configuration now; an admin endpoint later) and only their
-//! SHA-256 is stored, so a leaked configuration does not leak a usable key. Keys are long
-//! random strings (`pvk_` + 32 random bytes, hex), which is why a plain SHA-256 suffices.
-//! There is no public sign-up.
+//! Keys come from configuration (bootstrap and break-glass keys) or from an admin through the
+//! ingest service's `/v1/admin/api-keys`, which appends `ApiKeyIssued` / `ApiKeyRevoked`
+//! events that every authenticating service follows into its [`Directory`]. Only a key's
+//! SHA-256 is stored or sent, so a leaked configuration or event log leaks no usable key. Keys
+//! are long random strings (`pvk_` + 32 random bytes, hex), which is why a plain SHA-256
+//! suffices. There is no public sign-up.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::StatusCode;
@@ -22,7 +24,7 @@ pub fn parse_principal_id(value: &str) -> Result<String, String> {
     if valid { Ok(value.to_owned()) } else { Err("principal ids use 1 to 128 of [A-Za-z0-9_-]".to_owned()) }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Contributor,
@@ -71,10 +73,26 @@ impl Principal {
     }
 }
 
-/// Key hashes → principals, checked at boot.
+/// Key hashes → principals: the configured keys, checked at boot, and the issued ones, as the
+/// identity events say.
 #[derive(Debug, Default)]
 pub struct Directory {
     by_key_hash: HashMap<[u8; 32], Principal>,
+    issued: RwLock<Issued>,
+}
+
+#[derive(Debug, Default)]
+struct Issued {
+    by_key_hash: HashMap<[u8; 32], IssuedKey>,
+    hash_by_key_id: HashMap<String, [u8; 32]>,
+}
+
+/// A key issued by an admin (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedKey {
+    pub key_id: String,
+    pub principal: Principal,
+    pub label: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +105,14 @@ pub enum DirectoryError {
     NoRoles { index: usize },
     #[error("api key {index}: the same key is configured twice")]
     Duplicate { index: usize },
+}
+
+/// A new key: `pvk_` and 32 random bytes in hex. Shown once; only its hash is kept.
+pub fn generate_key() -> String {
+    use rand::RngCore as _;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    format!("pvk_{}", hex::encode(secret))
 }
 
 pub fn hash_key(key: &str) -> [u8; 32] {
@@ -107,11 +133,61 @@ impl Directory {
                 return Err(DirectoryError::Duplicate { index });
             }
         }
-        Ok(Directory { by_key_hash })
+        Ok(Directory { by_key_hash, issued: RwLock::default() })
     }
 
-    pub fn authenticate(&self, key: &str) -> Option<&Principal> {
-        self.by_key_hash.get(&hash_key(key))
+    pub fn authenticate(&self, key: &str) -> Option<Principal> {
+        let hash = hash_key(key);
+        if let Some(principal) = self.by_key_hash.get(&hash) {
+            return Some(principal.clone());
+        }
+        self.read_issued().by_key_hash.get(&hash).map(|issued| issued.principal.clone())
+    }
+
+    /// Applies `ApiKeyIssued`. A hash that is already configured or issued under another id is
+    /// ignored (and reported): one key authenticates one principal.
+    pub fn issue(&self, key_sha256: [u8; 32], key: IssuedKey) -> bool {
+        if self.by_key_hash.contains_key(&key_sha256) {
+            return false;
+        }
+        let mut issued = self.write_issued();
+        if issued.by_key_hash.get(&key_sha256).is_some_and(|existing| existing.key_id != key.key_id) {
+            return false;
+        }
+        issued.hash_by_key_id.insert(key.key_id.clone(), key_sha256);
+        issued.by_key_hash.insert(key_sha256, key);
+        true
+    }
+
+    /// Applies `ApiKeyRevoked`; says whether the key was live.
+    pub fn revoke(&self, key_id: &str) -> bool {
+        let mut issued = self.write_issued();
+        match issued.hash_by_key_id.remove(key_id) {
+            Some(hash) => issued.by_key_hash.remove(&hash).is_some(),
+            None => false,
+        }
+    }
+
+    /// The live issued keys, by key id.
+    pub fn issued_keys(&self) -> Vec<IssuedKey> {
+        let mut keys: Vec<IssuedKey> = self.read_issued().by_key_hash.values().cloned().collect();
+        keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        keys
+    }
+
+    pub fn issued_key(&self, key_id: &str) -> Option<IssuedKey> {
+        let issued = self.read_issued();
+        issued.hash_by_key_id.get(key_id).and_then(|hash| issued.by_key_hash.get(hash)).cloned()
+    }
+
+    // A poisoned lock means a panic while a map was being updated, and each update is two
+    // inserts that cannot panic midway; the data is whole, so it is used as is.
+    fn read_issued(&self) -> std::sync::RwLockReadGuard<'_, Issued> {
+        self.issued.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_issued(&self) -> std::sync::RwLockWriteGuard<'_, Issued> {
+        self.issued.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -138,7 +214,7 @@ fn authenticate(parts: &Parts, directory: &Arc<Directory>) -> Result<Principal, 
         header.to_str().ok().and_then(|value| value.strip_prefix("Bearer ")).map(str::trim).filter(|key| !key.is_empty()).ok_or_else(
             || ApiError::new(StatusCode::UNAUTHORIZED, "auth.malformed", "use the Bearer scheme: Authorization: Bearer <api key>"),
         )?;
-    directory.authenticate(key).cloned().ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "auth.invalid_key", "unknown API key"))
+    directory.authenticate(key).ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "auth.invalid_key", "unknown API key"))
 }
 
 #[cfg(test)]
@@ -153,7 +229,7 @@ mod tests {
     fn a_configured_key_authenticates_its_principal_and_nothing_else_does() {
         let hash = hex::encode(hash_key("pvk_secret"));
         let directory = Directory::from_config(&config(&hash, "alice", vec![Role::Contributor])).expect("valid");
-        assert_eq!(directory.authenticate("pvk_secret").map(|principal| principal.id.as_str()), Some("alice"));
+        assert_eq!(directory.authenticate("pvk_secret").map(|principal| principal.id), Some("alice".to_owned()));
         assert!(directory.authenticate("pvk_other").is_none());
         assert!(directory.authenticate(&hash).is_none(), "the stored hash is not a key");
     }
@@ -164,6 +240,23 @@ mod tests {
         assert!(matches!(Directory::from_config(&config("abc", "alice", vec![Role::Admin])), Err(DirectoryError::BadHash { .. })));
         assert!(matches!(Directory::from_config(&config(&hash, "a b", vec![Role::Admin])), Err(DirectoryError::BadPrincipal { .. })));
         assert!(matches!(Directory::from_config(&config(&hash, "alice", vec![])), Err(DirectoryError::NoRoles { .. })));
+    }
+
+    #[test]
+    fn issued_keys_authenticate_until_revoked_and_never_shadow_a_configured_key() {
+        let configured = hex::encode(hash_key("pvk_configured"));
+        let directory = Directory::from_config(&config(&configured, "root", vec![Role::Admin])).expect("valid");
+        let bob = Principal { id: "bob".into(), roles: vec![Role::Contributor] };
+        let key = |id: &str, principal: &Principal| IssuedKey { key_id: id.into(), principal: principal.clone(), label: String::new() };
+        assert!(directory.issue(hash_key("pvk_bob"), key("k1", &bob)));
+        assert_eq!(directory.authenticate("pvk_bob"), Some(bob.clone()));
+        assert!(!directory.issue(hash_key("pvk_configured"), key("k2", &bob)), "a configured key keeps its principal");
+        assert_eq!(directory.authenticate("pvk_configured").map(|principal| principal.id), Some("root".to_owned()));
+        assert!(!directory.issue(hash_key("pvk_bob"), key("k3", &bob)), "one hash, one key id");
+        assert_eq!(directory.issued_keys().len(), 1);
+        assert!(directory.revoke("k1"));
+        assert!(!directory.revoke("k1"), "revoking twice changes nothing");
+        assert_eq!(directory.authenticate("pvk_bob"), None);
     }
 
     #[test]

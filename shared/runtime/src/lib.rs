@@ -8,7 +8,9 @@
 
 pub mod api_error;
 pub mod identity;
+pub mod openapi;
 pub mod pagination;
+pub mod read_your_writes;
 
 pub use api_error::{ApiError, ApiJson};
 
@@ -150,6 +152,13 @@ impl HttpConfig {
     pub async fn bind(&self) -> std::io::Result<TcpListener> {
         TcpListener::bind((self.host.as_str(), self.port)).await
     }
+}
+
+/// `--dump-openapi`: prints the service's OpenAPI document (JSON), for client generators.
+#[allow(clippy::print_stdout, reason = "the document is the command's output")]
+pub fn print_openapi(api: &utoipa::openapi::OpenApi) -> anyhow::Result<()> {
+    println!("{}", api.to_pretty_json()?);
+    Ok(())
 }
 
 /// `--dump-config`: prints the effective configuration, secrets redacted.

@@ -12,13 +12,18 @@ use crate::ApiError;
 pub const DEFAULT_LIMIT: u64 = 50;
 pub const MAX_LIMIT: u64 = 500;
 
-#[derive(Debug, Deserialize)]
+/// The query parameters of a list endpoint, as documented: `params(PageQuery)`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct RawPage {
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// The `next_after` of the previous page.
     #[serde(default)]
-    after: Option<String>,
+    pub after: Option<String>,
+    /// Items per page.
     #[serde(default)]
-    limit: Option<u64>,
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<u64>,
 }
 
 /// A validated page request.
@@ -40,7 +45,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PageRequest {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Query(raw) = Query::<RawPage>::from_request_parts(parts, state)
+        let Query(raw) = Query::<PageQuery>::from_request_parts(parts, state)
             .await
             .map_err(|rejection: QueryRejection| ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_query", rejection.body_text()))?;
         let limit = raw.limit.unwrap_or(DEFAULT_LIMIT);

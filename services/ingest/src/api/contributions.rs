@@ -20,7 +20,16 @@ use super::datanets::visible;
 use super::{ApiError, ApiJson, AppState};
 use crate::projections::contributions;
 use provenant_runtime::identity::{Principal, Role};
-use provenant_runtime::pagination::PageRequest;
+use provenant_runtime::openapi::{AnyText, ErrorResponses, ToSchema};
+use provenant_runtime::pagination::{PageQuery, PageRequest};
+use provenant_runtime::read_your_writes::{DEFAULT_WAIT, await_projection};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Reviewed {
+    contribution_id: String,
+    /// Always `reviewed`: the decision's effect shows on the contribution.
+    status: &'static str,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -136,8 +145,11 @@ async fn check_quota(state: &AppState, caller: &Principal, size: u64) -> Result<
     Ok(())
 }
 
-/// `GET /v1/datanets/{id}/stats`: contributions by status, accepted records and bytes,
-/// contributors and duplicate clusters.
+/// A Datanet's statistics: contributions by status, accepted records and bytes, contributors
+/// and duplicate clusters.
+#[utoipa::path(get, path = "/v1/datanets/{datanet_id}/stats", operation_id = "datanet_statistics", tag = "contributions", security(("api_key" = [])),
+    params(("datanet_id" = String, Path, description = "The Datanet's id")),
+    responses((status = 200, description = "Statistics", body = contributions::DatanetStatistics), ErrorResponses))]
 pub async fn statistics(
     State(state): State<AppState>,
     caller: Principal,
@@ -149,7 +161,7 @@ pub async fn statistics(
     Ok(axum::Json(statistics))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SubmissionAccepted {
     contribution_id: String,
     event_id: String,
@@ -159,7 +171,32 @@ pub struct SubmissionAccepted {
     status: &'static str,
 }
 
-/// `POST /v1/datanets/{datanet_id}/contributions`.
+/// A file upload: part `file`, named `.txt`, `.md` or `.jsonl`.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only: the handler reads the multipart stream itself.
+struct Upload {
+    #[schema(format = Binary, value_type = String)]
+    file: Vec<u8>,
+}
+
+/// Submit a contribution as the caller: one plain-text record, a batch of JSON lines, or a file.
+///
+/// Answers 202 once the content is in the object store and `ContributionSubmitted` is durable;
+/// validation decides later (see the contribution's `status`).
+#[utoipa::path(post, path = "/v1/datanets/{datanet_id}/contributions", operation_id = "submit_contribution", tag = "contributions", security(("api_key" = [])),
+    params(("datanet_id" = String, Path, description = "The Datanet's id")),
+    request_body(content(
+        (AnyText = "text/plain"),
+        (AnyText = "text/markdown"),
+        (AnyText = "application/x-ndjson"),
+        (Upload = "multipart/form-data"),
+    )),
+    responses(
+        (status = 202, description = "Submitted", body = SubmissionAccepted,
+            headers(("Location" = String, description = "The contribution"))),
+        ErrorResponses,
+    ))]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Principal,
@@ -204,6 +241,8 @@ pub async fn submit(
     };
     let envelope = Envelope::new(&event, state.bus.producer());
     state.bus.publish(&envelope, &event, Expect::NoEvents).await.map_err(|error| ApiError::internal("bus.unavailable", error))?;
+    await_projection(DEFAULT_WAIT, || async { contributions::find(&state.database, &contribution_id).await.ok().flatten().is_some() })
+        .await;
     let location = format!("/v1/contributions/{contribution_id}");
     let body = SubmissionAccepted {
         contribution_id,
@@ -216,7 +255,7 @@ pub async fn submit(
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ContributionView {
     id: String,
     datanet_id: String,
@@ -227,6 +266,8 @@ pub struct ContributionView {
     record_format: String,
     file_name: Option<String>,
     status: String,
+    /// Why it was rejected: `[{"code", "message", "record_index"}]`.
+    #[schema(value_type = Vec<Object>)]
     reasons: serde_json::Value,
     quality_score_ppm: Option<i32>,
     duplicate_cluster_id: Option<String>,
@@ -257,7 +298,10 @@ impl From<contributions::Model> for ContributionView {
     }
 }
 
-/// `GET /v1/contributions/{id}`: for its contributor, the Datanet's owner and admins.
+/// One contribution and its status, for its contributor, the Datanet's owner and admins.
+#[utoipa::path(get, path = "/v1/contributions/{contribution_id}", operation_id = "get_contribution", tag = "contributions", security(("api_key" = [])),
+    params(("contribution_id" = String, Path, description = "The contribution's id")),
+    responses((status = 200, description = "The contribution", body = ContributionView), ErrorResponses))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Principal,
@@ -277,13 +321,16 @@ pub async fn get(
     Ok(axum::Json(row.into()))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ContributionPage {
     contributions: Vec<ContributionView>,
     next_after: Option<String>,
 }
 
-/// `GET /v1/contributions`: the caller's own contributions, oldest first.
+/// The caller's own contributions, oldest first.
+#[utoipa::path(get, path = "/v1/contributions", operation_id = "list_my_contributions", tag = "contributions", security(("api_key" = [])),
+    params(PageQuery),
+    responses((status = 200, description = "A page of contributions", body = ContributionPage), ErrorResponses))]
 pub async fn list_mine(
     State(state): State<AppState>,
     caller: Principal,
@@ -296,24 +343,29 @@ pub async fn list_mine(
     Ok(axum::Json(ContributionPage { contributions: rows.into_iter().map(ContributionView::from).collect(), next_after }))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum Decision {
     Approve,
     Reject,
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Review {
     decision: Decision,
     /// Shown to the contributor when rejecting.
     #[serde(default)]
+    #[schema(max_length = 1000)]
     reason: String,
 }
 
-/// `POST /v1/contributions/{id}/review`: the Datanet owner approves (validation then decides) or
-/// rejects a contribution to an `owner_approval` Datanet.
+/// The Datanet's owner approves (validation then decides) or rejects a contribution to an
+/// `owner_approval` Datanet.
+#[utoipa::path(post, path = "/v1/contributions/{contribution_id}/review", operation_id = "review_contribution", tag = "contributions", security(("api_key" = [])),
+    params(("contribution_id" = String, Path, description = "The contribution's id")),
+    request_body = Review,
+    responses((status = 202, description = "Reviewed", body = Reviewed), ErrorResponses))]
 pub async fn review(
     State(state): State<AppState>,
     caller: Principal,
@@ -363,7 +415,7 @@ pub async fn review(
         }
     };
     match published {
-        Ok(_) => Ok((StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "contribution_id": row.id, "status": "reviewed" })))),
+        Ok(_) => Ok((StatusCode::ACCEPTED, axum::Json(Reviewed { contribution_id: row.id, status: "reviewed" }))),
         Err(provenant_bus::Error::Conflict { .. }) => {
             Err(ApiError::new(StatusCode::CONFLICT, "contribution.changed", "the contribution changed since it was read; read it again"))
         }

@@ -11,9 +11,44 @@ use super::{ApiError, ApiJson, AppState};
 use crate::domain::datanet::{DatanetSpec, DatanetSpecInput};
 use crate::projections::datanets;
 use provenant_runtime::identity::{Principal, Role};
-use provenant_runtime::pagination::PageRequest;
+use provenant_runtime::openapi::{ErrorResponses, ToSchema};
+use provenant_runtime::pagination::{PageQuery, PageRequest};
+use provenant_runtime::read_your_writes::{DEFAULT_WAIT, await_projection};
 
-#[derive(Debug, Serialize)]
+/// The documented request body of create and update: [`DatanetSpecInput`]'s fields, plus the
+/// rule tying `json_schema` to `record_format`, which a derived schema cannot say.
+#[derive(Debug)]
+pub struct DatanetSpecBody;
+
+impl utoipa::PartialSchema for DatanetSpecBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        use utoipa::openapi::{Ref, Schema};
+        let format = |value: &str| ObjectBuilder::new().schema_type(Type::String).enum_values(Some([value]));
+        let variant = || ObjectBuilder::new().schema_type(SchemaType::AnyValue);
+        let plain_text = variant()
+            .title(Some("plain text: no JSON Schema"))
+            .property("record_format", format("plain_text"))
+            .property("json_schema", ObjectBuilder::new().schema_type(Type::Null));
+        let json_lines = variant()
+            .title(Some("JSON lines: a JSON Schema for every record"))
+            .property("record_format", format("json_lines"))
+            .property("json_schema", ObjectBuilder::new().schema_type(Type::Object))
+            .required("record_format")
+            .required("json_schema");
+        let rule = OneOfBuilder::new().item(plain_text).item(json_lines);
+        Schema::AllOf(AllOfBuilder::new().item(Ref::from_schema_name("DatanetSpecInput")).item(rule).build()).into()
+    }
+}
+
+impl ToSchema for DatanetSpecBody {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push((DatanetSpecInput::name().into_owned(), <DatanetSpecInput as utoipa::PartialSchema>::schema()));
+        <DatanetSpecInput as ToSchema>::schemas(schemas);
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Accepted {
     datanet_id: String,
     event_id: String,
@@ -21,8 +56,16 @@ pub struct Accepted {
     version: u64,
 }
 
-/// `POST /v1/datanets`: answers 202 once `DatanetCreated` is durable in JetStream; the read
-/// model catches up a moment later.
+/// Create a Datanet; the caller becomes its owner.
+///
+/// Answers 202 once `DatanetCreated` is durable in JetStream and the read model has it (or,
+/// if the read model lags by more than a moment, with the event durable and the read to follow).
+#[utoipa::path(post, path = "/v1/datanets", operation_id = "create_datanet", tag = "datanets", security(("api_key" = [])),
+    request_body = DatanetSpecBody,
+    responses(
+        (status = 202, description = "Created", body = Accepted, headers(("Location" = String, description = "The new Datanet"))),
+        ErrorResponses,
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Principal,
@@ -38,14 +81,23 @@ pub async fn create(
     };
     let envelope = Envelope::new(&event, state.bus.producer());
     let published = state.bus.publish(&envelope, &event, Expect::NoEvents).await.map_err(publish_error)?;
+    await_version(&state, &datanet_id, published.sequence).await;
     let location = format!("/v1/datanets/{datanet_id}");
     let body = Accepted { datanet_id, event_id: envelope.event_id.to_string(), version: published.sequence };
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)))
 }
 
-/// `PUT /v1/datanets/{id}`: replaces the spec; only its owner (or an admin) may.
+/// Replace a Datanet's description; only its owner (or an admin) may.
+///
 /// `If-Match: <version>` makes the update conditional on the version the caller read; without
-/// it, on the latest stored event.
+/// it, on the latest stored event. A lost race is a 409.
+#[utoipa::path(put, path = "/v1/datanets/{datanet_id}", operation_id = "update_datanet", tag = "datanets", security(("api_key" = [])),
+    params(
+        ("datanet_id" = String, Path, description = "The Datanet's id"),
+        ("If-Match" = Option<String>, Header, description = "The `version` you read", nullable = false, pattern = r#"^"?[0-9]{1,18}"?$"#),
+    ),
+    request_body = DatanetSpecBody,
+    responses((status = 202, description = "Updated", body = Accepted), ErrorResponses))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Principal,
@@ -79,8 +131,18 @@ pub async fn update(
     let event = proto::DatanetUpdated { datanet_id: datanet_id.clone(), updated_by, spec: Some((&spec).into()) };
     let envelope = Envelope::new(&event, state.bus.producer());
     let published = state.bus.publish(&envelope, &event, Expect::LastSequence(expected)).await.map_err(publish_error)?;
+    await_version(&state, &datanet_id, published.sequence).await;
     let body = Accepted { datanet_id, event_id: envelope.event_id.to_string(), version: published.sequence };
     Ok((StatusCode::ACCEPTED, axum::Json(body)))
+}
+
+/// Read-your-writes: until the read model holds `version` of the Datanet (or a moment passes).
+async fn await_version(state: &AppState, datanet_id: &str, version: u64) {
+    let version = i64::try_from(version).unwrap_or(i64::MAX);
+    await_projection(DEFAULT_WAIT, || async {
+        datanets::find(&state.database, datanet_id).await.ok().flatten().is_some_and(|row| row.version >= version)
+    })
+    .await;
 }
 
 fn publish_error(error: BusError) -> ApiError {
@@ -118,7 +180,7 @@ fn not_found(datanet_id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "datanet.not_found", format!("no Datanet {datanet_id:?}"))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DatanetView {
     id: String,
     name: String,
@@ -153,6 +215,10 @@ impl From<datanets::Model> for DatanetView {
     }
 }
 
+/// One Datanet (private ones only for their owner and admins).
+#[utoipa::path(get, path = "/v1/datanets/{datanet_id}", operation_id = "get_datanet", tag = "datanets", security(("api_key" = [])),
+    params(("datanet_id" = String, Path, description = "The Datanet's id")),
+    responses((status = 200, description = "The Datanet", body = DatanetView), ErrorResponses))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Principal,
@@ -161,13 +227,17 @@ pub async fn get(
     Ok(axum::Json(visible(&state, &caller, &datanet_id).await?.into()))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DatanetPage {
     datanets: Vec<DatanetView>,
     /// Pass as `after` for the next page; absent on the last page.
     next_after: Option<String>,
 }
 
+/// The Datanets the caller may see, by id.
+#[utoipa::path(get, path = "/v1/datanets", operation_id = "list_datanets", tag = "datanets", security(("api_key" = [])),
+    params(PageQuery),
+    responses((status = 200, description = "A page of Datanets", body = DatanetPage), ErrorResponses))]
 pub async fn list(State(state): State<AppState>, caller: Principal, page: PageRequest) -> Result<axum::Json<DatanetPage>, ApiError> {
     let rows = datanets::list(&state.database, page.after.as_deref(), page.limit)
         .await

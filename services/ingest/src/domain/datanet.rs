@@ -15,28 +15,28 @@ fn invalid(code: &'static str, message: impl Into<String>) -> ValidationError {
     ValidationError { code, message: message.into() }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordFormat {
     PlainText,
     JsonLines,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     Public,
     Private,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ContributionPolicy {
     Open,
     OwnerApproval,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PersonalDataAction {
     Reject,
@@ -59,18 +59,35 @@ pub struct DatanetSpec {
 }
 
 /// The unchecked form, as an HTTP body.
-#[derive(Debug, Clone, Deserialize)]
+/// What a Datanet owner sends to create or replace a Datanet. The schema mirrors the checks in
+/// `TryFrom<DatanetSpecInput>` where JSON Schema can say them; the rest are 422s with codes.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatanetSpecInput {
+    /// 1 to 128 printable characters (surrounding spaces are trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        example = "English fortunes"
+    )]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 4000)]
     pub description: String,
+    /// Up to 16 tags of `[a-z0-9-]`; duplicates are dropped.
     #[serde(default)]
+    #[schema(max_items = 16, inline, value_type = Vec<Tag>)]
     pub tags: Vec<String>,
+    /// An SPDX licence identifier, such as `CC-BY-4.0`.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9.+-]{0,63}$", example = "CC-BY-4.0")]
     pub licence: String,
     #[serde(default = "default_record_format")]
     pub record_format: RecordFormat,
+    /// Required for `json_lines` Datanets (a JSON Schema object, without remote references, at
+    /// most 64 KiB), refused for `plain_text` ones.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub json_schema: Option<serde_json::Value>,
     #[serde(default = "default_visibility")]
     pub visibility: Visibility,
@@ -78,9 +95,17 @@ pub struct DatanetSpecInput {
     pub contribution_policy: ContributionPolicy,
     #[serde(default = "default_personal_data_action")]
     pub personal_data_action: PersonalDataAction,
-    #[serde(default)]
+    /// Seal a snapshot after every N accepted contributions; 0 seals only on the owner's request.
+    #[serde(default, deserialize_with = "provenant_runtime::api_error::whole_number")]
+    #[schema(minimum = 0, maximum = 4_294_967_295_u64)]
     pub seal_every_accepted: u32,
 }
+
+/// A tag: 1 to 32 of `[a-z0-9-]`.
+#[derive(utoipa::ToSchema)]
+#[schema(pattern = "^[a-z0-9-]{1,32}$")]
+#[allow(dead_code)] // Documentation only: tags travel as plain strings.
+struct Tag(String);
 
 fn default_record_format() -> RecordFormat {
     RecordFormat::PlainText

@@ -167,7 +167,7 @@ pub async fn submitted_since(database: &impl ConnectionTrait, contributor_id: &s
 }
 
 /// A Datanet's contribution statistics.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DatanetStatistics {
     pub pending: u64,
     pub accepted: u64,

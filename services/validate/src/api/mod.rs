@@ -5,11 +5,12 @@ mod snapshots;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
 use provenant_bus::{BlobStore, Bus};
 use provenant_runtime::ApiError;
 use provenant_runtime::identity::Directory;
 use sea_orm::DatabaseConnection;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -26,11 +27,27 @@ impl axum::extract::FromRef<AppState> for Arc<Directory> {
     }
 }
 
+/// The routes and their OpenAPI description, generated from the same handlers.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/datanets/{datanet_id}/snapshots", post(snapshots::seal))
-        .route("/v1/snapshots/{snapshot_id}", get(snapshots::get))
-        .route("/v1/snapshots/{snapshot_id}/proofs/{contribution_id}", get(snapshots::proof))
+    let (routes, api) = documented_routes().with_state(state).split_for_parts();
+    routes
+        .merge(provenant_runtime::openapi::routes(describe(api)))
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "route.not_found", "no such route") })
-        .with_state(state)
+}
+
+/// The OpenAPI document alone (for `cargo xtask openapi` and tests).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    describe(documented_routes().split_for_parts().1)
+}
+
+fn describe(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    provenant_runtime::openapi::finish(
+        api,
+        "Provenant validate",
+        "Sealed Datanet snapshots: seal the accepted contributions, read a snapshot, prove a contribution's inclusion.",
+    )
+}
+
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(snapshots::seal)).routes(routes!(snapshots::get)).routes(routes!(snapshots::proof))
 }

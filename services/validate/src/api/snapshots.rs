@@ -1,23 +1,26 @@
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use provenant_bus::{Envelope, Error as BusError, Expect};
-use provenant_events::proto::common::v1::{BlobRef, Principal as ProtoPrincipal, PrincipalKind};
-use provenant_events::proto::datanet::v1::SnapshotSealed;
+use provenant_bus::Error as BusError;
+use provenant_events::proto::common::v1::{Principal as ProtoPrincipal, PrincipalKind};
 use provenant_runtime::ApiError;
 use provenant_runtime::identity::{Principal, Role};
+use provenant_runtime::openapi::{ErrorResponses, ToSchema};
+use provenant_runtime::read_your_writes::{DEFAULT_WAIT, await_projection};
 use serde::Serialize;
 
 use super::AppState;
 use crate::domain::merkle;
-use crate::domain::snapshot::{self, Entry};
+use crate::domain::snapshot::Entry;
 use crate::projections::{accepted, policies, snapshots};
+use crate::sealing::{self, SealError};
+use uuid::Uuid;
 
 fn unavailable(error: impl std::fmt::Display) -> ApiError {
     ApiError::internal("database.unavailable", error)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Sealed {
     snapshot_id: String,
     ordinal: u64,
@@ -26,8 +29,14 @@ pub struct Sealed {
     manifest_sha256: String,
 }
 
-/// `POST /v1/datanets/{id}/snapshots`: seals every contribution accepted so far, in order of
-/// acceptance, into the Datanet's next snapshot. Only the owner (or an admin) may.
+/// Seal every contribution accepted so far, in order of acceptance, into the Datanet's next
+/// snapshot. Only the owner (or an admin) may.
+#[utoipa::path(post, path = "/v1/datanets/{datanet_id}/snapshots", operation_id = "seal_snapshot", tag = "snapshots", security(("api_key" = [])),
+    params(("datanet_id" = String, Path, description = "The Datanet's id")),
+    responses(
+        (status = 202, description = "Sealed", body = Sealed, headers(("Location" = String, description = "The snapshot"))),
+        ErrorResponses,
+    ))]
 pub async fn seal(State(state): State<AppState>, caller: Principal, Path(datanet_id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "datanet.not_found", format!("no Datanet {datanet_id:?}"));
     let policy = policies::find(&state.database, &datanet_id).await.map_err(unavailable)?.ok_or_else(not_found)?;
@@ -36,48 +45,33 @@ pub async fn seal(State(state): State<AppState>, caller: Principal, Path(datanet
     }
     let entries: Vec<Entry> =
         accepted::all_in_order(&state.database, &datanet_id).await.map_err(unavailable)?.into_iter().map(Entry::from).collect();
-    if entries.is_empty() {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "snapshot.empty", "the Datanet has no accepted contribution yet"));
-    }
-    let previous = snapshots::latest(&state.database, &datanet_id).await.map_err(unavailable)?;
-    let ordinal = previous.as_ref().map_or(1, |previous| previous.ordinal as u64 + 1);
-    let stored =
-        state.manifests.put(&snapshot::manifest(&entries)).await.map_err(|error| ApiError::internal("blobs.unavailable", error))?;
-    let merkle_root = hex::encode(snapshot::root(&entries));
-    let event = SnapshotSealed {
-        snapshot_id: format!("{datanet_id}-{ordinal}"),
-        datanet_id: datanet_id.clone(),
-        ordinal,
-        merkle_root: merkle_root.clone(),
-        entry_count: entries.len() as u64,
-        manifest: Some(BlobRef {
-            sha256: stored.sha256.clone(),
-            size_bytes: stored.size_bytes,
-            bucket: stored.bucket,
-            media_type: "application/x-ndjson".to_owned(),
-        }),
-        sealed_by: Some(ProtoPrincipal { id: caller.id.clone(), kind: PrincipalKind::DatanetOwner.into() }),
-        previous_snapshot_id: previous.map(|previous| previous.snapshot_id).unwrap_or_default(),
-    };
-    // The snapshot id carries its ordinal: two concurrent seals of one ordinal, one wins.
-    match state.bus.publish(&Envelope::new(&event, state.bus.producer()), &event, Expect::NoEvents).await {
-        Ok(_) => {}
-        Err(BusError::Conflict { .. }) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "snapshot.conflict",
-                "another snapshot was sealed at the same time; try again",
-            ));
-        }
-        Err(error) => return Err(ApiError::internal("bus.unavailable", error)),
-    }
+    let sealed_by = ProtoPrincipal { id: caller.id.clone(), kind: PrincipalKind::DatanetOwner.into() };
+    let event = sealing::seal(&state.bus, &state.manifests, &state.database, &datanet_id, &entries, sealed_by, Uuid::now_v7())
+        .await
+        .map_err(|error| match error {
+            SealError::Empty => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "snapshot.empty", "the Datanet has no accepted contribution yet")
+            }
+            SealError::Contended => {
+                ApiError::new(StatusCode::CONFLICT, "snapshot.conflict", "other snapshots are being sealed at the same time; try again")
+            }
+            SealError::Bus(BusError::Event(error)) => ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_id", error.to_string()),
+            SealError::Blobs(error) => ApiError::internal("blobs.unavailable", error),
+            other => ApiError::internal("snapshot.unavailable", other),
+        })?;
+    await_projection(DEFAULT_WAIT, || async { snapshots::find(&state.database, &event.snapshot_id).await.ok().flatten().is_some() }).await;
     let location = format!("/v1/snapshots/{}", event.snapshot_id);
-    let body =
-        Sealed { snapshot_id: event.snapshot_id, ordinal, merkle_root, entry_count: event.entry_count, manifest_sha256: stored.sha256 };
+    let body = Sealed {
+        manifest_sha256: event.manifest.map(|manifest| manifest.sha256).unwrap_or_default(),
+        snapshot_id: event.snapshot_id,
+        ordinal: event.ordinal,
+        merkle_root: event.merkle_root,
+        entry_count: event.entry_count,
+    };
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SnapshotView {
     snapshot_id: String,
     datanet_id: String,
@@ -95,7 +89,10 @@ async fn find(state: &AppState, snapshot_id: &str) -> Result<snapshots::Model, A
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "snapshot.not_found", format!("no snapshot {snapshot_id:?}")))
 }
 
-/// `GET /v1/snapshots/{id}`.
+/// One sealed snapshot.
+#[utoipa::path(get, path = "/v1/snapshots/{snapshot_id}", operation_id = "get_snapshot", tag = "snapshots", security(("api_key" = [])),
+    params(("snapshot_id" = String, Path, description = "`<datanet id>-<ordinal>`")),
+    responses((status = 200, description = "The snapshot", body = SnapshotView), ErrorResponses))]
 pub async fn get(
     State(state): State<AppState>,
     _caller: Principal,
@@ -113,7 +110,7 @@ pub async fn get(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InclusionProof {
     snapshot_id: String,
     merkle_root: String,
@@ -126,8 +123,13 @@ pub struct InclusionProof {
     audit_path: Vec<String>,
 }
 
-/// `GET /v1/snapshots/{id}/proofs/{contribution_id}`: the RFC 6962 inclusion proof of one
-/// contribution in a sealed snapshot.
+/// The RFC 6962 inclusion proof of one contribution in a sealed snapshot.
+#[utoipa::path(get, path = "/v1/snapshots/{snapshot_id}/proofs/{contribution_id}", operation_id = "inclusion_proof", tag = "snapshots", security(("api_key" = [])),
+    params(
+        ("snapshot_id" = String, Path, description = "`<datanet id>-<ordinal>`"),
+        ("contribution_id" = String, Path, description = "The contribution's id"),
+    ),
+    responses((status = 200, description = "The proof", body = InclusionProof), ErrorResponses))]
 pub async fn proof(
     State(state): State<AppState>,
     _caller: Principal,

@@ -59,6 +59,8 @@ impl Handler for PolicyProjector {
 pub struct ContributionValidator {
     pub(crate) bus: Bus,
     pub(crate) blobs: BlobStore,
+    /// Snapshot manifests, for sealing by policy.
+    pub(crate) manifests: BlobStore,
     pub(crate) settings: ValidationConfig,
     pub(crate) upcasters: Upcasters,
 }
@@ -66,8 +68,8 @@ pub struct ContributionValidator {
 impl ContributionValidator {
     pub const NAME: &'static str = "validate-contributions";
 
-    pub fn new(bus: Bus, blobs: BlobStore, settings: ValidationConfig) -> ContributionValidator {
-        ContributionValidator { bus, blobs, settings, upcasters: Upcasters::contract() }
+    pub fn new(bus: Bus, blobs: BlobStore, manifests: BlobStore, settings: ValidationConfig) -> ContributionValidator {
+        ContributionValidator { bus, blobs, manifests, settings, upcasters: Upcasters::contract() }
     }
 }
 

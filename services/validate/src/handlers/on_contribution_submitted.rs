@@ -19,6 +19,7 @@ use crate::domain::near_duplicates::Signature;
 use crate::domain::quality::Limits;
 use crate::domain::verdict::{Reason, Rules, assess_content, compile_schema};
 use crate::projections::{accepted, held, policies};
+use crate::sealing::{self, SealError};
 
 enum Verdict {
     Accepted { cluster_id: String, founder: bool, score_ppm: u32, flags: Vec<String> },
@@ -88,7 +89,18 @@ pub async fn judge(
             }
         }
     };
-    append_verdict(validator, delivery, &event, contributor, verdict).await
+    let accepted = matches!(verdict, Verdict::Accepted { .. });
+    append_verdict(validator, delivery, &event, contributor, verdict).await?;
+    if accepted && policy.seal_every_accepted > 0 {
+        let every = u64::try_from(policy.seal_every_accepted).unwrap_or(0);
+        sealing::seal_by_policy(&validator.bus, &validator.manifests, transaction, &event.datanet_id, every).await.map_err(|error| {
+            match error {
+                SealError::Database(error) => HandleError::from(error),
+                other => HandleError::Transient(other.into()),
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Finds the duplicate cluster the contribution joins (the earliest submitter's), or founds one,

@@ -35,6 +35,7 @@ pub async fn handle(
         contribution_policy: contribution_policy.to_owned(),
         personal_data_action: personal_data_action.to_owned(),
         json_schema: Some(spec.json_schema).filter(|schema| !schema.is_empty()),
+        seal_every_accepted: i64::from(spec.seal_every_accepted),
     };
     policies::upsert(transaction, row).await?;
     Ok(())

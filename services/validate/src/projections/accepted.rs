@@ -89,6 +89,11 @@ pub async fn all_in_order(database: &impl ConnectionTrait, datanet_id: &str) -> 
     Entity::find().filter(Column::DatanetId.eq(datanet_id)).order_by_asc(Column::AcceptedSequence).all(database).await
 }
 
+/// How many contributions the Datanet has accepted.
+pub async fn count(database: &impl ConnectionTrait, datanet_id: &str) -> Result<u64, DbErr> {
+    Entity::find().filter(Column::DatanetId.eq(datanet_id)).count(database).await
+}
+
 /// Accepted contributions sharing at least one band key, with their signatures.
 pub async fn candidates(database: &impl ConnectionTrait, datanet_id: &str, band_keys: &[u64]) -> Result<Vec<(Model, Signature)>, DbErr> {
     let keys: Vec<i64> = band_keys.iter().map(|key| *key as i64).collect();

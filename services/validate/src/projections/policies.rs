@@ -17,6 +17,8 @@ pub struct Model {
     pub personal_data_action: String,
     /// JSON Schema of JSON-lines records, as JSON text.
     pub json_schema: Option<String>,
+    /// Seal a snapshot after every N accepted contributions; 0: only on the owner's request.
+    pub seal_every_accepted: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -47,11 +49,18 @@ pub async fn upsert(database: &impl ConnectionTrait, row: Model) -> Result<(), D
         contribution_policy: Set(row.contribution_policy),
         personal_data_action: Set(row.personal_data_action),
         json_schema: Set(row.json_schema),
+        seal_every_accepted: Set(row.seal_every_accepted),
     };
     Entity::insert(row)
         .on_conflict(
             OnConflict::column(Column::DatanetId)
-                .update_columns([Column::RecordFormat, Column::ContributionPolicy, Column::PersonalDataAction, Column::JsonSchema])
+                .update_columns([
+                    Column::RecordFormat,
+                    Column::ContributionPolicy,
+                    Column::PersonalDataAction,
+                    Column::JsonSchema,
+                    Column::SealEveryAccepted,
+                ])
                 .to_owned(),
         )
         .exec_without_returning(database)

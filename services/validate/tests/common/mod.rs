@@ -13,6 +13,11 @@ use validate::Config;
 
 /// A plain-text Datanet owned by `owner`.
 pub async fn create_datanet_with_policy(bus: &Bus, id: &str, personal_data: PersonalDataAction, policy: ContributionPolicy) {
+    create_datanet_sealing_every(bus, id, personal_data, policy, 0).await;
+}
+
+/// A plain-text Datanet owned by `owner` that seals a snapshot after every `every` accepted.
+pub async fn create_datanet_sealing_every(bus: &Bus, id: &str, personal_data: PersonalDataAction, policy: ContributionPolicy, every: u32) {
     let event = DatanetCreated {
         datanet_id: id.into(),
         owner: Some(Principal { id: "owner".into(), kind: 2 }),
@@ -23,6 +28,7 @@ pub async fn create_datanet_with_policy(bus: &Bus, id: &str, personal_data: Pers
             visibility: 1,
             contribution_policy: policy.into(),
             personal_data_action: personal_data.into(),
+            seal_every_accepted: every,
             ..Default::default()
         }),
     };
