@@ -50,6 +50,9 @@ struct Arguments {
     concurrency: usize,
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Whether each submission waits for ingest's read model (read-your-writes, the default).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    await_read_model: bool,
     /// Indexed contributions at which the near-duplicate lookup is measured.
     #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000])]
     index_sizes: Vec<usize>,
@@ -66,6 +69,7 @@ struct Report {
     machine: Machine,
     text_bytes: usize,
     concurrency: usize,
+    await_read_model: bool,
     repeats: usize,
     raw_publish: Series,
     end_to_end_accepted: Series,
@@ -138,7 +142,7 @@ async fn end_to_end(arguments: &Arguments, run: usize) -> anyhow::Result<(f64, V
     ingest_config.identity.api_keys = identity.clone();
     ingest_config.contributions.daily_items_per_contributor = u64::MAX / 2;
     ingest_config.contributions.daily_bytes_per_contributor = u64::MAX / 2;
-    ingest_config.telemetry.log_filter = "warn".into();
+    ingest_config.contributions.await_read_model = arguments.await_read_model;
 
     let mut validate_config: validate::Config = provenant_config::load_with(validate::BASE_YAML, &layers, std::iter::empty())?;
     validate_config.http.port = 0;
@@ -194,12 +198,23 @@ async fn end_to_end(arguments: &Arguments, run: usize) -> anyhow::Result<(f64, V
     for client in clients {
         latencies.extend(client.await??);
     }
+    eprintln!("  {} submitted in {:.1} s; waiting for the verdicts", arguments.contributions, started.elapsed().as_secs_f64());
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut reported = Instant::now();
     loop {
         let stats: Value = http.get(format!("{base}/v1/datanets/{datanet_id}/stats")).send().await?.json().await?;
         let accepted = stats["accepted"].as_u64().unwrap_or(0) as usize;
         if accepted >= arguments.contributions {
             break;
+        }
+        if stats["rejected"].as_u64().unwrap_or(0) > 0 {
+            let mine: Value = http.get(format!("{base}/v1/contributions?limit=500")).send().await?.json().await?;
+            let rejected = mine["contributions"].as_array().and_then(|all| all.iter().find(|one| one["status"] == "rejected")).cloned();
+            bail!("the benchmark's texts must all be accepted; {stats}; for example {rejected:?}");
+        }
+        if reported.elapsed() > Duration::from_secs(10) {
+            eprintln!("  {stats}");
+            reported = Instant::now();
         }
         if Instant::now() > deadline {
             bail!("only {accepted} of {} accepted after 10 minutes: {stats}", arguments.contributions);
@@ -305,7 +320,9 @@ async fn near_duplicate_lookup(size: usize, lookups: usize) -> anyhow::Result<Lo
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let arguments = Arguments::parse();
-    provenant_telemetry::install_crypto_provider();
+    // The services' warnings and errors (RUST_LOG overrides), so that a stall explains itself.
+    let telemetry_config = provenant_telemetry::TelemetryConfig { log_filter: "warn".into(), ..Default::default() };
+    let _telemetry = provenant_telemetry::init("datanet-bench", &telemetry_config)?;
     let machine = Machine::probe(&fresh_bus(&arguments.nats_url, "probe").await?);
     let (mut raw, mut accepted, mut latencies) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..arguments.repeats {
@@ -338,6 +355,7 @@ async fn main() -> anyhow::Result<()> {
         machine,
         text_bytes: 1_000,
         concurrency: arguments.concurrency,
+        await_read_model: arguments.await_read_model,
         repeats: arguments.repeats,
         end_to_end_vs_raw_ratio: accepted.median_per_second / raw.median_per_second,
         targets: Targets {

@@ -28,6 +28,15 @@ pub struct ContributionsConfig {
     /// Per contributor and UTC day: contributions, and their bytes.
     pub daily_items_per_contributor: u64,
     pub daily_bytes_per_contributor: u64,
+    /// Read-your-writes: a submission answers once its own read model shows it (up to 2 s), so
+    /// a `GET` right after finds it. Off, the answer comes as soon as the event is durable:
+    /// faster for bulk importers that do not read back at once.
+    #[serde(default = "await_read_model_default")]
+    pub await_read_model: bool,
+}
+
+fn await_read_model_default() -> bool {
+    true
 }
 
 pub const BASE_YAML: &str = include_str!("../configuration/base.yaml");

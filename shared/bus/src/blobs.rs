@@ -5,7 +5,6 @@
 use async_nats::jetstream::object_store::{self, ObjectStore};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt as _;
 
 use crate::{Bus, Error};
 
@@ -13,6 +12,8 @@ use crate::{Bus, Error};
 #[derive(Clone)]
 pub struct BlobStore {
     store: ObjectStore,
+    /// The bucket's backing stream (`OBJ_<bucket>`), read with direct gets.
+    stream: async_nats::jetstream::stream::Stream,
     bucket: String,
 }
 
@@ -48,7 +49,12 @@ impl Bus {
                 .await
                 .map_err(|error| Error::Stream { stream: bucket.clone(), reason: error.to_string() })?,
         };
-        Ok(BlobStore { store, bucket })
+        let stream = self
+            .jetstream()
+            .get_stream(format!("OBJ_{bucket}"))
+            .await
+            .map_err(|error| Error::Stream { stream: format!("OBJ_{bucket}"), reason: error.to_string() })?;
+        Ok(BlobStore { store, stream, bucket })
     }
 }
 
@@ -74,14 +80,27 @@ impl BlobStore {
     }
 
     /// The bytes stored under `sha256`, checked against it. `Ok(None)` when there is no such blob.
+    /// The blob's bytes, or `None` when absent.
+    ///
+    /// Read chunk by chunk with direct gets rather than through `ObjectStore::get`, which
+    /// creates a consumer per read: under load (the validator reads every contribution) those
+    /// consumers piled up until the server refused new ones ("maximum consumers limit reached"),
+    /// and each cost two extra round trips besides.
     pub async fn get(&self, sha256: &str) -> Result<Option<Bytes>, Error> {
-        let mut object = match self.store.get(sha256).await {
-            Ok(object) => object,
-            Err(error) if matches!(error.kind(), object_store::GetErrorKind::NotFound) => return Ok(None),
+        let info = match self.store.info(sha256).await {
+            Ok(info) if !info.deleted => info,
+            Ok(_) => return Ok(None),
+            Err(error) if matches!(error.kind(), object_store::InfoErrorKind::NotFound) => return Ok(None),
             Err(error) => return Err(Error::nats(error)),
         };
-        let mut bytes = Vec::new();
-        object.read_to_end(&mut bytes).await.map_err(Error::nats)?;
+        let subject = format!("$O.{}.C.{}", self.bucket, info.nuid);
+        let mut bytes = Vec::with_capacity(info.size);
+        let mut next = 1;
+        for _ in 0..info.chunks {
+            let chunk = self.stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await.map_err(Error::nats)?;
+            bytes.extend_from_slice(&chunk.payload);
+            next = chunk.sequence + 1;
+        }
         if sha256_hex(&bytes) != sha256 {
             return Err(Error::Nats(format!("blob {sha256} in {} does not match its name", self.bucket)));
         }

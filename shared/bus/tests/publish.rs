@@ -84,4 +84,11 @@ async fn blobs_are_stored_once_under_their_sha256_and_read_back_checked() {
     assert!(!again.newly_stored, "the same bytes are stored once");
     assert_eq!(blobs.get(&first.sha256).await.expect("read").as_deref(), Some(content.as_bytes()));
     assert_eq!(blobs.get(&provenant_bus::sha256_hex(b"never stored")).await.expect("read"), None);
+
+    // Chunks of objects stored at the same time interleave in the stream; each reads back whole.
+    let (left, right) = ("left ".repeat(120_000), "right".repeat(120_000));
+    let (stored_left, stored_right) = tokio::join!(blobs.put(left.as_bytes()), blobs.put(right.as_bytes()));
+    let (stored_left, stored_right) = (stored_left.expect("left"), stored_right.expect("right"));
+    assert_eq!(blobs.get(&stored_left.sha256).await.expect("read").as_deref(), Some(left.as_bytes()));
+    assert_eq!(blobs.get(&stored_right.sha256).await.expect("read").as_deref(), Some(right.as_bytes()));
 }

@@ -241,8 +241,10 @@ pub async fn submit(
     };
     let envelope = Envelope::new(&event, state.bus.producer());
     state.bus.publish(&envelope, &event, Expect::NoEvents).await.map_err(|error| ApiError::internal("bus.unavailable", error))?;
-    await_projection(DEFAULT_WAIT, || async { contributions::find(&state.database, &contribution_id).await.ok().flatten().is_some() })
-        .await;
+    if state.quotas.await_read_model {
+        await_projection(DEFAULT_WAIT, || async { contributions::find(&state.database, &contribution_id).await.ok().flatten().is_some() })
+            .await;
+    }
     let location = format!("/v1/contributions/{contribution_id}");
     let body = SubmissionAccepted {
         contribution_id,

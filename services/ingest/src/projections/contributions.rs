@@ -179,30 +179,42 @@ pub struct DatanetStatistics {
 }
 
 pub async fn statistics(database: &impl ConnectionTrait, datanet_id: &str) -> Result<DatanetStatistics, DbErr> {
-    let rows: Vec<(String, String, i64, i32, Option<String>)> = Entity::find()
+    use sea_orm::sea_query::Expr;
+    // Aggregated in the database, one row per status: clients poll this while importing.
+    let by_status: Vec<(String, i64, i64, i64)> = Entity::find()
         .select_only()
-        .columns([Column::Status, Column::ContributorId, Column::SizeBytes, Column::RecordCount, Column::DuplicateClusterId])
+        .column(Column::Status)
+        .column_as(Expr::cust("COUNT(*)"), "items")
+        .column_as(Expr::cust("CAST(COALESCE(SUM(record_count), 0) AS BIGINT)"), "records")
+        .column_as(Expr::cust("CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT)"), "bytes")
         .filter(Column::DatanetId.eq(datanet_id))
+        .group_by(Column::Status)
         .into_tuple()
         .all(database)
         .await?;
-    let mut statistics = DatanetStatistics::default();
-    let mut contributors = std::collections::HashSet::new();
-    let mut clusters = std::collections::HashSet::new();
-    for (status, contributor, size, records, cluster) in rows {
-        contributors.insert(contributor);
+    let distinct = |expression: &'static str, accepted_only: bool| {
+        let mut query = Entity::find().select_only().column_as(Expr::cust(expression), "n").filter(Column::DatanetId.eq(datanet_id));
+        if accepted_only {
+            query = query.filter(Column::Status.eq("accepted"));
+        }
+        query.into_tuple::<i64>().one(database)
+    };
+    let count = |value: i64| u64::try_from(value).unwrap_or(0);
+    let mut statistics = DatanetStatistics {
+        contributors: count(distinct("COUNT(DISTINCT contributor_id)", false).await?.unwrap_or(0)),
+        duplicate_clusters: count(distinct("COUNT(DISTINCT duplicate_cluster_id)", true).await?.unwrap_or(0)),
+        ..DatanetStatistics::default()
+    };
+    for (status, items, records, bytes) in by_status {
         match status.as_str() {
             "accepted" => {
-                statistics.accepted += 1;
-                statistics.records_accepted += u64::try_from(records).unwrap_or(0);
-                statistics.bytes_accepted += u64::try_from(size).unwrap_or(0);
-                clusters.extend(cluster);
+                statistics.accepted = count(items);
+                statistics.records_accepted = count(records);
+                statistics.bytes_accepted = count(bytes);
             }
-            "rejected" => statistics.rejected += 1,
-            _ => statistics.pending += 1,
+            "rejected" => statistics.rejected += count(items),
+            _ => statistics.pending += count(items),
         }
     }
-    statistics.contributors = contributors.len() as u64;
-    statistics.duplicate_clusters = clusters.len() as u64;
     Ok(statistics)
 }

@@ -1,0 +1,86 @@
+//! Which Burn backend runs the model.
+//!
+//! Burn 0.22 has no backend type parameter on tensors or modules: a [`Device`] carries the
+//! backend (Flex, NdArray, CUDA, wgpu…) and, with `.autodiff()`, whether operations are
+//! recorded for backpropagation. So where Burn 0.21 code wrote `type TrainingBackend =
+//! Autodiff<NdArray>`, this crate hands out devices: [`training_device`] is the autodiff
+//! flavour of [`inference_device`].
+//!
+//! The cargo features `flex` (default), `ndarray`, `cuda` and `wgpu` compile the matching
+//! backend in. When several are compiled, [`inference_device`] prefers a GPU, then Flex, then
+//! NdArray; Burn's `BURN_DEVICE` environment variable is not consulted, so tests on a laptop
+//! with a CUDA build still know what they run on when they ask for [`Backend::Flex`].
+
+pub use burn::tensor::Device;
+
+/// A backend this build can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// Burn's pure-Rust CPU backend (feature `flex`, the default).
+    #[cfg(feature = "flex")]
+    Flex,
+    /// The ndarray CPU backend (feature `ndarray`; deprecated upstream, slower than Flex).
+    #[cfg(feature = "ndarray")]
+    NdArray,
+    /// The first CUDA GPU (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    Cuda,
+    /// wgpu on the platform's default adapter (feature `wgpu`).
+    #[cfg(feature = "wgpu")]
+    Wgpu,
+}
+
+impl Backend {
+    /// Every backend compiled into this build, in order of preference.
+    pub fn available() -> Vec<Backend> {
+        vec![
+            #[cfg(feature = "cuda")]
+            Backend::Cuda,
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu,
+            #[cfg(feature = "flex")]
+            Backend::Flex,
+            #[cfg(feature = "ndarray")]
+            Backend::NdArray,
+        ]
+    }
+
+    /// The preferred backend of this build.
+    ///
+    /// # Panics
+    ///
+    /// If the crate was built without any backend feature.
+    pub fn preferred() -> Backend {
+        Self::available().into_iter().next().expect("provenant-model needs one of the features flex, ndarray, cuda or wgpu")
+    }
+
+    /// A device for inference (no autodiff).
+    pub fn device(self) -> Device {
+        match self {
+            #[cfg(feature = "flex")]
+            Backend::Flex => Device::flex(),
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated, reason = "ndarray stays selectable for comparison until Burn removes it")]
+            Backend::NdArray => Device::ndarray(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => Device::cuda(0usize),
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        }
+    }
+
+    /// A device for training: the same backend with autodiff.
+    pub fn training_device(self) -> Device {
+        self.device().autodiff()
+    }
+}
+
+/// The preferred backend's inference device.
+pub fn inference_device() -> Device {
+    Backend::preferred().device()
+}
+
+/// The preferred backend's training (autodiff) device.
+pub fn training_device() -> Device {
+    Backend::preferred().training_device()
+}
