@@ -29,7 +29,8 @@ up:
 test:
 	scripts/bootstrap.sh --postgres --api-fuzz
 	scripts/with-test-services.sh $(CARGO) test --workspace --locked
-	$(CARGO) build --locked -p provenant-ingest -p provenant-validate
+	# cargo test built the service binaries (their packages have integration tests); a separate
+	# cargo build would resolve features differently and recompile much of the tree.
 	scripts/with-test-services.sh --nats-only scripts/api-fuzz.sh
 
 lint:
