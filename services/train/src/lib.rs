@@ -1,18 +1,32 @@
-//! The train service will own training jobs, the model registry and the Burn workers: it
-//! takes jobs over HTTP and `SnapshotSealed`, and emits `TrainingJob*`, `ModelRegistered` and
-//! `AttributionIndexBuilt` (issues 4 and 6).
+//! The train service owns training jobs, the training workers and the model registry.
 //!
-//! Today it is the service's frame: it boots like every service (configuration, NATS with the
-//! event streams declared, health, readiness and metrics endpoints) and stops cleanly, so the
-//! all-in-one binary and the tests already treat it as a service.
-//! Start reading at [`provenant_bus::FrameOnlyService`].
+//! - HTTP (`api`): model builders submit jobs (a base, pinned sealed snapshots, full or LoRA,
+//!   hyperparameters, a seed), follow and cancel them, and read the registry. A submission is
+//!   checked against what the service knows (`projections`) and becomes
+//!   `TrainingJobRequested`.
+//! - Consumes `DatanetCreated`/`Updated` and `SnapshotSealed` into what a job may pin, and the
+//!   `TrainingJob*` and `ModelRegistered` events into jobs and models (`handlers`); a
+//!   requested job is queued on the work queue (`queue`).
+//! - Workers (`worker`; alone on GPU nodes with `--worker`) pull jobs, train them with Burn
+//!   (`provenant-model`), emit `TrainingJobStarted`/`Progressed`/`Checkpointed`, register the
+//!   result as `ModelRegistered` with its lineage (snapshot roots, the example table's
+//!   digest, hyperparameters, seed, code version, artifact digests, held-out perplexity) and
+//!   finish with `TrainingJobCompleted`/`Failed`. A dead worker's job resumes from its last
+//!   checkpoint on another worker, bit for bit.
+//! - Rules without IO live in `domain`: job specs, and assembling training data.
+//!
+//! Not yet: `AttributionIndexBuilt` (the Proof of Attribution issue).
+//! Start reading at [`Application`], then [`worker`].
 
-pub use provenant_bus::{FrameConfig as Config, FrameOnlyService as Application};
+pub mod api;
+pub mod configuration;
+pub mod domain;
+pub mod handlers;
+pub mod projections;
+pub mod queue;
+mod startup;
+pub mod worker;
 
-/// Embedded defaults of [`Config`] (`configuration/base.yaml`).
-pub const BASE_YAML: &str = include_str!("../configuration/base.yaml");
-
-/// Embedded defaults, then configuration files, then `PROVENANT_…` variables.
-pub fn load_config() -> Result<Config, provenant_config::Error> {
-    provenant_config::load(BASE_YAML)
-}
+pub use configuration::{BASE_YAML, Config};
+pub use startup::{Application, Mode};
+pub use worker::model_id_of;

@@ -15,6 +15,7 @@ mod consumer;
 mod delivery;
 mod error;
 mod frame;
+mod history;
 pub mod identity;
 mod publish;
 

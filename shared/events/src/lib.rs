@@ -2,6 +2,9 @@
 //! `schemas/` (module [`proto`]), the [`Envelope`] that travels in message headers, the
 //! subject and stream scheme ([`Namespace`]), and the [`Upcasters`] that read old versions.
 //!
+//! Published artifact formats that more than one service reads belong to the contract too:
+//! a sealed snapshot's manifest ([`snapshot`]) and its RFC 6962 Merkle tree ([`merkle`]).
+//!
 //! This is the only crate that knows protobuf. Start with [`Event`], then [`Envelope`].
 //! Events are immutable: a consumer keeps the original bytes it received (hash and sign
 //! those), because decoding and re-encoding would drop fields this build does not know.
@@ -9,6 +12,8 @@
 mod envelope;
 mod error;
 mod event;
+pub mod merkle;
+pub mod snapshot;
 mod subject;
 mod upcast;
 

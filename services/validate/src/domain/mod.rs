@@ -1,10 +1,10 @@
-//! The validate service's rules, pure and without IO: snapshot Merkle trees with inclusion
-//! proofs ([`merkle`]), near-duplicate detection ([`near_duplicates`]), and record quality
-//! and personal-data flags ([`quality`]). The consumer and the snapshot API that apply them
-//! arrive with the rest of issue 3.
+//! The validate service's rules, pure and without IO: near-duplicate detection
+//! ([`near_duplicates`]), record quality and personal-data flags ([`quality`]), verdicts.
+//! Snapshot Merkle trees and manifests are part of the published contract (the train service
+//! verifies them too) and live in `provenant_events`; they are re-exported here.
 
-pub mod merkle;
 pub mod near_duplicates;
 pub mod quality;
-pub mod snapshot;
 pub mod verdict;
+
+pub use provenant_events::{merkle, snapshot};

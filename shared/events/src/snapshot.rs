@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::merkle::{self, Hash};
+use crate::merkle::{self, Hash};
 
 /// One snapshot entry. Field order is the canonical serialisation: never reorder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

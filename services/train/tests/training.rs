@@ -1,0 +1,194 @@
+//! The train service against a real NATS and SQLite: jobs train with Burn on the CPU, register
+//! their models with lineage, resume on another worker when theirs dies, and refuse specs
+//! that cannot run.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestApp, scratch_job, sentences, spawn_app};
+use provenant_bus::{Bus, BusConfig};
+use serde_json::{Value, json};
+use train::queue::WorkQueue;
+use train::worker::{Stores, Worker};
+
+async fn blob(app: &TestApp, bucket: &str, sha256: &str) -> Vec<u8> {
+    app.bus.blob_store(bucket).await.expect("bucket").get(sha256).await.expect("read").expect("stored").to_vec()
+}
+
+#[tokio::test]
+async fn a_job_registers_its_model_with_lineage_and_the_same_job_twice_gives_the_same_weights() {
+    let app = spawn_app(1).await;
+    let snapshot = app.sealed_datanet("english", &sentences("en", 60)).await;
+    let first = app.submit(&scratch_job("tiny-en", &snapshot, 8, 0)).await;
+    let model = app.model_of(&first).await;
+
+    assert_eq!(model["kind"], "base");
+    assert_eq!(model["owner_id"], "builder");
+    let lineage = &model["lineage"];
+    assert_eq!(lineage["job_id"], first);
+    assert_eq!(lineage["snapshots"], json!([{"snapshot_id": snapshot.0, "datanet_id": "english", "merkle_root": snapshot.1}]));
+    assert_eq!(lineage["seed"], 11);
+    assert_eq!(lineage["steps"], 8);
+    assert!(lineage["code_version"].as_str().expect("code version").starts_with("provenant-train"));
+    assert!(model["held_out_perplexity"].as_f64().expect("perplexity") > 1.0, "{model}");
+
+    // Every artifact is stored under its digest; the example table names each contributor.
+    let table = blob(&app, "models", lineage["example_table_sha256"].as_str().expect("digest")).await;
+    let rows: Vec<Value> =
+        table.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()).map(|line| serde_json::from_slice(line).expect("row")).collect();
+    assert_eq!(rows.len(), 60);
+    assert!(rows.iter().any(|row| row["split"] == "held_out") && rows.iter().any(|row| row["split"] == "train"));
+    assert_eq!(rows[4]["contributor_id"], "contributor-1");
+    let metrics: Value =
+        serde_json::from_slice(&blob(&app, "models", model["metrics"]["sha256"].as_str().expect("metrics")).await).expect("json");
+    assert_eq!(metrics["examples"], 60);
+    assert_eq!(metrics["contributors"], 3);
+    let weights = blob(&app, "models", model["weights"]["sha256"].as_str().expect("weights")).await;
+    assert_eq!(provenant_bus::sha256_hex(&weights), model["weights"]["sha256"]);
+
+    // The same spec again: a new job, a new model, the same weights.
+    let second = app.submit(&scratch_job("tiny-en", &snapshot, 8, 0)).await;
+    let again = app.model_of(&second).await;
+    assert_ne!(again["model_id"], model["model_id"]);
+    assert_eq!(again["weights"]["sha256"], model["weights"]["sha256"], "training on the CPU is deterministic");
+    assert_eq!(again["lineage"]["example_table_sha256"], lineage["example_table_sha256"]);
+}
+
+#[tokio::test]
+async fn a_lora_adapter_trains_on_a_registered_base_and_lowers_perplexity_on_its_own_data() {
+    let app = spawn_app(1).await;
+    let english = app.sealed_datanet("en", &sentences("en", 60)).await;
+    let german = app.sealed_datanet("de", &sentences("de", 60)).await;
+    let base = app.model_of(&app.submit(&scratch_job("base", &english, 30, 0)).await).await;
+    let base_id = base["model_id"].as_str().expect("id").to_owned();
+
+    let adapter_job = json!({
+        "name": "de-adapter",
+        "base_model_id": base_id,
+        "snapshots": [{"snapshot_id": german.0, "merkle_root": german.1}],
+        "method": {"type": "lora", "rank": 4, "alpha": 8.0, "targets": ["attention_query", "attention_value", "mlp_up", "mlp_down"]},
+        "hyperparameters": {"steps": 30, "batch_size": 4, "sequence_length": 32, "learning_rate": 0.02},
+        "seed": 5,
+        "held_out_fraction": 0.2
+    });
+    let adapter = app.model_of(&app.submit(&adapter_job).await).await;
+    assert_eq!(adapter["kind"], "adapter");
+    assert_eq!(adapter["base_model_id"], base_id);
+    assert_eq!(adapter["lora"]["rank"], 4);
+    assert_eq!(adapter["lineage"]["base_weights_sha256"], base["weights"]["sha256"]);
+    let metrics: Value =
+        serde_json::from_slice(&blob(&app, "models", adapter["metrics"]["sha256"].as_str().expect("metrics")).await).expect("json");
+    let (tuned, before) =
+        (metrics["held_out_perplexity"].as_f64().expect("tuned"), metrics["base_held_out_perplexity"].as_f64().expect("base"));
+    assert!(tuned < before, "the adapter should beat its base on held-out German: {tuned} vs {before}");
+
+    // An adapter is not a base, and a rank the base cannot hold is refused.
+    let mut on_adapter = adapter_job.clone();
+    on_adapter["base_model_id"] = adapter["model_id"].clone();
+    let (status, body) = app.post("/v1/training-jobs", &on_adapter).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("job.base_is_adapter")), "{body}");
+    let mut too_wide = adapter_job.clone();
+    too_wide["method"]["rank"] = json!(64);
+    let (status, body) = app.post("/v1/training-jobs", &too_wide).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("job.impossible_rank")), "{body}");
+}
+
+/// A worker of its own, on its own NATS connection, as a separate process would have.
+async fn standalone_worker(app: &TestApp) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let bus = Bus::connect(&BusConfig { producer: "train".into(), ..app.config.bus.clone() }).await.expect("bus");
+    let queue = WorkQueue::declare(&bus).await.expect("queue");
+    let stores = Stores::open(&bus).await.expect("stores");
+    let worker = Worker::new(bus, queue, stores, app.config.workers.clone());
+    tokio::spawn(worker.run(provenant_runtime::Shutdown::new()))
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_dies_resumes_from_its_checkpoint_on_another_and_ends_with_the_same_weights() {
+    let app = spawn_app(0).await;
+    let snapshot = app.sealed_datanet("resume", &sentences("en", 60)).await;
+    let doomed = standalone_worker(&app).await;
+    let job_id = app.submit(&scratch_job("resumed", &snapshot, 24, 4)).await;
+    let path = format!("/v1/training-jobs/{job_id}");
+    app.get_until(&path, |job| job["checkpoint_step"].as_i64().is_some_and(|step| step >= 8)).await;
+    // The worker dies: no more heartbeats, no ack. Its message returns to the queue after
+    // the ack wait and the next worker resumes the job.
+    doomed.abort();
+    let _ = doomed.await;
+    let survivor = standalone_worker(&app).await;
+    let resumed = app.model_of(&job_id).await;
+    let job = app.finished(&job_id).await;
+    assert_eq!(job["attempt"], 2, "{job}");
+    assert_eq!(job["step"], 24);
+
+    let straight = app.model_of(&app.submit(&scratch_job("resumed", &snapshot, 24, 4)).await).await;
+    assert_eq!(resumed["weights"]["sha256"], straight["weights"]["sha256"], "resuming continues bit for bit");
+    survivor.abort();
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_stops_its_worker_and_registers_nothing() {
+    let app = spawn_app(1).await;
+    let snapshot = app.sealed_datanet("cancel", &sentences("en", 60)).await;
+    let job_id = app.submit(&scratch_job("endless", &snapshot, 100_000, 0)).await;
+    let path = format!("/v1/training-jobs/{job_id}");
+    app.get_until(&path, |job| job["step"].as_i64().is_some_and(|step| step >= 2)).await;
+
+    let denied = app.contributor.post(format!("{}{path}/cancel", app.base_url)).send().await.expect("request");
+    assert_eq!(denied.status().as_u16(), 403);
+    let (status, body) = app.post(&format!("{path}/cancel"), &json!({})).await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("cancelled")), "{body}");
+    let (status, body) = app.post(&format!("{path}/cancel"), &json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("job.finished")));
+
+    // The worker is free again: the next job completes, and the cancelled one never registered.
+    let next = app.submit(&scratch_job("after", &snapshot, 2, 0)).await;
+    app.model_of(&next).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, models) = app.get("/v1/models").await;
+    assert_eq!(models["models"].as_array().expect("models").len(), 1, "{models}");
+    assert_eq!(app.finished(&job_id).await["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn specs_that_cannot_run_are_refused_with_stable_codes() {
+    let app = spawn_app(1).await;
+    let snapshot = app.sealed_datanet("codes", &sentences("en", 3)).await;
+    let refused = |body: &Value| body["error"]["code"].as_str().map(str::to_owned);
+
+    let mut unknown = scratch_job("x", &snapshot, 2, 0);
+    unknown["snapshots"][0]["snapshot_id"] = json!("codes-9");
+    let (status, body) = app.post("/v1/training-jobs", &unknown).await;
+    assert_eq!((status, refused(&body).as_deref()), (422, Some("snapshot.not_found")));
+
+    let mut moved = scratch_job("x", &snapshot, 2, 0);
+    moved["snapshots"][0]["merkle_root"] = json!("0".repeat(64));
+    let (status, body) = app.post("/v1/training-jobs", &moved).await;
+    assert_eq!((status, refused(&body).as_deref()), (422, Some("snapshot.root_mismatch")));
+
+    let mut long = scratch_job("x", &snapshot, 2, 0);
+    long["hyperparameters"]["sequence_length"] = json!(64);
+    let (status, body) = app.post("/v1/training-jobs", &long).await;
+    assert_eq!((status, refused(&body).as_deref()), (422, Some("job.invalid_hyperparameters")));
+
+    let (status, body) = app.post("/v1/training-jobs", &json!({"name": "x"})).await;
+    assert_eq!((status, refused(&body).as_deref()), (422, Some("request.invalid_body")));
+
+    let forbidden = app
+        .contributor
+        .post(format!("{}/v1/training-jobs", app.base_url))
+        .json(&scratch_job("x", &snapshot, 2, 0))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(forbidden.status().as_u16(), 403);
+
+    // A valid spec whose data is too small (three sentences, about 110 tokens, against a
+    // window of 257) is accepted and then fails at the worker with a stable code.
+    let mut greedy = scratch_job("x", &snapshot, 2, 0);
+    greedy["architecture"]["context_length"] = json!(256);
+    greedy["hyperparameters"]["sequence_length"] = json!(256);
+    let job_id = app.submit(&greedy).await;
+    let job = app.finished(&job_id).await;
+    assert_eq!((job["status"].as_str(), job["error_code"].as_str()), (Some("failed"), Some("data.not_enough_tokens")), "{job}");
+}
