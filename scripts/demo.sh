@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: brings up the whole suite as one process (`provenant up`: the pinned NATS
 # server started by it, every service, SQLite files in .data/demo), checks every service's
-# health and readiness, drives the pipeline as far as it exists today, and stops it cleanly.
-# Later issues extend the pipeline steps below (import, validation, training, inference,
-# settlement).
+# health and readiness, drives the pipeline as far as it exists today (import, validation,
+# sealed snapshots, a base model and three LoRA adapters), and stops it cleanly. Later issues
+# add inference and settlement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,12 +27,14 @@ contributors=(en:art en:computers en:food en:science de:de/computer de:de/anekdo
 new_key() { python3 -c 'import secrets; print("pvk_" + secrets.token_hex(32))'; }
 key_entry() { printf '    - principal: %s\n      roles: [%s]\n      key_sha256: %s\n' "$1" "$2" "$(printf %s "$3" | sha256sum | cut -d' ' -f1)"; }
 key=$(new_key)
+builder_key=$(new_key)
 declare -A contributor_key
 mkdir -p "$data/config"
 {
   echo "identity:"
   echo "  api_keys:"
   key_entry demo-owner "contributor, datanet_owner" "$key"
+  key_entry demo-builder model_builder "$builder_key"
   for entry in "${contributors[@]}" copycat; do
     name=$(basename "${entry#*:}" .fortunes | tr -c 'A-Za-z0-9_\n-' '-')
     [ "$entry" = copycat ] || name="${entry%%:*}-$name"
@@ -84,7 +86,7 @@ for d in json.load(sys.stdin)["datanets"]:
     print("  %s  %-16s tags=%s  version=%s" % (d["id"], d["name"], ",".join(d["tags"]), d["version"]))' <<<"$listing"
 
 step "real text: Debian's fortune files imported with provenant datanet import, one contributor per file"
-per_file=${DEMO_FORTUNES_PER_FILE:-25}
+per_file=${DEMO_FORTUNES_PER_FILE:-60}
 contributors_json="$data/contributors.json"
 echo "[" >"$contributors_json"
 for language in en de es it; do
@@ -141,6 +143,72 @@ verdict = "verifies" if node.hex() == proof["merkle_root"] else "DOES NOT verify
 print(f"  entry {proof['leaf_index']} of {proof['tree_size']}: {proof['leaf'][:90]}...")
 print(f"  audit path of {len(proof['audit_path'])} hashes {verdict} against root {proof['merkle_root']}")
 PY
+
+step "sealing the German, Spanish and Italian snapshots"
+json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+declare -A snapshot root
+snapshot[en]=$snapshot_id
+root[en]=$(json_field merkle_root <<<"$sealed")
+for language in de es it; do
+  answer=$(curl -fsS -X POST "${auth[@]}" "$validate/v1/datanets/${datanet[$language]}/snapshots")
+  snapshot[$language]=$(json_field snapshot_id <<<"$answer")
+  root[$language]=$(json_field merkle_root <<<"$answer")
+  echo "  $language: ${snapshot[$language]}, $(json_field entry_count <<<"$answer") entries, root ${root[$language]}"
+done
+
+# Sizes for 2 cores: a few minutes in all. DEMO_TRAIN_STEPS scales every run.
+steps=${DEMO_TRAIN_STEPS:-300}
+export PROVENANT_TRAIN_URL="http://127.0.0.1:${port[train]}" PROVENANT_API_KEY=$builder_key
+submit() { # spec file → job id; retried while the train service's projection catches up with the seal
+  for attempt in $(seq 1 100); do
+    if job=$(target/debug/provenant train submit --file "$1" 2>"$data/submit.err"); then echo "$job"; return; fi
+    grep -q snapshot.not_found "$data/submit.err" || { cat "$data/submit.err" >&2; exit 1; }
+    sleep 0.1
+  done
+  cat "$data/submit.err" >&2; exit 1
+}
+step "training a base model on the English snapshot (Burn on the CPU), following its progress events"
+cat >"$data/base.json" <<JSON
+{"name": "fortunes-en-base", "architecture": {"layers": 2, "heads": 4, "width": 64, "context_length": 64},
+ "snapshots": [{"snapshot_id": "${snapshot[en]}", "merkle_root": "${root[en]}"}], "method": {"type": "full"},
+ "hyperparameters": {"steps": $steps, "batch_size": 8, "sequence_length": 64, "learning_rate": 0.003, "warmup_steps": 20, "checkpoint_every": 100},
+ "seed": 42, "held_out_fraction": 0.1}
+JSON
+base_job=$(submit "$data/base.json")
+target/debug/provenant train watch "$base_job" | sed 's/^/  /'
+base_model=$(target/debug/provenant train status "$base_job" | json_field model_id)
+
+step "LoRA adapters on the German, Spanish and Italian snapshots, on the frozen English base"
+declare -A adapter_job
+for language in de es it; do
+  cat >"$data/adapter-$language.json" <<JSON
+{"name": "fortunes-$language-lora", "base_model_id": "$base_model",
+ "snapshots": [{"snapshot_id": "${snapshot[$language]}", "merkle_root": "${root[$language]}"}],
+ "method": {"type": "lora", "rank": 8, "alpha": 16, "targets": ["attention_query", "attention_key", "attention_value", "attention_output", "mlp_up", "mlp_down"]},
+ "hyperparameters": {"steps": $(( steps / 2 )), "batch_size": 8, "sequence_length": 64, "learning_rate": 0.01, "warmup_steps": 10},
+ "seed": 7, "held_out_fraction": 0.1}
+JSON
+  adapter_job[$language]=$(submit "$data/adapter-$language.json")
+done
+for language in de es it; do
+  target/debug/provenant train watch "${adapter_job[$language]}" | sed 's/^/  /'
+done
+
+step "held-out perplexity: each adapter against the English base, on the adapter's own held-out fortunes"
+models=("$base_model")
+for language in de es it; do models+=("$(target/debug/provenant train status "${adapter_job[$language]}" | json_field model_id)"); done
+for model in "${models[@]}"; do
+  metrics=$(curl -fsS -H "authorization: Bearer $builder_key" "$PROVENANT_TRAIN_URL/v1/models/$model/metrics")
+  registered=$(curl -fsS -H "authorization: Bearer $builder_key" "$PROVENANT_TRAIN_URL/v1/models/$model")
+  python3 - "$registered" "$metrics" <<'PY'
+import json, sys
+model, metrics = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+base = metrics.get("base_held_out_perplexity")
+versus = f"   base on the same text {base:8.2f}  ({base / metrics['held_out_perplexity']:.1f}x lower)" if base else ""
+print(f"  {model['name']:<20} {model['kind']:<8} held-out perplexity {metrics['held_out_perplexity']:7.2f}{versus}")
+print(f"  {'':<20} lineage: {len(model['lineage']['snapshots'])} snapshot(s), {metrics['examples']} examples from {metrics['contributors']} contributors, example table {model['lineage']['example_table_sha256'][:16]}…, weights {model['weights']['sha256'][:16]}…")
+PY
+done
 
 step "a bad request gets a stable error code, not a 500"
 curl -sS -X POST "$ingest/v1/datanets" "${auth[@]}" -H 'content-type: application/json' -d '{"name":"","licence":"MIT"}'

@@ -4,11 +4,13 @@
 //! pinned NATS server itself unless one is configured, keeps every projection in SQLite files
 //! under the data folder, and stops everything cleanly on SIGTERM or Ctrl-C.
 //! `provenant api-key new` makes an API key; `provenant datanet import` loads text files as
-//! contributions. Training and attribution commands arrive with their issues.
+//! contributions; `provenant train submit|status|watch` runs training jobs. Attribution
+//! commands arrive with their issue.
 
 mod api_key;
 mod embedded_nats;
 mod import;
+mod train;
 mod up;
 
 use anyhow::Context as _;
@@ -38,6 +40,9 @@ enum Command {
     /// Datanet commands.
     #[command(subcommand)]
     Datanet(DatanetCommand),
+    /// Training jobs: submit, status, watch.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
 }
 
 #[derive(Subcommand)]
@@ -80,5 +85,6 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ApiKey(ApiKeyCommand::New { principal, roles }) => api_key::print_new(&principal, &roles),
         Command::Datanet(DatanetCommand::Import(arguments)) => import::run(arguments).await,
+        Command::Train(command) => train::run(command).await,
     }
 }

@@ -16,4 +16,4 @@ pub mod projections;
 mod startup;
 
 pub use configuration::Config;
-pub use startup::Application;
+pub use startup::{Application, open_database};

@@ -9,6 +9,9 @@ async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|argument| argument == "--dump-config") {
         return provenant_runtime::print_config(&config);
     }
+    if std::env::args().any(|argument| argument == "--migrate-only") {
+        return Ok(ingest::open_database(&config.database).await?.close().await?);
+    }
     let telemetry = provenant_telemetry::init("ingest", &config.telemetry)?;
     let app = ingest::Application::build(config).await?; // connect, migrate, bind
     let outcome = app.run_until_stopped(provenant_runtime::shutdown_on(provenant_runtime::shutdown_signal())).await;

@@ -28,5 +28,5 @@ mod startup;
 pub mod worker;
 
 pub use configuration::{BASE_YAML, Config};
-pub use startup::{Application, Mode};
+pub use startup::{Application, Mode, open_database};
 pub use worker::model_id_of;

@@ -10,6 +10,9 @@ async fn main() -> anyhow::Result<()> {
     if flag("--dump-openapi") {
         return provenant_runtime::print_openapi(&train::api::openapi());
     }
+    if flag("--migrate-only") {
+        return Ok(train::open_database(&config.database).await?.close().await?);
+    }
     let mode = if flag("--worker") { train::Mode::WorkerOnly } else { train::Mode::Service };
     let telemetry = provenant_telemetry::init("train", &config.telemetry)?;
     let app = train::Application::build(config, mode).await?; // connect, migrate, bind

@@ -44,8 +44,7 @@ impl Application {
         let database = match mode {
             Mode::WorkerOnly => None,
             Mode::Service => {
-                let database = provenant_bus::store::connect(config.database.url.expose()).await.context("failed to open the database")?;
-                train_migration::Migrator::up(&database, None).await.context("failed to migrate the database")?;
+                let database = open_database(&config.database).await?;
                 Some(database)
             }
         };
@@ -77,7 +76,13 @@ impl Application {
             .context("failed to load the issued API keys")?;
         let catalog = Consumer::new(frame.bus.clone(), database.clone(), CatalogProjector::default(), config.consumer.clone());
         let jobs = Consumer::new(frame.bus.clone(), database.clone(), JobProjector::new(queue), config.consumer.clone());
-        let routes = api::router(AppState { bus: frame.bus.clone(), database: database.clone(), directory, limits: config.limits.clone() });
+        let routes = api::router(AppState {
+            bus: frame.bus.clone(),
+            database: database.clone(),
+            directory,
+            limits: config.limits.clone(),
+            models: stores.models.clone(),
+        });
         let (served, catalog, jobs, worked) = tokio::join!(
             frame.serve(routes, readiness, shutdown.clone()),
             provenant_bus::run_until_stopped(catalog, shutdown.clone()),
@@ -92,4 +97,12 @@ impl Application {
         worked.context("training workers failed")?;
         Ok(())
     }
+}
+
+/// Opens the database and brings its schema up to date; `--migrate-only` runs just this (the
+/// deployment's migration step) and exits.
+pub async fn open_database(config: &provenant_bus::store::DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
+    let database = provenant_bus::store::connect(config.url.expose()).await.context("failed to open the database")?;
+    train_migration::Migrator::up(&database, None).await.context("failed to migrate the database")?;
+    Ok(database)
 }

@@ -77,8 +77,8 @@ async fn a_lora_adapter_trains_on_a_registered_base_and_lowers_perplexity_on_its
     assert_eq!(adapter["base_model_id"], base_id);
     assert_eq!(adapter["lora"]["rank"], 4);
     assert_eq!(adapter["lineage"]["base_weights_sha256"], base["weights"]["sha256"]);
-    let metrics: Value =
-        serde_json::from_slice(&blob(&app, "models", adapter["metrics"]["sha256"].as_str().expect("metrics")).await).expect("json");
+    let (status, metrics) = app.get(&format!("/v1/models/{}/metrics", adapter["model_id"].as_str().expect("id"))).await;
+    assert_eq!(status, 200, "{metrics}");
     let (tuned, before) =
         (metrics["held_out_perplexity"].as_f64().expect("tuned"), metrics["base_held_out_perplexity"].as_f64().expect("base"));
     assert!(tuned < before, "the adapter should beat its base on held-out German: {tuned} vs {before}");

@@ -27,4 +27,4 @@ pub mod sealing;
 mod startup;
 
 pub use configuration::{BASE_YAML, Config};
-pub use startup::Application;
+pub use startup::{Application, open_database};

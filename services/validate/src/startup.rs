@@ -28,8 +28,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let directory = Arc::new(Directory::from_config(&config.identity).context("invalid identity configuration")?);
         let frame = ServiceFrame::build(&config.bus, &config.http).await?;
-        let database = provenant_bus::store::connect(config.database.url.expose()).await.context("failed to open the database")?;
-        validate_migration::Migrator::up(&database, None).await.context("failed to migrate the database")?;
+        let database = open_database(&config.database).await?;
         let blobs = frame.bus.blob_store("contributions").await.context("failed to open the contributions bucket")?;
         let manifests = frame.bus.blob_store("snapshots").await.context("failed to open the snapshots bucket")?;
         Ok(Application { config, frame, database, blobs, manifests, directory })
@@ -66,4 +65,12 @@ impl Application {
         snapshots.context("snapshot projection failed")?;
         Ok(())
     }
+}
+
+/// Opens the database and brings its schema up to date; `--migrate-only` runs just this (the
+/// deployment's migration step) and exits.
+pub async fn open_database(config: &provenant_bus::store::DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
+    let database = provenant_bus::store::connect(config.url.expose()).await.context("failed to open the database")?;
+    validate_migration::Migrator::up(&database, None).await.context("failed to migrate the database")?;
+    Ok(database)
 }

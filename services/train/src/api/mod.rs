@@ -7,7 +7,7 @@ pub mod models;
 use std::sync::Arc;
 
 use axum::Router;
-use provenant_bus::Bus;
+use provenant_bus::{BlobStore, Bus};
 use provenant_runtime::ApiError;
 use provenant_runtime::identity::Directory;
 use sea_orm::DatabaseConnection;
@@ -22,6 +22,8 @@ pub struct AppState {
     pub database: DatabaseConnection,
     pub directory: Arc<Directory>,
     pub limits: Limits,
+    /// Weights, configs and metrics.
+    pub models: BlobStore,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Directory> {
@@ -73,4 +75,5 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel))
         .routes(routes!(models::list))
         .routes(routes!(models::get))
+        .routes(routes!(models::metrics))
 }

@@ -183,3 +183,27 @@ pub async fn list(State(state): State<AppState>, _caller: Principal, page: PageR
     let models = rows.into_iter().map(view).collect::<Result<Vec<_>, _>>()?;
     Ok(axum::Json(ModelPage { models, next_after }))
 }
+
+/// The metrics a model was registered with (held-out perplexity, its base's on the same
+/// held-out tokens, token and example counts), as stored in the object store.
+#[utoipa::path(get, path = "/v1/models/{model_id}/metrics", operation_id = "get_model_metrics", tag = "models", security(("api_key" = [])),
+    params(("model_id" = String, Path, description = "The model's id")),
+    responses((status = 200, description = "The metrics", body = Object), ErrorResponses))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    _caller: Principal,
+    Path(model_id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let row = models::find(&state.database, &model_id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "model.not_found", format!("no model {model_id:?}")))?;
+    let sha256 = view(row)?.metrics.map(|metrics| metrics.sha256).unwrap_or_default();
+    let bytes = state
+        .models
+        .get(&sha256)
+        .await
+        .map_err(|error| ApiError::internal("blobs.unavailable", error))?
+        .ok_or_else(|| ApiError::internal("model.metrics_missing", format!("metrics {sha256} are not stored")))?;
+    serde_json::from_slice(&bytes).map(axum::Json).map_err(|error| ApiError::internal("model.unreadable", error))
+}
