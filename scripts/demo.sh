@@ -88,6 +88,7 @@ for d in json.load(sys.stdin)["datanets"]:
 step "real text: Debian's fortune files imported with provenant datanet import, one contributor per file"
 per_file=${DEMO_FORTUNES_PER_FILE:-60}
 contributors_json="$data/contributors.json"
+submitted=0  # some files hold fewer than $per_file fortunes
 echo "[" >"$contributors_json"
 for language in en de es it; do
   files=()
@@ -103,14 +104,16 @@ for language in en de es it; do
   done
   sed -i '$ s/,$//' "$data/keys-$language.json"; echo "}" >>"$data/keys-$language.json"
   echo "  $language: ${files[*]##*/}"
-  target/debug/provenant datanet import --ingest-url "$ingest" --datanet "${datanet[$language]}" \
-    --keys "$data/keys-$language.json" --per-file "$per_file" "${files[@]}" | sed 's/^/    /'
+  imported=$(target/debug/provenant datanet import --ingest-url "$ingest" --datanet "${datanet[$language]}" \
+    --keys "$data/keys-$language.json" --per-file "$per_file" "${files[@]}")
+  echo "    $imported"
+  submitted=$(( submitted + ${imported%% records*} ))
 done
 echo "  copycat: the first 3 fortunes of art, copied"
 target/debug/provenant datanet import --ingest-url "$ingest" --datanet "${datanet[en]}" \
   --key "${contributor_key[copycat]}" --per-file 3 "$fortunes/art" | sed 's/^/    /'
 printf '{"name": "copycat", "key": "%s"}]\n' "${contributor_key[copycat]}" >>"$contributors_json"
-python3 scripts/demo_verdicts.py "$ingest" "$contributors_json" "$(( ${#contributors[@]} * per_file + 3 ))"
+python3 scripts/demo_verdicts.py "$ingest" "$contributors_json" "$(( submitted + 3 ))"
 
 step "sealing the English Datanet's snapshot and proving one contribution is in it"
 validate="http://127.0.0.1:${port[validate]}"

@@ -3,7 +3,8 @@
 //! subject and stream scheme ([`Namespace`]), and the [`Upcasters`] that read old versions.
 //!
 //! Published artifact formats that more than one service reads belong to the contract too:
-//! a sealed snapshot's manifest ([`snapshot`]) and its RFC 6962 Merkle tree ([`merkle`]).
+//! a sealed snapshot's manifest ([`snapshot`]) and its RFC 6962 Merkle tree ([`merkle`]), and the
+//! text of a JSON-lines record ([`records`]).
 //!
 //! This is the only crate that knows protobuf. Start with [`Event`], then [`Envelope`].
 //! Events are immutable: a consumer keeps the original bytes it received (hash and sign
@@ -13,6 +14,7 @@ mod envelope;
 mod error;
 mod event;
 pub mod merkle;
+pub mod records;
 pub mod snapshot;
 mod subject;
 mod upcast;

@@ -120,7 +120,7 @@ pub fn records(format: RecordFormat, content: &str) -> Vec<String> {
             .map(|line| match serde_json::from_str::<serde_json::Value>(line) {
                 Ok(value) => {
                     let mut text = String::new();
-                    json_text(&value, &mut text);
+                    provenant_events::records::json_text(&value, &mut text);
                     text
                 }
                 // Validation accepted it, so this cannot happen for our own Datanets; train on
@@ -128,20 +128,6 @@ pub fn records(format: RecordFormat, content: &str) -> Vec<String> {
                 Err(_) => line.to_owned(),
             })
             .collect(),
-    }
-}
-
-fn json_text(value: &serde_json::Value, out: &mut String) {
-    match value {
-        serde_json::Value::String(text) => {
-            if !out.is_empty() {
-                out.push(' ');
-            }
-            out.push_str(text);
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|item| json_text(item, out)),
-        serde_json::Value::Object(fields) => fields.values().for_each(|item| json_text(item, out)),
-        _ => {}
     }
 }
 

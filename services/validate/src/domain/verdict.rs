@@ -42,21 +42,6 @@ pub struct ContentAssessment {
     pub text: String,
 }
 
-/// The text inside a JSON record: its string values, depth first, joined by spaces.
-fn json_text(value: &serde_json::Value, out: &mut String) {
-    match value {
-        serde_json::Value::String(text) => {
-            if !out.is_empty() {
-                out.push(' ');
-            }
-            out.push_str(text);
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|item| json_text(item, out)),
-        serde_json::Value::Object(fields) => fields.values().for_each(|item| json_text(item, out)),
-        _ => {}
-    }
-}
-
 /// What a Datanet asks of its records.
 #[derive(Debug, Clone, Copy)]
 pub struct Rules<'a> {
@@ -96,7 +81,7 @@ pub fn assess_content(bytes: &[u8], rules: Rules<'_>) -> ContentAssessment {
                             ));
                         }
                         let mut record = String::new();
-                        json_text(&value, &mut record);
+                        provenant_events::records::json_text(&value, &mut record);
                         records.push(record);
                     }
                     Ok(_) => reasons.push(Reason::new("record.not_an_object", "each JSON line must be an object", Some(index))),
