@@ -192,3 +192,54 @@ async fn specs_that_cannot_run_are_refused_with_stable_codes() {
     let job = app.finished(&job_id).await;
     assert_eq!((job["status"].as_str(), job["error_code"].as_str()), (Some("failed"), Some("data.not_enough_tokens")), "{job}");
 }
+
+#[tokio::test]
+async fn the_train_projections_rebuilt_from_the_log_equal_the_live_ones_on_sqlite_and_postgres() {
+    use sea_orm::EntityTrait as _;
+    use sea_orm_migration::MigratorTrait as _;
+    use train::projections::{jobs, models, snapshots};
+
+    for backend in provenant_test_support::Backend::ALL {
+        let app = common::spawn_app_on(backend, 1).await;
+        let snapshot = app.sealed_datanet("rebuild", &sentences("en", 40)).await;
+        let completed = app.submit(&scratch_job("kept", &snapshot, 3, 2)).await;
+        app.model_of(&completed).await;
+        let mut too_long = scratch_job("too long", &snapshot, 2, 0);
+        too_long["architecture"]["context_length"] = json!(2048);
+        too_long["hyperparameters"]["sequence_length"] = json!(2048);
+        let failed = app.submit(&too_long).await;
+        assert_eq!(app.finished(&failed).await["status"], "failed");
+        let (config, live_database) = app.stop().await;
+
+        let rebuilt_database = live_database.sibling().await.expect("fresh database");
+        let rebuilt = provenant_bus::store::connect(&rebuilt_database.url).await.expect("connects");
+        train_migration::Migrator::up(&rebuilt, None).await.expect("migrates");
+        let bus = Bus::connect(&config.bus).await.expect("bus");
+        let queue = WorkQueue::declare(&bus).await.expect("queue");
+        let catalog = provenant_bus::Consumer::new(
+            bus.clone(),
+            rebuilt.clone(),
+            train::handlers::CatalogProjector::default(),
+            config.consumer.clone(),
+        );
+        assert_eq!(catalog.replay().await.expect("replays").stats.applied, 2, "one Datanet, one snapshot");
+        let jobs_consumer =
+            provenant_bus::Consumer::new(bus, rebuilt.clone(), train::handlers::JobProjector::new(queue), config.consumer.clone());
+        assert!(jobs_consumer.replay().await.expect("replays").stats.applied >= 8);
+
+        let live = provenant_bus::store::connect(&live_database.url).await.expect("connects");
+        let sorted_jobs = |mut rows: Vec<jobs::Model>| {
+            rows.sort_by(|left, right| left.job_id.cmp(&right.job_id));
+            rows
+        };
+        let live_jobs = sorted_jobs(jobs::Entity::find().all(&live).await.expect("rows"));
+        assert_eq!(live_jobs.len(), 2, "the completed job and the failed one");
+        assert_eq!(sorted_jobs(jobs::Entity::find().all(&rebuilt).await.expect("rows")), live_jobs);
+        assert_eq!(models::Entity::find().all(&rebuilt).await.expect("rows"), models::Entity::find().all(&live).await.expect("rows"));
+        assert_eq!(snapshots::Entity::find().all(&rebuilt).await.expect("rows"), snapshots::Entity::find().all(&live).await.expect("rows"));
+        live.close().await.expect("close");
+        rebuilt.close().await.expect("close");
+        live_database.drop_database().await.expect("drop");
+        rebuilt_database.drop_database().await.expect("drop");
+    }
+}

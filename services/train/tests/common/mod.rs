@@ -43,11 +43,16 @@ pub struct TestApp {
     pub database: TestDatabase,
 }
 
-/// The service with `workers` in-process workers that hand a dead worker's job on after 2 s.
+/// The service on SQLite with `workers` in-process workers that hand a dead worker's job on
+/// after 2 s.
 pub async fn spawn_app(workers: usize) -> TestApp {
+    spawn_app_on(Backend::Sqlite, workers).await
+}
+
+pub async fn spawn_app_on(backend: Backend, workers: usize) -> TestApp {
     provenant_test_support::init_logs();
     provenant_telemetry::install_crypto_provider();
-    let database = TestDatabase::create(Backend::Sqlite).await.expect("test database");
+    let database = TestDatabase::create(backend).await.expect("test database");
     let mut config: Config = provenant_config::load_with(
         train::BASE_YAML,
         &provenant_config::Layers { directory: "/nonexistent".into(), environment: "test".into() },
@@ -83,6 +88,14 @@ pub async fn spawn_app(workers: usize) -> TestApp {
 }
 
 impl TestApp {
+    /// Stops the service (consumers finish their batch) and hands back its configuration and
+    /// database.
+    pub async fn stop(self) -> (Config, TestDatabase) {
+        self.shutdown.cancel();
+        self.task.await.expect("joins").expect("stops cleanly");
+        (self.config, self.database)
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let response = self.http.post(format!("{}{path}", self.base_url)).json(body).send().await.expect("request");
         (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
