@@ -27,9 +27,9 @@ impl Bus {
         let client = async_nats::ConnectOptions::new()
             .name(format!("provenant-{}", config.producer))
             .max_reconnects(None)
-            .connect(&config.url)
+            .connect(config.url.expose().as_str())
             .await
-            .map_err(|source| Error::Connect { url: config.url.clone(), source })?;
+            .map_err(|source| Error::Connect { url: config.url_for_display(), source })?;
         let jetstream = jetstream::new(client.clone());
         Ok(Bus { client, jetstream, namespace, config: config.clone() })
     }

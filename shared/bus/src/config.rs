@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
-    /// NATS server URL(s), comma separated.
-    pub url: String,
+    /// NATS server URL(s), comma separated. May carry credentials (`nats://user:pass@host`), so
+    /// it is a secret: `--dump-config` shows it redacted.
+    pub url: provenant_config::Secret<String>,
     /// First subject token and stream-name prefix; `pv` in production, random in tests.
     #[serde(default = "default_root")]
     pub subject_root: String,
@@ -37,12 +38,26 @@ fn default_duplicate_window_seconds() -> u64 {
 impl BusConfig {
     pub fn new(url: &str, producer: &str) -> BusConfig {
         BusConfig {
-            url: url.to_owned(),
+            url: provenant_config::Secret::new(url.to_owned()),
             subject_root: default_root(),
             replicas: default_replicas(),
             duplicate_window_seconds: default_duplicate_window_seconds(),
             producer: producer.to_owned(),
         }
+    }
+
+    /// The URL(s) without credentials, for messages: `nats://***@host:4222`.
+    pub fn url_for_display(&self) -> String {
+        self.url
+            .expose()
+            .split(',')
+            .map(|url| match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+                (None, Some(at)) => format!("***{}", &url[at..]),
+                _ => url.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn duplicate_window(&self) -> Duration {
@@ -88,6 +103,14 @@ impl ConsumerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_the_url_never_show() {
+        let config = BusConfig::new("nats://svc:s3cret@nats-0:4222,tls://token@nats-1:4222,nats://plain:4222", "x");
+        assert_eq!(config.url_for_display(), "nats://***@nats-0:4222,tls://***@nats-1:4222,nats://plain:4222");
+        let dumped = serde_json::to_string(&config).expect("serialises");
+        assert!(!dumped.contains("s3cret") && !dumped.contains("token"), "{dumped}");
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
