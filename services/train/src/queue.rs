@@ -41,8 +41,9 @@ impl WorkQueue {
             subjects: vec![format!("{root}.queue.training.*")],
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::WorkQueue,
-            num_replicas: 1,
-            duplicate_window: Duration::from_secs(120),
+            // Replicated like the event streams: a queued job must survive a server's loss.
+            num_replicas: bus.replicas(),
+            duplicate_window: bus.duplicate_window(),
             ..Default::default()
         };
         bus.jetstream()

@@ -108,9 +108,11 @@ async fn a_job_whose_worker_dies_resumes_from_its_checkpoint_on_another_and_ends
     let app = spawn_app(0).await;
     let snapshot = app.sealed_datanet("resume", &sentences("en", 60)).await;
     let doomed = standalone_worker(&app).await;
-    let job_id = app.submit(&scratch_job("resumed", &snapshot, 24, 4)).await;
+    // Long enough that the worker is still training when the test sees its first checkpoint
+    // (24 steps took 0.1 s on an idle machine and finished before the abort).
+    let job_id = app.submit(&scratch_job("resumed", &snapshot, 600, 20)).await;
     let path = format!("/v1/training-jobs/{job_id}");
-    app.get_until(&path, |job| job["checkpoint_step"].as_i64().is_some_and(|step| step >= 8)).await;
+    app.get_until(&path, |job| job["checkpoint_step"].as_i64().is_some_and(|step| step >= 20)).await;
     // The worker dies: no more heartbeats, no ack. Its message returns to the queue after
     // the ack wait and the next worker resumes the job.
     doomed.abort();
@@ -119,9 +121,9 @@ async fn a_job_whose_worker_dies_resumes_from_its_checkpoint_on_another_and_ends
     let resumed = app.model_of(&job_id).await;
     let job = app.finished(&job_id).await;
     assert_eq!(job["attempt"], 2, "{job}");
-    assert_eq!(job["step"], 24);
+    assert_eq!(job["step"], 600);
 
-    let straight = app.model_of(&app.submit(&scratch_job("resumed", &snapshot, 24, 4)).await).await;
+    let straight = app.model_of(&app.submit(&scratch_job("resumed", &snapshot, 600, 20)).await).await;
     assert_eq!(resumed["weights"]["sha256"], straight["weights"]["sha256"], "resuming continues bit for bit");
     survivor.abort();
 }

@@ -46,8 +46,14 @@ impl Bus {
         &self.client
     }
 
-    pub(crate) fn replicas(&self) -> usize {
+    /// Stream replicas this deployment asks for (1 on one server, 3 on a production cluster).
+    pub fn replicas(&self) -> usize {
         self.config.replicas
+    }
+
+    /// How long JetStream remembers message ids to drop duplicate publishes.
+    pub fn duplicate_window(&self) -> std::time::Duration {
+        self.config.duplicate_window()
     }
 
     /// The producer name this process writes into envelopes.

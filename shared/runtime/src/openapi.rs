@@ -84,6 +84,14 @@ pub struct Link {
     pub parameters: &'static [(&'static str, &'static str)],
 }
 
+/// A service's HTTP app: its documented routes, the document they were generated into (at
+/// `/openapi.json` and `/docs`), and a JSON 404 with a stable code for every other path.
+pub fn app(routes: Router, api: OpenApi) -> Router {
+    routes
+        .merge(self::routes(api))
+        .fallback(|| async { crate::ApiError::new(axum::http::StatusCode::NOT_FOUND, "route.not_found", "no such route") })
+}
+
 /// Adds `links` to their responses.
 ///
 /// # Panics

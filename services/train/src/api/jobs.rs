@@ -5,6 +5,7 @@ use model::ModelConfig;
 use provenant_bus::{Envelope, Expect};
 use provenant_events::proto::common::v1::{Principal as ProtoPrincipal, PrincipalKind};
 use provenant_events::proto::training::v1::{TrainingJobCancelled, TrainingJobRequested};
+use provenant_runtime::ApiError;
 use provenant_runtime::api_error::ApiJson;
 use provenant_runtime::identity::{Principal, Role};
 use provenant_runtime::openapi::{ErrorResponses, ToSchema};
@@ -21,8 +22,6 @@ use crate::projections::{jobs, models, snapshots};
 fn refused(error: SpecError) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.code, error.message)
 }
-
-use provenant_runtime::ApiError;
 
 /// Checks the pins and the base against what the service knows: every snapshot sealed with
 /// the root the builder expects, the base a registered base model the spec fits.

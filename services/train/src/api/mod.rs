@@ -39,9 +39,7 @@ pub(crate) fn unavailable(error: impl std::fmt::Display) -> ApiError {
 /// The routes and their OpenAPI description, generated from the same handlers.
 pub fn router(state: AppState) -> Router {
     let (routes, api) = documented_routes().with_state(state).split_for_parts();
-    routes
-        .merge(provenant_runtime::openapi::routes(describe(api)))
-        .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "route.not_found", "no such route") })
+    provenant_runtime::openapi::app(routes, describe(api))
 }
 
 /// The OpenAPI document alone (for `--dump-openapi` and tests).

@@ -267,13 +267,20 @@ async fn train(
         }
         None => None,
     };
-    let base_model = base.as_ref().map(|(model, _)| model.clone());
-    let base_weights_sha256 = match &base_model {
-        Some(model) => model.weights_digest().map_err(|error| JobError::fail("model.unreadable", error))?,
+    let base_weights_sha256 = match &base {
+        Some((model, _)) => model.weights_digest().map_err(|error| JobError::fail("model.unreadable", error))?,
         None => String::new(),
     };
-    let trainer = build_trainer(&spec, model_config, base_model.clone(), checkpoint, dataset.train_tokens.clone(), &device)
-        .map_err(|error| JobError::fail("job.invalid_spec", error))?;
+    // The trainer takes its own copy; the base stays for its held-out perplexity.
+    let trainer = build_trainer(
+        &spec,
+        model_config,
+        base.as_ref().map(|(model, _)| model.clone()),
+        checkpoint,
+        dataset.train_tokens.clone(),
+        &device,
+    )
+    .map_err(|error| JobError::fail("job.invalid_spec", error))?;
 
     let stop: StopFlag = Default::default();
     let (sender, mut receiver) = mpsc::unbounded_channel();

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use provenant_bus::{BlobStore, Bus};
-use provenant_runtime::ApiError;
 use provenant_runtime::identity::Directory;
 use sea_orm::DatabaseConnection;
 use utoipa_axum::router::OpenApiRouter;
@@ -30,9 +29,7 @@ impl axum::extract::FromRef<AppState> for Arc<Directory> {
 /// The routes and their OpenAPI description, generated from the same handlers.
 pub fn router(state: AppState) -> Router {
     let (routes, api) = documented_routes().with_state(state).split_for_parts();
-    routes
-        .merge(provenant_runtime::openapi::routes(describe(api)))
-        .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "route.not_found", "no such route") })
+    provenant_runtime::openapi::app(routes, describe(api))
 }
 
 /// The OpenAPI document alone (for `cargo xtask openapi` and tests).
