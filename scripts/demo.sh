@@ -2,8 +2,8 @@
 # `make demo`: brings up the whole suite as one process (`provenant up`: the pinned NATS
 # server started by it, every service, SQLite files in .data/demo), checks every service's
 # health and readiness, drives the pipeline as far as it exists today (import, validation,
-# sealed snapshots, a base model and three LoRA adapters), and stops it cleanly. Later issues
-# add inference and settlement.
+# sealed snapshots, a base model and three LoRA adapters, priced completions from each), and
+# stops it cleanly. Later issues add attribution receipts and settlement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -212,6 +212,36 @@ print(f"  {model['name']:<20} {model['kind']:<8} held-out perplexity {metrics['h
 print(f"  {'':<20} lineage: {len(model['lineage']['snapshots'])} snapshot(s), {metrics['examples']} examples from {metrics['contributors']} contributors, example table {model['lineage']['example_table_sha256'][:16]}…, weights {model['weights']['sha256'][:16]}…")
 PY
 done
+
+step "serving: the base and its adapters behind the OpenAI-compatible API, each answer priced and recorded"
+infer="http://127.0.0.1:${port[infer]}"
+builder_auth=(-H "authorization: Bearer $builder_key")
+price=$(curl -fsS -X PUT "${builder_auth[@]}" -H 'content-type: application/json' "$infer/v1/pricing/$base_model" \
+  -d '{"currency":"EUR","exponent":2,"per_request":"1","per_1k_prompt_tokens":"5","per_1k_output_tokens":"20"}')
+echo "  PricingPolicySet (the adapters inherit it): $price"
+for attempt in $(seq 1 100); do
+  served=$(curl -fsS "${builder_auth[@]}" "$infer/v1/models" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))')
+  [ "$served" = 4 ] && break
+  sleep 0.1
+done
+for request in "fortunes-en-base|The best way to" "fortunes-en-base/fortunes-de-lora|Der Computer" \
+               "fortunes-en-base/fortunes-es-lora|El arte" "fortunes-en-base/fortunes-it-lora|Il computer"; do
+  model=${request%%|*} prompt=${request#*|}
+  answer=$(curl -fsS "${builder_auth[@]}" -H 'content-type: application/json' "$infer/v1/completions" \
+    -d "{\"model\": \"$model\", \"prompt\": \"$prompt\", \"max_tokens\": 60, \"temperature\": 0.7, \"seed\": 1}")
+  python3 - "$answer" "$prompt" <<'PY'
+import json, sys
+answer, prompt = json.loads(sys.argv[1]), sys.argv[2]
+record, usage = answer["provenant"], answer["usage"]
+fee = record["fee"]
+print(f"  {answer['model']}")
+print(f"    {prompt!r} -> {answer['choices'][0]['text']!r}")
+print(f"    {usage['prompt_tokens']}+{usage['completion_tokens']} tokens, fee {int(fee['minor_units']) / 10 ** fee['exponent']:.2f} {fee['currency']}, InferenceServed {record['event_id']}")
+PY
+done
+chunks=$(curl -fsS -N "${builder_auth[@]}" -H 'content-type: application/json' "$infer/v1/chat/completions" \
+  -d '{"model": "fortunes-en-base", "messages": [{"role": "user", "content": "Tell me a fortune"}], "max_tokens": 40, "stream": true, "seed": 2}' | grep -c '^data: ')
+echo "  a streamed chat completion: $chunks server-sent events, the last one [DONE]"
 
 step "a bad request gets a stable error code, not a 500"
 curl -sS -X POST "$ingest/v1/datanets" "${auth[@]}" -H 'content-type: application/json' -d '{"name":"","licence":"MIT"}'

@@ -75,7 +75,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     ingest.http = http(config.http.ingest_port);
     ingest.identity = config.identity.clone();
     ingest.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("ingest.db").display()));
-    // infer and settle are service frames for now: one configuration shape.
+    // settle is a service frame for now.
     let frame = |base_yaml: &str, producer: &str, port: u16| -> anyhow::Result<provenant_bus::FrameConfig> {
         let mut frame: provenant_bus::FrameConfig = service_defaults(base_yaml)?;
         frame.bus = bus(producer);
@@ -92,7 +92,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     train.http = http(config.http.train_port);
     train.identity = config.identity.clone();
     train.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("train.db").display()));
-    let infer = frame(infer::BASE_YAML, "infer", config.http.infer_port)?;
+    let mut infer: infer::Config = service_defaults(infer::BASE_YAML)?;
+    infer.bus = bus("infer");
+    infer.http = http(config.http.infer_port);
+    infer.identity = config.identity.clone();
     let settle = frame(settle::BASE_YAML, "settle", config.http.settle_port)?;
 
     let outcome = async {

@@ -1,6 +1,7 @@
 //! `train-bench`: training throughput and peak memory of the same model, batch and sequence
-//! length in Burn (this build's CPU backend) and in PyTorch on the CPU, side by side, with a
-//! LoRA step next to a full step. Writes one JSON report.
+//! length in Burn (the Flex CPU backend by default) and in PyTorch on the CPU, side by side,
+//! with a LoRA step next to a full step. Writes one JSON report. Built with `--features cuda`,
+//! `--backend cuda` compares Burn's CUDA backend with PyTorch on the same GPU instead.
 //!
 //! Every measurement runs in a child process of its own, so that its peak resident memory is
 //! its own, and the cases run interleaved (Burn full, PyTorch full, Burn LoRA, PyTorch LoRA,
@@ -16,14 +17,18 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use model::backend::{Backend, training_device};
+use model::backend::Backend;
 use model::{Control, LoraSpec, LoraTarget, ModelConfig, StepReport, TrainConfig, Trainer, Transformer};
 use provenant_load_tests::{median, peak_rss_mib};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
-#[command(about = "Burn vs PyTorch training throughput on the CPU (JSON report)")]
+#[command(about = "Burn vs PyTorch training throughput on the CPU or a CUDA GPU (JSON report)")]
 struct Arguments {
+    /// Burn's backend: `flex` (CPU, PyTorch on the CPU beside it) or, in a `cuda` build,
+    /// `cuda` (PyTorch on the GPU beside it).
+    #[arg(long, default_value = "flex")]
+    backend: Backend,
     /// Rounds of the four interleaved cases.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -100,7 +105,7 @@ fn burn_measurement(arguments: &Arguments, method: &str) -> anyhow::Result<Value
     };
     // One window per row per step and one more token: no window repeats within the run.
     let tokens = random_tokens(usize::try_from(steps)? * arguments.batch * arguments.context + 1, 1);
-    let device = training_device();
+    let device = arguments.backend.training_device();
     let mut trainer = match method {
         "full" => Trainer::full(&config, train, tokens, &device)?,
         "lora" => {
@@ -124,7 +129,8 @@ fn burn_measurement(arguments: &Arguments, method: &str) -> anyhow::Result<Value
     Ok(json!({
         "framework": "burn",
         "version": "0.22.1",
-        "backend": format!("{:?}", Backend::preferred()),
+        "backend": arguments.backend.name(),
+        "device": if arguments.backend.is_gpu() { "cuda:0" } else { "cpu" },
         "method": method,
         "step_seconds": step_seconds,
         "tokens_per_second": tokens_per_step * step_seconds.len() as f64 / total,
@@ -151,6 +157,7 @@ fn compare(arguments: &Arguments) -> anyhow::Result<()> {
         command.args(["--heads", &arguments.heads.to_string(), "--width", &arguments.width.to_string()]);
         command.args(["--batch", &arguments.batch.to_string()]);
     };
+    let torch_device = if arguments.backend.is_gpu() { "cuda" } else { "cpu" };
     let torch_available = arguments.torch_python.exists();
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
     let mut runs: Vec<(String, Value)> = Vec::new();
@@ -159,6 +166,7 @@ fn compare(arguments: &Arguments) -> anyhow::Result<()> {
             let mut burn = Command::new(&exe);
             shape(&mut burn);
             burn.args(["--warmup", &arguments.warmup.to_string(), "--context", &arguments.context.to_string(), "--child", method]);
+            burn.args(["--backend", arguments.backend.name()]);
             eprintln!("round {}: burn {method}", round + 1);
             runs.push((format!("burn_{method}"), run_child(burn, "Burn")?));
             if torch_available {
@@ -167,6 +175,7 @@ fn compare(arguments: &Arguments) -> anyhow::Result<()> {
                 shape(&mut torch);
                 torch.args(["--warmup-steps", &arguments.warmup.to_string(), "--context", &arguments.context.to_string()]);
                 torch.args(["--seq", &arguments.context.to_string(), "--threads", &arguments.threads.to_string(), "--method", method]);
+                torch.args(["--device", torch_device]);
                 torch.args(["--rank", &LORA_RANK.to_string(), "--alpha", &LORA_ALPHA.to_string(), "--targets", LORA_TARGETS]);
                 eprintln!("round {}: pytorch {method}", round + 1);
                 runs.push((format!("pytorch_{method}"), run_child(torch, "PyTorch")?));
@@ -181,6 +190,8 @@ fn compare(arguments: &Arguments) -> anyhow::Result<()> {
             "tokens_per_second_runs": throughput,
             "tokens_per_second_median": median(&throughput),
             "peak_rss_mib_median": median(&figure("peak_rss_bytes")) / 1024.0 / 1024.0,
+            "peak_device_mib_median": Some(figure("peak_device_bytes")).filter(|bytes| !bytes.is_empty()).map(|bytes| median(&bytes) / 1024.0 / 1024.0),
+            "device": of_case.first().map(|run| run["device"].clone()),
             "final_loss_median": median(&figure("final_loss")),
             "version": of_case.first().map(|run| run["version"].clone()),
             "parameters_trainable": of_case.first().map(|run| run["parameters_trainable"].clone()),
@@ -192,7 +203,8 @@ fn compare(arguments: &Arguments) -> anyhow::Result<()> {
     let rate = |case: &str| results.get(case).and_then(|result| result["tokens_per_second_median"].as_f64());
     let ratio = |numerator: &str, denominator: &str| rate(numerator).zip(rate(denominator)).map(|(top, bottom)| top / bottom);
     let report = json!({
-        "benchmark": "training throughput, Burn vs PyTorch on the CPU",
+        "benchmark": format!("training throughput, Burn vs PyTorch on the {}", if arguments.backend.is_gpu() { "GPU" } else { "CPU" }),
+        "burn_backend": arguments.backend.name(),
         "model": {"vocab_size": 259, "layers": arguments.layers, "heads": arguments.heads, "width": arguments.width,
                   "context_length": arguments.context, "mlp_ratio": 4, "activation": "relu", "batch_size": arguments.batch,
                   "sequence_length": arguments.context, "optimizer": "AdamW lr 3e-3 wd 0.01", "data": "random bytes"},

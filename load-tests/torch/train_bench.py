@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Training throughput of the Provenant transformer in PyTorch on the CPU: the PyTorch side of
-the Burn-vs-PyTorch benchmark (`load-tests/src/train_bench.rs`). Prints one line of JSON.
+"""Training throughput of the Provenant transformer in PyTorch on the CPU (or, with
+`--device cuda`, the first CUDA GPU): the PyTorch side of the Burn-vs-PyTorch benchmark
+(`load-tests/src/train_bench.rs`). Prints one line of JSON.
 
 The model mirrors `shared/model/src/transformer.rs`: token and learned position embeddings,
 `layers` pre-LayerNorm blocks of causal multi-head self-attention (separate query, key, value
@@ -212,6 +213,8 @@ def arguments():
     parser.add_argument("--warmup-steps", type=int, default=5, help="untimed steps before the timed ones")
     parser.add_argument("--steps", type=int, default=30, help="timed steps")
     parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where the model trains; each step ends with loss.item(), which waits for the GPU")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--weight-decay", type=float, default=0.01)
@@ -231,6 +234,8 @@ def arguments():
         parser.error("--warmup-steps must not be negative")
     if args.width % args.heads:
         parser.error(f"width {args.width} is not a multiple of heads {args.heads}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: PyTorch sees no CUDA GPU")
     if args.seq > args.context:
         parser.error(f"sequence length {args.seq} exceeds the context length {args.context}")
     if not (args.alpha > 0 and math.isfinite(args.alpha)):
@@ -251,13 +256,15 @@ def main():
     model = Transformer(args.layers, args.heads, args.width, args.context, args.mlp_ratio, args.activation)
     if args.method == "lora":
         apply_lora(model, args.rank, args.alpha, args.targets, args.lora_form)
+    device = torch.device(args.device)
+    model.to(device)
     model.train()
     optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.999), eps=ADAM_EPSILON)
 
     total_steps = args.warmup_steps + args.steps
     data = torch.Generator().manual_seed(args.seed)
     batch_count = 1 if args.fixed_batch else total_steps
-    batches = [torch.randint(0, 256, (args.batch, args.seq + 1), generator=data) for _ in range(batch_count)]
+    batches = [torch.randint(0, 256, (args.batch, args.seq + 1), generator=data).to(device) for _ in range(batch_count)]
 
     def step(tokens):
         loss = model.loss(tokens[:, :-1], tokens[:, 1:])
@@ -284,6 +291,7 @@ def main():
         "version": torch.__version__,
         "method": args.method,
         "threads": args.threads,
+        "device": torch.cuda.get_device_name(device) if args.device == "cuda" else "cpu",
         "batch": args.batch,
         "sequence_length": args.seq,
         "layers": args.layers,
@@ -303,6 +311,8 @@ def main():
         "final_loss": losses[-1],
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
+    if args.device == "cuda":
+        report["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
     if args.method == "lora":
         report["lora"] = {"rank": args.rank, "alpha": args.alpha, "targets": args.targets, "form": args.lora_form}
     print(json.dumps(report), flush=True)

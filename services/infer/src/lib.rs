@@ -1,18 +1,31 @@
-//! The infer service will serve one base model with many LoRA adapters behind an
-//! OpenAI-compatible API, consume `ModelRegistered`, and emit a priced `InferenceServed` with
-//! an attribution receipt for every answer (issues 5 and 6).
+//! The infer service serves registered base models and their LoRA adapters behind an
+//! OpenAI-compatible API, and prices and records every answer as `InferenceServed`.
 //!
-//! Today it is the service's frame: it boots like every service (configuration, NATS with the
-//! event streams declared, health, readiness and metrics endpoints) and stops cleanly, so the
-//! all-in-one binary and the tests already treat it as a service.
-//! Start reading at [`provenant_bus::FrameOnlyService`].
+//! - The catalogue ([`catalog`]) follows `ModelRegistered` and `PricingPolicySet` from the log
+//!   into memory; a request names `<base>` or `<base>/<adapter>`.
+//! - Weights come from the object store on first use ([`models`]): bases stay loaded, adapters
+//!   (merged onto their base) live in an LRU cache with pinning, loads are single-flight.
+//! - Decoding ([`generation`]) samples with temperature, top-p and a seed, honours stop
+//!   sequences and streams whole characters.
+//! - Each answer's fee comes from the model's price ([`pricing`]) and is recorded in
+//!   `InferenceServed` before the answer (or a stream's last chunk) is sent.
+//!
+//! Not yet: cross-adapter batching in one forward pass, external producers' inference events,
+//! attribution receipts (issue 6).
+//! Start reading at [`Application`], then [`api::completions`].
 
-pub use provenant_bus::{FrameConfig as Config, FrameOnlyService as Application};
+pub mod api;
+pub mod catalog;
+pub mod configuration;
+pub mod generation;
+pub mod models;
+pub mod pricing;
+mod startup;
 
-/// Embedded defaults of [`Config`] (`configuration/base.yaml`).
-pub const BASE_YAML: &str = include_str!("../configuration/base.yaml");
+pub use configuration::{BASE_YAML, Config};
+pub use startup::{Application, MODELS_BUCKET};
 
 /// Embedded defaults, then configuration files, then `PROVENANT_…` variables.
 pub fn load_config() -> Result<Config, provenant_config::Error> {
-    provenant_config::load(BASE_YAML)
+    Config::load()
 }

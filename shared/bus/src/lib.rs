@@ -14,6 +14,7 @@ mod config;
 mod consumer;
 mod delivery;
 mod error;
+pub mod follow;
 mod frame;
 mod history;
 pub mod identity;

@@ -14,6 +14,7 @@ mod envelope;
 mod error;
 mod event;
 pub mod merkle;
+pub mod money;
 pub mod records;
 pub mod snapshot;
 mod subject;

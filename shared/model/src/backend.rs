@@ -75,6 +75,39 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// The backend's name, as `--backend` options and reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            #[cfg(feature = "flex")]
+            Backend::Flex => "flex",
+            #[cfg(feature = "ndarray")]
+            Backend::NdArray => "ndarray",
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => "cuda",
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => "wgpu",
+        }
+    }
+
+    /// Whether the backend runs on a GPU.
+    pub fn is_gpu(self) -> bool {
+        !matches!(self.name(), "flex" | "ndarray")
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    /// A compiled backend by name; the error lists the ones this build has.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::available().into_iter().find(|backend| backend.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = Self::available().into_iter().map(Backend::name).collect();
+            format!("backend {name:?} is not compiled into this build (it has {})", names.join(", "))
+        })
+    }
+}
+
 /// The preferred backend's inference device.
 pub fn inference_device() -> Device {
     Backend::preferred().device()

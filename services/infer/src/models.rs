@@ -1,0 +1,213 @@
+//! Loaded models: base models stay loaded once used; adapters, merged onto their base, live
+//! in a least-recently-used RAM cache (pinned ones are never evicted), filled from the object
+//! store on first use.
+//!
+//! Loading is single-flight: concurrent first requests for one model wait on one load, and a
+//! failed load leaves nothing behind, so the next request tries again.
+//!
+//! Not yet: batching requests for different adapters into one forward pass of the base (a
+//! gathered low-rank product per adapter segment). Today each adapter is merged into a copy of
+//! its base's weights, which costs a base's memory per cached adapter.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use model::backend::inference_device;
+use model::{ModelConfig, Transformer};
+use provenant_bus::BlobStore;
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+use crate::catalog::{CatalogModel, Resolved};
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// An artifact the registration names is not in the object store.
+    #[error("the {0} of model {1} is not stored")]
+    Missing(&'static str, String),
+    /// The artifact is there but does not load (corrupt, or for another base).
+    #[error("model {0} does not load: {1}")]
+    Unloadable(String, String),
+    /// The object store did not answer.
+    #[error("object store: {0}")]
+    Store(#[from] provenant_bus::Error),
+}
+
+type Slot = Arc<OnceCell<Arc<Transformer>>>;
+
+#[derive(Debug)]
+struct CachedAdapter {
+    slot: Slot,
+    last_used: u64,
+}
+
+/// What `/v1/adapters` shows.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LoadedAdapter {
+    pub model_id: String,
+    pub base_model_id: String,
+    pub pinned: bool,
+}
+
+/// Cache counters for `/v1/adapters` and metrics.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub loads: u64,
+    pub evictions: u64,
+    pub capacity: usize,
+}
+
+/// Base models and adapters, loaded on first use.
+pub struct ModelCache {
+    store: BlobStore,
+    bases: Mutex<HashMap<String, Slot>>,
+    adapters: Mutex<HashMap<String, CachedAdapter>>,
+    adapter_bases: Mutex<HashMap<String, String>>,
+    capacity: usize,
+    pinned: Vec<String>,
+    clock: AtomicU64,
+    hits: AtomicU64,
+    loads: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl ModelCache {
+    pub fn new(store: BlobStore, capacity: usize, pinned: Vec<String>) -> ModelCache {
+        ModelCache {
+            store,
+            bases: Mutex::default(),
+            adapters: Mutex::default(),
+            adapter_bases: Mutex::default(),
+            capacity: capacity.max(1),
+            pinned,
+            clock: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// The model that answers for `resolved`: the base, or the adapter merged onto it.
+    pub async fn get(&self, resolved: &Resolved) -> Result<Arc<Transformer>, LoadError> {
+        let base_slot = Arc::clone(lock(&self.bases).entry(resolved.base.model_id.clone()).or_default());
+        let base = self.fill(&base_slot, || self.load_base(&resolved.base)).await?;
+        let Some(adapter) = &resolved.adapter else { return Ok(base) };
+        let slot = self.adapter_slot(adapter);
+        self.fill(&slot, || self.load_adapter(Arc::clone(&base), adapter)).await
+    }
+
+    /// Adapters in the cache, loaded or loading.
+    pub fn loaded_adapters(&self) -> Vec<LoadedAdapter> {
+        let adapters = lock(&self.adapters);
+        let bases = lock(&self.adapter_bases);
+        let mut list: Vec<LoadedAdapter> = adapters
+            .iter()
+            .filter(|(_, cached)| cached.slot.initialized())
+            .map(|(id, _)| LoadedAdapter {
+                model_id: id.clone(),
+                base_model_id: bases.get(id).cloned().unwrap_or_default(),
+                pinned: self.pinned.contains(id),
+            })
+            .collect();
+        list.sort_by(|left, right| left.model_id.cmp(&right.model_id));
+        list
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            loads: self.loads.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            capacity: self.capacity,
+        }
+    }
+
+    async fn fill<F, Fut>(&self, slot: &Slot, load: F) -> Result<Arc<Transformer>, LoadError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Transformer, LoadError>>,
+    {
+        if let Some(model) = slot.get() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Arc::clone(model));
+        }
+        let model = slot
+            .get_or_try_init(|| async {
+                let model = load().await?;
+                self.loads.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, LoadError>(Arc::new(model))
+            })
+            .await?;
+        Ok(Arc::clone(model))
+    }
+
+    /// The adapter's cache slot, marked as just used; makes room by evicting the least
+    /// recently used unpinned adapter.
+    fn adapter_slot(&self, adapter: &CatalogModel) -> Slot {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        let mut adapters = lock(&self.adapters);
+        if let Some(cached) = adapters.get_mut(&adapter.model_id) {
+            cached.last_used = now;
+            return Arc::clone(&cached.slot);
+        }
+        while adapters.len() >= self.capacity {
+            let victim = adapters
+                .iter()
+                .filter(|(id, _)| !self.pinned.contains(id))
+                .min_by_key(|(_, cached)| cached.last_used)
+                .map(|(id, _)| id.clone());
+            let Some(victim) = victim else { break };
+            adapters.remove(&victim);
+            lock(&self.adapter_bases).remove(&victim);
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        let slot = Slot::default();
+        adapters.insert(adapter.model_id.clone(), CachedAdapter { slot: Arc::clone(&slot), last_used: now });
+        lock(&self.adapter_bases).insert(adapter.model_id.clone(), adapter.base_model_id.clone());
+        slot
+    }
+
+    async fn load_base(&self, base: &CatalogModel) -> Result<Transformer, LoadError> {
+        let config = self.config_of(base).await?;
+        let weights = self.blob(&base.weights_sha256, "weights", base).await?;
+        let id = base.model_id.clone();
+        blocking(move || {
+            Transformer::from_bytes(&config, &weights, &inference_device()).map_err(|error| LoadError::Unloadable(id, error.to_string()))
+        })
+        .await
+    }
+
+    async fn load_adapter(&self, base: Arc<Transformer>, adapter: &CatalogModel) -> Result<Transformer, LoadError> {
+        let bytes = self.blob(&adapter.weights_sha256, "weights", adapter).await?;
+        let id = adapter.model_id.clone();
+        blocking(move || {
+            let loaded = (*base).clone().load_adapter(&bytes).map_err(|error| LoadError::Unloadable(id, error.to_string()))?;
+            Ok(loaded.merge_lora())
+        })
+        .await
+    }
+
+    async fn config_of(&self, model: &CatalogModel) -> Result<ModelConfig, LoadError> {
+        let bytes = self.blob(&model.config_sha256, "config", model).await?;
+        serde_json::from_slice(&bytes).map_err(|error| LoadError::Unloadable(model.model_id.clone(), format!("config: {error}")))
+    }
+
+    async fn blob(&self, sha256: &str, what: &'static str, model: &CatalogModel) -> Result<Vec<u8>, LoadError> {
+        let bytes = self.store.get(sha256).await?.ok_or_else(|| LoadError::Missing(what, model.model_id.clone()))?;
+        Ok(bytes.to_vec())
+    }
+}
+
+/// Runs CPU-heavy loading off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, LoadError> + Send + 'static) -> Result<T, LoadError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|error| Err(LoadError::Unloadable("?".to_owned(), format!("the loading task failed: {error}"))))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

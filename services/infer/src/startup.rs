@@ -1,0 +1,64 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use provenant_bus::{Context, ServiceFrame, Upcasters};
+use provenant_runtime::Shutdown;
+use provenant_runtime::identity::Directory;
+use tokio::sync::Semaphore;
+
+use crate::api::{self, AppState};
+use crate::catalog::{Catalog, ModelFollower, PriceFollower};
+use crate::configuration::Config;
+use crate::models::ModelCache;
+
+/// The object store bucket the train service writes weights and configs to.
+pub const MODELS_BUCKET: &str = "models";
+
+/// The infer service, connected and bound, ready to run.
+pub struct Application {
+    config: Config,
+    frame: ServiceFrame,
+    directory: Arc<Directory>,
+}
+
+impl Application {
+    /// Connects to NATS (streams declared) and binds the HTTP port.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let directory = Arc::new(Directory::from_config(&config.identity).context("invalid identity configuration")?);
+        let frame = ServiceFrame::build(&config.bus, &config.http).await?;
+        Ok(Application { config, frame, directory })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.frame.address()
+    }
+
+    /// Loads the catalogue, prices and API keys from the log, then serves until `shutdown`.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let Application { config, frame, directory } = self;
+        let bus = frame.bus.clone();
+        let catalog = Catalog::default();
+        let identity = provenant_bus::identity::follow_identity(&bus, directory.clone(), shutdown.clone())
+            .await
+            .context("failed to load the issued API keys")?;
+        let models = ModelFollower { catalog: catalog.clone(), upcasters: Upcasters::contract() };
+        let models = provenant_bus::follow::follow(&bus, Context::Training, "model", models, shutdown.clone())
+            .await
+            .context("failed to load the model registry")?;
+        let prices = PriceFollower { catalog: catalog.clone(), upcasters: Upcasters::contract() };
+        let prices = provenant_bus::follow::follow(&bus, Context::Inference, "pricing", prices, shutdown.clone())
+            .await
+            .context("failed to load the prices")?;
+        let store = bus.blob_store(MODELS_BUCKET).await.context("failed to open the models bucket")?;
+        let cache = Arc::new(ModelCache::new(store, config.serving.adapter_cache_entries, config.serving.pinned_adapters.clone()));
+        let slots = Arc::new(Semaphore::new(config.serving.concurrency.max(1)));
+        let routes = api::router(AppState { bus, catalog, cache, directory, serving: config.serving.clone(), slots });
+        let readiness = frame.readiness();
+        let served = frame.serve(routes, readiness, shutdown).await;
+        for follower in [identity, models, prices] {
+            follower.abort();
+        }
+        served
+    }
+}

@@ -1,0 +1,351 @@
+//! The infer service against a real NATS: models registered as the train service registers
+//! them (weights and config in the `models` bucket, `ModelRegistered` in the log), prices set
+//! through the API, answers checked against the model run directly, and every answer's
+//! `InferenceServed` read back from the log.
+
+use std::time::{Duration, Instant};
+
+use infer::generation::{GenerationRequest, Sampling, generate, prompt_tokens};
+use infer::{Application, Config};
+use model::backend::{inference_device, training_device};
+use model::{Control, LoraSpec, LoraTarget, ModelConfig, StepReport, Tokenizer, TrainConfig, Trainer, Transformer};
+use provenant_bus::{Bus, BusConfig, Context, Envelope, Expect, Upcasters};
+use provenant_events::proto::common::v1::{BlobRef, Principal, PrincipalKind};
+use provenant_events::proto::inference::v1::InferenceServed;
+use provenant_events::proto::training::v1::{ModelKind, ModelRegistered};
+use provenant_runtime::Shutdown;
+use provenant_runtime::identity::{ApiKeyConfig, Role};
+use serde_json::{Value, json};
+
+const OWNER_KEY: &str = "pvk_test_owner";
+const CALLER_KEY: &str = "pvk_test_caller";
+const ADMIN_KEY: &str = "pvk_test_admin";
+
+fn api_key(principal: &str, roles: Vec<Role>, key: &str) -> ApiKeyConfig {
+    ApiKeyConfig { principal: principal.into(), roles, key_sha256: hex::encode(provenant_runtime::identity::hash_key(key)) }
+}
+
+fn tiny() -> ModelConfig {
+    ModelConfig::new(259, 1, 2, 32, 48)
+}
+
+const ENGLISH: &str = "The keeper lit the lamp at dusk and watched the ships pass the rocky point. ";
+const GERMAN: &str = "Der Waerter zuendete die Lampe an und sah die Schiffe an der Kueste vorbeifahren. ";
+
+/// A base trained a little on English, and a LoRA adapter on German.
+fn models() -> (Transformer, Transformer) {
+    let tokens = |text: &str| Tokenizer::byte_level().encode(&text.repeat(6));
+    let train =
+        |steps| TrainConfig { learning_rate: 1e-2, weight_decay: 0.0, batch_size: 4, sequence_length: 32, steps, seed: 3, warmup_steps: 2 };
+    let mut base = Trainer::full(&tiny(), train(30), tokens(ENGLISH), &training_device()).expect("valid run");
+    base.run(&mut |_: &StepReport| Control::Continue).expect("trains");
+    let base = base.into_model();
+    let spec = LoraSpec { rank: 2, alpha: 4.0, targets: LoraTarget::ALL.to_vec() };
+    let mut adapter = Trainer::lora(base.clone(), &spec, train(20), tokens(GERMAN)).expect("valid run");
+    adapter.run(&mut |_: &StepReport| Control::Continue).expect("trains");
+    (base, adapter.into_model())
+}
+
+struct TestApp {
+    base_url: String,
+    bus: Bus,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    base_id: String,
+    adapter_id: String,
+    base: Transformer,
+    adapter: Transformer,
+}
+
+fn client(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().expect("header"));
+    reqwest::Client::builder().default_headers(headers).build().expect("client")
+}
+
+async fn register(bus: &Bus, model: &Transformer, model_id: &str, name: &str, base_id: Option<&str>) {
+    let store = bus.blob_store(infer::MODELS_BUCKET).await.expect("bucket");
+    let blob = |stored: provenant_bus::StoredBlob| {
+        Some(BlobRef { sha256: stored.sha256, size_bytes: stored.size_bytes, bucket: stored.bucket, media_type: String::new() })
+    };
+    let weights = match base_id {
+        Some(_) => model.adapter_to_bytes().expect("an adapter"),
+        None => model.to_bytes().expect("serialisable"),
+    };
+    let weights = blob(store.put(&weights).await.expect("weights"));
+    let config = blob(store.put(&serde_json::to_vec(model.config()).expect("json")).await.expect("config"));
+    let event = ModelRegistered {
+        model_id: model_id.to_owned(),
+        name: name.to_owned(),
+        kind: if base_id.is_some() { ModelKind::Adapter } else { ModelKind::Base }.into(),
+        base_model_id: base_id.unwrap_or_default().to_owned(),
+        weights,
+        config,
+        owner: Some(Principal { id: "owner".into(), kind: PrincipalKind::ModelBuilder.into() }),
+        ..Default::default()
+    };
+    bus.publish(&Envelope::new(&event, "train"), &event, Expect::NoEvents).await.expect("registered");
+}
+
+/// The service with the base registered before it starts (loaded by catch-up) and the
+/// adapter after (seen by following).
+async fn spawn_app() -> TestApp {
+    provenant_test_support::init_logs();
+    provenant_telemetry::install_crypto_provider();
+    let mut config: Config = provenant_config::load_with(
+        infer::BASE_YAML,
+        &provenant_config::Layers { directory: "/nonexistent".into(), environment: "test".into() },
+        std::iter::empty(),
+    )
+    .expect("base configuration loads");
+    config.http.port = 0;
+    config.bus =
+        BusConfig { subject_root: provenant_test_support::unique_root(), ..BusConfig::new(&provenant_test_support::nats_url(), "infer") };
+    config.identity.api_keys = vec![
+        api_key("owner", vec![Role::ModelBuilder], OWNER_KEY),
+        api_key("caller", vec![Role::Contributor], CALLER_KEY),
+        api_key("admin", vec![Role::Admin], ADMIN_KEY),
+    ];
+    config.serving.max_tokens_limit = 200;
+    let bus = Bus::connect(&BusConfig { producer: "test".into(), ..config.bus.clone() }).await.expect("bus");
+    bus.declare_streams().await.expect("streams");
+    let (base, adapter) = models();
+    let base_id = uuid::Uuid::now_v7().to_string();
+    let adapter_id = uuid::Uuid::now_v7().to_string();
+    register(&bus, &base, &base_id, "en", None).await;
+    let app = Application::build(config).await.expect("builds");
+    let base_url = format!("http://{}", app.address());
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let app = TestApp { base_url, bus, shutdown, task, base_id, adapter_id, base, adapter };
+    register(&app.bus, &app.adapter, &app.adapter_id, "de", Some(&app.base_id)).await;
+    app.until(|| async { app.get(OWNER_KEY, "/v1/models/en/de").await.0 == 200 }).await;
+    app
+}
+
+impl TestApp {
+    async fn post(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
+        let response = client(key).post(format!("{}{path}", self.base_url)).json(body).send().await.expect("answers");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn put(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
+        let response = client(key).put(format!("{}{path}", self.base_url)).json(body).send().await.expect("answers");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        let response = client(key).get(format!("{}{path}", self.base_url)).send().await.expect("answers");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn until<F, Fut>(&self, condition: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !condition().await {
+            assert!(Instant::now() < deadline, "condition not met in 15 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Prices the base at 1 cent per request, 5 per 1k prompt tokens, 20 per 1k output.
+    async fn price_base(&self) {
+        let body = json!({"currency": "EUR", "exponent": 2, "per_request": "1", "per_1k_prompt_tokens": "5", "per_1k_output_tokens": "20"});
+        let (status, price) = self.put(OWNER_KEY, &format!("/v1/pricing/{}", self.base_id), &body).await;
+        assert_eq!(status, 200, "{price}");
+    }
+
+    async fn served_event(&self, request_id: &str) -> InferenceServed {
+        let delivery = self.bus.last_delivery(Context::Inference, "request", request_id).await.expect("reads").expect("recorded");
+        delivery.decode(&Upcasters::contract()).expect("decodes")
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("joins").expect("stops cleanly");
+    }
+}
+
+/// What the model itself says, decoded locally as the service decodes.
+fn expected_text(model: &Transformer, prompt: &str, max_tokens: usize, temperature: f64, seed: u64) -> String {
+    let model = Transformer::from_bytes(model.config(), &model.to_bytes().expect("bytes"), &inference_device()).expect("loads");
+    let request = GenerationRequest {
+        prompt: prompt_tokens(prompt),
+        max_tokens,
+        stop: Vec::new(),
+        sampling: Sampling { temperature, top_p: 1.0, seed },
+    };
+    generate(&model, &request, &mut |_| true).expect("decodes").text
+}
+
+/// Text, finish reason and the closing chunk of a streamed answer.
+async fn streamed(app: &TestApp, path: &str, body: &Value) -> (String, String, Value, bool) {
+    let response = client(CALLER_KEY).post(format!("{}{path}", app.base_url)).json(body).send().await.expect("answers");
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().expect("ascii").starts_with("text/event-stream"));
+    let body = response.text().await.expect("a body");
+    let mut text = String::new();
+    let mut finish = String::new();
+    let mut last = Value::Null;
+    let mut done = false;
+    for data in body.lines().filter_map(|line| line.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(data).expect("JSON chunk");
+        let choice = &chunk["choices"][0];
+        text.push_str(choice["text"].as_str().or_else(|| choice["delta"]["content"].as_str()).unwrap_or(""));
+        if let Some(reason) = choice["finish_reason"].as_str() {
+            finish = reason.to_owned();
+            last = chunk.clone();
+        }
+    }
+    (text, finish, last, done)
+}
+
+#[tokio::test]
+async fn a_completion_is_the_models_own_answer_priced_and_recorded_in_the_log() {
+    let app = spawn_app().await;
+    app.price_base().await;
+    let prompt = "The keeper";
+    let (status, body) =
+        app.post(CALLER_KEY, "/v1/completions", &json!({"model": "en", "prompt": prompt, "max_tokens": 30, "temperature": 0})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "text_completion");
+    assert_eq!(body["model"], "en");
+    let text = body["choices"][0]["text"].as_str().expect("text");
+    assert_eq!(text, expected_text(&app.base, prompt, 30, 0.0, 0), "greedy decoding is the model's own");
+
+    let usage = &body["usage"];
+    let (prompt_tokens, output_tokens) = (usage["prompt_tokens"].as_u64().expect("n"), usage["completion_tokens"].as_u64().expect("n"));
+    assert_eq!(prompt_tokens, prompt.len() as u64 + 1, "BOS and one token per byte");
+    // 1 + ceil((11 · 5 + output · 20) / 1000) cents.
+    let fee = 1 + (prompt_tokens * 5 + output_tokens * 20).div_ceil(1000);
+    assert_eq!(body["provenant"]["fee"], json!({"currency": "EUR", "exponent": 2, "minor_units": fee.to_string()}));
+
+    let request_id = body["provenant"]["request_id"].as_str().expect("id");
+    let event = app.served_event(request_id).await;
+    assert_eq!(event.model_id, app.base_id);
+    assert_eq!(event.adapter_model_id, "");
+    assert_eq!(event.producer, "infer");
+    assert_eq!(event.caller.as_ref().map(|caller| caller.id.as_str()), Some("caller"));
+    assert_eq!((u64::from(event.prompt_tokens), u64::from(event.output_tokens)), (prompt_tokens, output_tokens));
+    assert_eq!(event.fee.as_ref().map(|fee| fee.minor_units.clone()), Some(fee.to_string()));
+    assert_eq!(event.output_sha256, provenant_bus::sha256_hex(text.as_bytes()));
+    assert_eq!(event.prompt_sha256, provenant_bus::sha256_hex(prompt.as_bytes()));
+    assert_eq!(event.pricing_policy_version, 1);
+    assert_eq!(event.base_weights_sha256, provenant_bus::sha256_hex(&app.base.to_bytes().expect("bytes")));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_adapter_answers_as_its_merged_weights_and_is_billed_at_its_base_price_until_it_has_its_own() {
+    let app = spawn_app().await;
+    app.price_base().await;
+    let request = json!({"model": "en/de", "prompt": "Der", "max_tokens": 25, "temperature": 0.8, "seed": 42});
+    let (status, body) = app.post(CALLER_KEY, "/v1/completions", &request).await;
+    assert_eq!(status, 200, "{body}");
+    let merged = app.adapter.clone().merge_lora();
+    assert_eq!(body["choices"][0]["text"].as_str(), Some(expected_text(&merged, "Der", 25, 0.8, 42).as_str()));
+    let (_, again) = app.post(CALLER_KEY, "/v1/completions", &request).await;
+    assert_eq!(again["choices"][0]["text"], body["choices"][0]["text"], "one seed, one answer");
+    assert_ne!(
+        body["choices"][0]["text"].as_str(),
+        Some(expected_text(&app.base, "Der", 25, 0.8, 42).as_str()),
+        "the adapter changes the answer"
+    );
+    let event = app.served_event(body["provenant"]["request_id"].as_str().expect("id")).await;
+    assert_eq!((event.model_id.as_str(), event.adapter_model_id.as_str()), (app.base_id.as_str(), app.adapter_id.as_str()));
+    assert_eq!(event.pricing_policy_version, 1);
+
+    let own = json!({"currency": "EUR", "exponent": 2, "per_request": "7", "per_1k_prompt_tokens": "0", "per_1k_output_tokens": "0"});
+    assert_eq!(app.put(ADMIN_KEY, &format!("/v1/pricing/{}", app.adapter_id), &own).await.0, 200);
+    let (_, priced) = app.post(CALLER_KEY, "/v1/completions", &request).await;
+    assert_eq!(priced["provenant"]["fee"]["minor_units"], "7");
+
+    let (_, adapters) = app.get(CALLER_KEY, "/v1/adapters").await;
+    assert_eq!(adapters["loaded"][0]["model_id"], app.adapter_id.as_str());
+    assert!(adapters["cache"]["hits"].as_u64().expect("n") >= 2, "{adapters}");
+    let (_, list) = app.get(CALLER_KEY, "/v1/models").await;
+    let names: Vec<&str> = list["data"].as_array().expect("list").iter().filter_map(|model| model["id"].as_str()).collect();
+    assert_eq!(names, ["en", "en/de"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_carries_the_same_answer_as_a_plain_response_and_ends_after_the_event() {
+    let app = spawn_app().await;
+    app.price_base().await;
+    for (path, request) in [
+        ("/v1/completions", json!({"model": "en", "prompt": "The", "max_tokens": 40, "seed": 9})),
+        ("/v1/chat/completions", json!({"model": "en", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 40, "seed": 9})),
+    ] {
+        let (status, plain) = app.post(CALLER_KEY, path, &request).await;
+        assert_eq!(status, 200, "{plain}");
+        let plain_text = plain["choices"][0]["text"].as_str().or_else(|| plain["choices"][0]["message"]["content"].as_str()).expect("text");
+        let mut streaming = request.clone();
+        streaming["stream"] = json!(true);
+        let (text, finish, last, done) = streamed(&app, path, &streaming).await;
+        assert_eq!(text, plain_text, "{path}: streamed pieces add up to the plain answer");
+        assert_eq!(finish, plain["choices"][0]["finish_reason"].as_str().expect("reason"));
+        assert!(done, "{path}: the stream ends with [DONE]");
+        let event = app.served_event(last["provenant"]["request_id"].as_str().expect("id")).await;
+        assert_eq!(event.output_sha256, provenant_bus::sha256_hex(text.as_bytes()));
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_errors_with_stable_codes() {
+    let app = spawn_app().await;
+    let code = |body: &Value| body["error"]["code"].as_str().unwrap_or_default().to_owned();
+    let completion = |model: &str| json!({"model": model, "prompt": "x", "max_tokens": 4});
+
+    let (status, body) = app.post(CALLER_KEY, "/v1/completions", &completion("en")).await;
+    assert_eq!((status, code(&body).as_str()), (403, "model_not_priced"));
+    app.price_base().await;
+    let (status, body) = app.post(CALLER_KEY, "/v1/completions", &completion("nope")).await;
+    assert_eq!((status, code(&body).as_str(), body["error"]["param"].as_str()), (404, "model_not_found", Some("model")));
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    let (status, body) = app.post(CALLER_KEY, "/v1/completions", &completion("en/nope")).await;
+    assert_eq!((status, code(&body).as_str()), (404, "model_not_found"));
+    let long = json!({"model": "en", "prompt": "x".repeat(47), "max_tokens": 4});
+    let (status, body) = app.post(CALLER_KEY, "/v1/completions", &long).await;
+    assert_eq!((status, code(&body).as_str()), (400, "context_length_exceeded"));
+    let (status, body) = app.post(CALLER_KEY, "/v1/completions", &json!({"model": "en", "prompt": "x", "temperature": 3})).await;
+    assert_eq!((status, code(&body).as_str(), body["error"]["param"].as_str()), (400, "invalid_parameter", Some("temperature")));
+    let (status, body) = app.post(CALLER_KEY, "/v1/completions", &json!({"model": "en"})).await;
+    assert_eq!((status, code(&body).as_str()), (400, "invalid_body"));
+
+    let response =
+        reqwest::Client::new().post(format!("{}/v1/completions", app.base_url)).json(&completion("en")).send().await.expect("answers");
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!((code(&body).as_str(), body["error"]["type"].as_str()), ("missing_api_key", Some("authentication_error")));
+    let response = client(CALLER_KEY)
+        .post(format!("{}/v1/completions", app.base_url))
+        .body("{")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 400);
+
+    let price = json!({"currency": "EUR", "exponent": 2, "per_request": "1", "per_1k_prompt_tokens": "0", "per_1k_output_tokens": "0"});
+    let (status, body) = app.put(CALLER_KEY, &format!("/v1/pricing/{}", app.base_id), &price).await;
+    assert_eq!((status, code(&body).as_str()), (403, "not_model_owner"));
+    let mut negative = price.clone();
+    negative["per_request"] = json!("-1");
+    let (status, body) = app.put(OWNER_KEY, &format!("/v1/pricing/{}", app.base_id), &negative).await;
+    assert_eq!((status, code(&body).as_str()), (400, "invalid_parameter"));
+    let mut padded = price.clone();
+    padded["per_request"] = json!("01");
+    assert_eq!(app.put(OWNER_KEY, &format!("/v1/pricing/{}", app.base_id), &padded).await.0, 400, "one spelling per amount");
+    let (_, current) = app.get(CALLER_KEY, &format!("/v1/pricing/{}", app.base_id)).await;
+    assert_eq!(current["version"], 1, "refused prices changed nothing");
+    app.stop().await;
+}
