@@ -34,7 +34,10 @@ for line in sys.stdin:
 '
   cargo build --release --locked -p provenant-load-tests --features "$backend" --bin train-bench
   cp target/gpu/release/train-bench .gpu/
-  strip .gpu/*
+  strip .gpu/model-* .gpu/train-bench
+  # ~55 MB each stripped (wgpu, naga and Burn's kernels), ~9 MB compressed: what travels to the
+  # GPU machine is limited.
+  xz -T0 -6 -f .gpu/model-* .gpu/train-bench
   echo "$backend" > .gpu/backend
   ls -la .gpu
 }
@@ -44,6 +47,8 @@ run() {
   mkdir -p "$out"
   local backend
   backend=$(cat .gpu/backend)
+  for packed in .gpu/*.xz; do xz -d -f "$packed"; done
+  chmod +x .gpu/model-* .gpu/train-bench
   if [ "$backend" = wgpu ]; then
     for deb in .gl/*.deb; do dpkg -x "$deb" /; done
     ldconfig

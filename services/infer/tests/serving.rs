@@ -349,3 +349,26 @@ async fn bad_requests_get_openai_errors_with_stable_codes() {
     assert_eq!(current["version"], 1, "refused prices changed nothing");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_official_openai_python_client_works_unchanged() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/st-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/bootstrap.sh --api-fuzz installs the openai client (make test does)",
+        python.display()
+    );
+    let app = spawn_app().await;
+    app.price_base().await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args([format!("{}/v1", app.base_url), CALLER_KEY.to_owned(), "en".to_owned(), "en/de".to_owned()])
+        .output()
+        .await
+        .expect("python runs");
+    let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the openai client disagreed:\n{report}");
+    assert!(report.contains(": ok"), "{report}");
+    app.stop().await;
+}
