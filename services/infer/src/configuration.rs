@@ -20,8 +20,9 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServingConfig {
-    /// Requests decoded at once; each holds a core while it decodes.
-    pub concurrency: usize,
+    /// Requests decoded together in one forward pass per base model, whatever their adapters;
+    /// more wait for a free row.
+    pub max_batch_size: usize,
     /// `max_tokens` when a request names none.
     pub default_max_tokens: u32,
     /// The largest `max_tokens` accepted.

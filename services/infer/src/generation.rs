@@ -72,48 +72,78 @@ pub fn prompt_tokens(prompt: &str) -> Vec<u32> {
     tokens
 }
 
-/// Decodes `request` on `model`, handing text to `on_text` as soon as it is whole characters
-/// that cannot be the start of a stop sequence; `on_text` returns false when nobody listens
-/// any more, which ends decoding.
+/// One sequence being decoded: its tokens so far, what it has shown, its random stream.
+/// [`generate`] drives one alone; the batcher drives many through one forward pass.
+#[derive(Debug)]
+pub struct Decoder {
+    request: GenerationRequest,
+    tokens: Vec<u32>,
+    output: Vec<u8>,
+    streamer: Streamer,
+    random: SplitMix64,
+    sampled: u32,
+}
+
+impl Decoder {
+    pub fn new(request: GenerationRequest) -> Decoder {
+        let random = SplitMix64(request.sampling.seed);
+        Decoder { tokens: request.prompt.clone(), request, output: Vec::new(), streamer: Streamer::default(), random, sampled: 0 }
+    }
+
+    /// The tokens the model sees next: the last `context` ones.
+    pub fn window(&self, context: usize) -> &[u32] {
+        &self.tokens[self.tokens.len().saturating_sub(context)..]
+    }
+
+    /// Samples the next token from the logits at the window's last position and shows what
+    /// became showable; `Some` when the sequence is finished.
+    pub fn step(&mut self, logits: &[f32], on_text: &mut dyn FnMut(&str) -> bool) -> Option<FinishReason> {
+        let next = sample(logits, self.request.sampling, &mut self.random);
+        self.sampled += 1;
+        if next == EOS {
+            return Some(FinishReason::Stop);
+        }
+        self.tokens.push(next);
+        self.output.push(u8::try_from(next).expect("BOS and PAD are never sampled, EOS ended the sequence"));
+        if let Some(stop) = self.request.stop.iter().find(|stop| self.output.ends_with(stop)) {
+            self.output.truncate(self.output.len() - stop.len());
+            return Some(FinishReason::Stop);
+        }
+        let held_back = longest_stop_prefix(&self.output, &self.request.stop);
+        if !self.streamer.emit(&self.output[..self.output.len() - held_back], false, on_text) {
+            return Some(FinishReason::Abandoned);
+        }
+        (self.sampled as usize >= self.request.max_tokens).then_some(FinishReason::Length)
+    }
+
+    /// Shows the rest (a held-back stop prefix that never completed, a cut-off character) and
+    /// returns the answer.
+    pub fn finish(mut self, finish: FinishReason, on_text: &mut dyn FnMut(&str) -> bool) -> Generated {
+        self.streamer.emit(&self.output, true, on_text);
+        Generated { text: self.streamer.text, output_tokens: self.sampled, finish }
+    }
+}
+
+/// Decodes `request` on `model` alone, handing text to `on_text` as soon as it is whole
+/// characters that cannot be the start of a stop sequence; `on_text` returns false when nobody
+/// listens any more, which ends decoding. The reference the batcher is tested against.
 pub fn generate(model: &Transformer, request: &GenerationRequest, on_text: &mut dyn FnMut(&str) -> bool) -> model::Result<Generated> {
     let context = model.config().context_length;
     let vocab = model.config().vocab_size;
     let device = model.device();
-    let mut tokens = request.prompt.clone();
-    let mut output: Vec<u8> = Vec::new();
-    let mut streamer = Streamer::default();
-    let mut random = SplitMix64(request.sampling.seed);
-    let mut sampled = 0u32;
-    let mut finish = FinishReason::Length;
-    while (sampled as usize) < request.max_tokens {
-        let window = &tokens[tokens.len().saturating_sub(context)..];
+    let mut decoder = Decoder::new(request.clone());
+    loop {
+        let window = decoder.window(context);
         let logits = model
             .forward(token_batch(&[window], vocab, &device)?)
             .into_data()
             .try_to_vec::<f32>()
             .map_err(|error| model::Error::MalformedBatch(format!("logits are not f32: {error:?}")))?;
         let last = &logits[(window.len() - 1) * vocab..window.len() * vocab];
-        let next = sample(last, request.sampling, &mut random);
-        sampled += 1;
-        if next == EOS {
-            finish = FinishReason::Stop;
-            break;
-        }
-        tokens.push(next);
-        output.push(u8::try_from(next).expect("BOS and PAD are never sampled, EOS ended the loop"));
-        if let Some(stop) = request.stop.iter().find(|stop| output.ends_with(stop)) {
-            output.truncate(output.len() - stop.len());
-            finish = FinishReason::Stop;
-            break;
-        }
-        let held_back = longest_stop_prefix(&output, &request.stop);
-        if !streamer.emit(&output[..output.len() - held_back], false, on_text) {
-            finish = FinishReason::Abandoned;
-            break;
+        if let Some(finish) = decoder.step(last, on_text) {
+            return Ok(decoder.finish(finish, on_text));
         }
     }
-    streamer.emit(&output, true, on_text);
-    Ok(Generated { text: streamer.text, output_tokens: sampled, finish })
 }
 
 /// The longest tail of `output` that is a proper prefix of a stop sequence: those bytes may

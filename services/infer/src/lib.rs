@@ -3,18 +3,20 @@
 //!
 //! - The catalogue ([`catalog`]) follows `ModelRegistered` and `PricingPolicySet` from the log
 //!   into memory; a request names `<base>` or `<base>/<adapter>`.
-//! - Weights come from the object store on first use ([`models`]): bases stay loaded, adapters
-//!   (merged onto their base) live in an LRU cache with pinning, loads are single-flight.
+//! - Weights come from the object store on first use ([`models`]): bases stay loaded, adapters'
+//!   low-rank factors live in an LRU cache with pinning, loads are single-flight.
+//! - Each base has one decoding thread ([`batching`]) that runs every active request, whatever
+//!   its adapter, through one forward pass per step (a gathered low-rank product per row).
 //! - Decoding ([`generation`]) samples with temperature, top-p and a seed, honours stop
 //!   sequences and streams whole characters.
 //! - Each answer's fee comes from the model's price ([`pricing`]) and is recorded in
 //!   `InferenceServed` before the answer (or a stream's last chunk) is sent.
 //!
-//! Not yet: cross-adapter batching in one forward pass, external producers' inference events,
-//! attribution receipts (issue 6).
+//! Not yet: external producers' inference events, attribution receipts (issue 6).
 //! Start reading at [`Application`], then [`api::completions`].
 
 pub mod api;
+pub mod batching;
 pub mod catalog;
 pub mod configuration;
 pub mod generation;

@@ -1,24 +1,22 @@
-//! Loaded models: base models stay loaded once used; adapters, merged onto their base, live
-//! in a least-recently-used RAM cache (pinned ones are never evicted), filled from the object
-//! store on first use.
+//! Loaded models: a base model, once used, stays loaded with its decoding thread
+//! ([`Batcher`]); adapters are kept as their low-rank factors (a few kB to MB each, never a
+//! copy of the base) in a least-recently-used RAM cache (pinned ones are never evicted),
+//! filled from the object store on first use, and joined to their base's batches per request.
 //!
 //! Loading is single-flight: concurrent first requests for one model wait on one load, and a
 //! failed load leaves nothing behind, so the next request tries again.
-//!
-//! Not yet: batching requests for different adapters into one forward pass of the base (a
-//! gathered low-rank product per adapter segment). Today each adapter is merged into a copy of
-//! its base's weights, which costs a base's memory per cached adapter.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use model::backend::inference_device;
-use model::{ModelConfig, Transformer};
+use model::{AdapterWeights, ModelConfig, Transformer};
 use provenant_bus::BlobStore;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
+use crate::batching::{BatchStats, Batcher};
 use crate::catalog::{CatalogModel, Resolved};
 
 /// Why a model could not be loaded.
@@ -35,11 +33,22 @@ pub enum LoadError {
     Store(#[from] provenant_bus::Error),
 }
 
-type Slot = Arc<OnceCell<Arc<Transformer>>>;
+type Slot<T> = Arc<OnceCell<Arc<T>>>;
 
-#[derive(Debug)]
+/// A loaded base: its weights and the thread that decodes every request for it.
+pub struct LoadedBase {
+    pub model: Arc<Transformer>,
+    pub batcher: Batcher,
+}
+
+/// What a request runs on: its base, and its adapter's factors if it names one.
+pub struct Serving {
+    pub base: Arc<LoadedBase>,
+    pub adapter: Option<(String, Arc<AdapterWeights>)>,
+}
+
 struct CachedAdapter {
-    slot: Slot,
+    slot: Slot<AdapterWeights>,
     last_used: u64,
 }
 
@@ -63,7 +72,8 @@ pub struct CacheStats {
 /// Base models and adapters, loaded on first use.
 pub struct ModelCache {
     store: BlobStore,
-    bases: Mutex<HashMap<String, Slot>>,
+    max_batch_rows: usize,
+    bases: Mutex<HashMap<String, Slot<LoadedBase>>>,
     adapters: Mutex<HashMap<String, CachedAdapter>>,
     adapter_bases: Mutex<HashMap<String, String>>,
     capacity: usize,
@@ -75,9 +85,11 @@ pub struct ModelCache {
 }
 
 impl ModelCache {
-    pub fn new(store: BlobStore, capacity: usize, pinned: Vec<String>) -> ModelCache {
+    /// A cache whose bases decode up to `max_batch_rows` requests per forward pass.
+    pub fn new(store: BlobStore, capacity: usize, pinned: Vec<String>, max_batch_rows: usize) -> ModelCache {
         ModelCache {
             store,
+            max_batch_rows,
             bases: Mutex::default(),
             adapters: Mutex::default(),
             adapter_bases: Mutex::default(),
@@ -90,13 +102,14 @@ impl ModelCache {
         }
     }
 
-    /// The model that answers for `resolved`: the base, or the adapter merged onto it.
-    pub async fn get(&self, resolved: &Resolved) -> Result<Arc<Transformer>, LoadError> {
+    /// What answers for `resolved`: the base, and the adapter's factors if it names one.
+    pub async fn get(&self, resolved: &Resolved) -> Result<Serving, LoadError> {
         let base_slot = Arc::clone(lock(&self.bases).entry(resolved.base.model_id.clone()).or_default());
         let base = self.fill(&base_slot, || self.load_base(&resolved.base)).await?;
-        let Some(adapter) = &resolved.adapter else { return Ok(base) };
+        let Some(adapter) = &resolved.adapter else { return Ok(Serving { base, adapter: None }) };
         let slot = self.adapter_slot(adapter);
-        self.fill(&slot, || self.load_adapter(Arc::clone(&base), adapter)).await
+        let weights = self.fill(&slot, || self.load_adapter(&resolved.base, adapter)).await?;
+        Ok(Serving { base, adapter: Some((adapter.model_id.clone(), weights)) })
     }
 
     /// Adapters in the cache, loaded or loading.
@@ -116,6 +129,14 @@ impl ModelCache {
         list
     }
 
+    /// Each loaded base's decoding counters.
+    pub fn batch_stats(&self) -> Vec<(String, BatchStats)> {
+        let mut list: Vec<(String, BatchStats)> =
+            lock(&self.bases).iter().filter_map(|(id, slot)| slot.get().map(|base| (id.clone(), base.batcher.stats()))).collect();
+        list.sort_by(|left, right| left.0.cmp(&right.0));
+        list
+    }
+
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
@@ -125,10 +146,10 @@ impl ModelCache {
         }
     }
 
-    async fn fill<F, Fut>(&self, slot: &Slot, load: F) -> Result<Arc<Transformer>, LoadError>
+    async fn fill<T, F, Fut>(&self, slot: &Slot<T>, load: F) -> Result<Arc<T>, LoadError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Transformer, LoadError>>,
+        Fut: Future<Output = Result<T, LoadError>>,
     {
         if let Some(model) = slot.get() {
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -146,7 +167,7 @@ impl ModelCache {
 
     /// The adapter's cache slot, marked as just used; makes room by evicting the least
     /// recently used unpinned adapter.
-    fn adapter_slot(&self, adapter: &CatalogModel) -> Slot {
+    fn adapter_slot(&self, adapter: &CatalogModel) -> Slot<AdapterWeights> {
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
         let mut adapters = lock(&self.adapters);
         if let Some(cached) = adapters.get_mut(&adapter.model_id) {
@@ -170,24 +191,29 @@ impl ModelCache {
         slot
     }
 
-    async fn load_base(&self, base: &CatalogModel) -> Result<Transformer, LoadError> {
+    async fn load_base(&self, base: &CatalogModel) -> Result<LoadedBase, LoadError> {
         let config = self.config_of(base).await?;
         let weights = self.blob(&base.weights_sha256, "weights", base).await?;
         let id = base.model_id.clone();
-        blocking(move || {
+        let model = blocking(move || {
             Transformer::from_bytes(&config, &weights, &inference_device()).map_err(|error| LoadError::Unloadable(id, error.to_string()))
         })
-        .await
+        .await?;
+        let model = Arc::new(model);
+        let batcher = Batcher::start(Arc::clone(&model), base.weights_sha256.clone(), self.max_batch_rows)
+            .map_err(|error| LoadError::Unloadable(base.model_id.clone(), format!("no decoding thread: {error}")))?;
+        Ok(LoadedBase { model, batcher })
     }
 
-    async fn load_adapter(&self, base: Arc<Transformer>, adapter: &CatalogModel) -> Result<Transformer, LoadError> {
+    async fn load_adapter(&self, base: &CatalogModel, adapter: &CatalogModel) -> Result<AdapterWeights, LoadError> {
         let bytes = self.blob(&adapter.weights_sha256, "weights", adapter).await?;
-        let id = adapter.model_id.clone();
-        blocking(move || {
-            let loaded = (*base).clone().load_adapter(&bytes).map_err(|error| LoadError::Unloadable(id, error.to_string()))?;
-            Ok(loaded.merge_lora())
-        })
-        .await
+        let weights =
+            AdapterWeights::from_bytes(&bytes).map_err(|error| LoadError::Unloadable(adapter.model_id.clone(), error.to_string()))?;
+        if weights.base_digest != base.weights_sha256 {
+            let reason = format!("trained on base weights {}, not {}", weights.base_digest, base.weights_sha256);
+            return Err(LoadError::Unloadable(adapter.model_id.clone(), reason));
+        }
+        Ok(weights)
     }
 
     async fn config_of(&self, model: &CatalogModel) -> Result<ModelConfig, LoadError> {

@@ -5,7 +5,6 @@ use anyhow::Context as _;
 use provenant_bus::{Context, ServiceFrame, Upcasters};
 use provenant_runtime::Shutdown;
 use provenant_runtime::identity::Directory;
-use tokio::sync::Semaphore;
 
 use crate::api::{self, AppState};
 use crate::catalog::{Catalog, ModelFollower, PriceFollower};
@@ -51,9 +50,10 @@ impl Application {
             .await
             .context("failed to load the prices")?;
         let store = bus.blob_store(MODELS_BUCKET).await.context("failed to open the models bucket")?;
-        let cache = Arc::new(ModelCache::new(store, config.serving.adapter_cache_entries, config.serving.pinned_adapters.clone()));
-        let slots = Arc::new(Semaphore::new(config.serving.concurrency.max(1)));
-        let routes = api::router(AppState { bus, catalog, cache, directory, serving: config.serving.clone(), slots });
+        let serving = &config.serving;
+        let cache =
+            Arc::new(ModelCache::new(store, serving.adapter_cache_entries, serving.pinned_adapters.clone(), serving.max_batch_size));
+        let routes = api::router(AppState { bus, catalog, cache, directory, serving: config.serving.clone() });
         let readiness = frame.readiness();
         let served = frame.serve(routes, readiness, shutdown).await;
         for follower in [identity, models, prices] {

@@ -31,9 +31,11 @@ fn tiny() -> ModelConfig {
 
 const ENGLISH: &str = "The keeper lit the lamp at dusk and watched the ships pass the rocky point. ";
 const GERMAN: &str = "Der Waerter zuendete die Lampe an und sah die Schiffe an der Kueste vorbeifahren. ";
+const ITALIAN: &str = "Il guardiano accese la lampada al tramonto e guardo le navi passare la punta rocciosa. ";
 
-/// A base trained a little on English, and a LoRA adapter on German.
-fn models() -> (Transformer, Transformer) {
+/// A base trained a little on English, and LoRA adapters on German (rank 2) and on Italian
+/// (rank 3, two targets).
+fn models() -> (Transformer, Transformer, Transformer) {
     let tokens = |text: &str| Tokenizer::byte_level().encode(&text.repeat(6));
     let train =
         |steps| TrainConfig { learning_rate: 1e-2, weight_decay: 0.0, batch_size: 4, sequence_length: 32, steps, seed: 3, warmup_steps: 2 };
@@ -43,7 +45,10 @@ fn models() -> (Transformer, Transformer) {
     let spec = LoraSpec { rank: 2, alpha: 4.0, targets: LoraTarget::ALL.to_vec() };
     let mut adapter = Trainer::lora(base.clone(), &spec, train(20), tokens(GERMAN)).expect("valid run");
     adapter.run(&mut |_: &StepReport| Control::Continue).expect("trains");
-    (base, adapter.into_model())
+    let spec = LoraSpec { rank: 3, alpha: 3.0, targets: vec![LoraTarget::AttentionValue, LoraTarget::MlpUp] };
+    let mut italian = Trainer::lora(base.clone(), &spec, train(20), tokens(ITALIAN)).expect("valid run");
+    italian.run(&mut |_: &StepReport| Control::Continue).expect("trains");
+    (base, adapter.into_model(), italian.into_model())
 }
 
 struct TestApp {
@@ -55,6 +60,7 @@ struct TestApp {
     adapter_id: String,
     base: Transformer,
     adapter: Transformer,
+    italian: Transformer,
 }
 
 fn client(key: &str) -> reqwest::Client {
@@ -109,7 +115,7 @@ async fn spawn_app() -> TestApp {
     config.serving.max_tokens_limit = 200;
     let bus = Bus::connect(&BusConfig { producer: "test".into(), ..config.bus.clone() }).await.expect("bus");
     bus.declare_streams().await.expect("streams");
-    let (base, adapter) = models();
+    let (base, adapter, italian) = models();
     let base_id = uuid::Uuid::now_v7().to_string();
     let adapter_id = uuid::Uuid::now_v7().to_string();
     register(&bus, &base, &base_id, "en", None).await;
@@ -117,8 +123,10 @@ async fn spawn_app() -> TestApp {
     let base_url = format!("http://{}", app.address());
     let shutdown = Shutdown::new();
     let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    let app = TestApp { base_url, bus, shutdown, task, base_id, adapter_id, base, adapter };
+    let app = TestApp { base_url, bus, shutdown, task, base_id, adapter_id, base, adapter, italian };
     register(&app.bus, &app.adapter, &app.adapter_id, "de", Some(&app.base_id)).await;
+    register(&app.bus, &app.italian, &uuid::Uuid::now_v7().to_string(), "it", Some(&app.base_id)).await;
+    app.until(|| async { app.get(OWNER_KEY, "/v1/models/en/it").await.0 == 200 }).await;
     app.until(|| async { app.get(OWNER_KEY, "/v1/models/en/de").await.0 == 200 }).await;
     app
 }
@@ -169,9 +177,18 @@ impl TestApp {
     }
 }
 
-/// What the model itself says, decoded locally as the service decodes.
+/// The base, or the base with `adapter` attached (unmerged), on the inference device: the
+/// model one request would run on alone.
+fn alone(base: &Transformer, adapter: Option<&Transformer>) -> Transformer {
+    let model = Transformer::from_bytes(base.config(), &base.to_bytes().expect("bytes"), &inference_device()).expect("loads");
+    match adapter {
+        Some(adapter) => model.load_adapter(&adapter.adapter_to_bytes().expect("an adapter")).expect("same base"),
+        None => model,
+    }
+}
+
+/// What the model itself says, decoded alone, one request at a time.
 fn expected_text(model: &Transformer, prompt: &str, max_tokens: usize, temperature: f64, seed: u64) -> String {
-    let model = Transformer::from_bytes(model.config(), &model.to_bytes().expect("bytes"), &inference_device()).expect("loads");
     let request = GenerationRequest {
         prompt: prompt_tokens(prompt),
         max_tokens,
@@ -218,7 +235,7 @@ async fn a_completion_is_the_models_own_answer_priced_and_recorded_in_the_log() 
     assert_eq!(body["object"], "text_completion");
     assert_eq!(body["model"], "en");
     let text = body["choices"][0]["text"].as_str().expect("text");
-    assert_eq!(text, expected_text(&app.base, prompt, 30, 0.0, 0), "greedy decoding is the model's own");
+    assert_eq!(text, expected_text(&alone(&app.base, None), prompt, 30, 0.0, 0), "greedy decoding is the model's own");
 
     let usage = &body["usage"];
     let (prompt_tokens, output_tokens) = (usage["prompt_tokens"].as_u64().expect("n"), usage["completion_tokens"].as_u64().expect("n"));
@@ -243,19 +260,19 @@ async fn a_completion_is_the_models_own_answer_priced_and_recorded_in_the_log() 
 }
 
 #[tokio::test]
-async fn an_adapter_answers_as_its_merged_weights_and_is_billed_at_its_base_price_until_it_has_its_own() {
+async fn an_adapter_answers_as_it_would_alone_and_is_billed_at_its_base_price_until_it_has_its_own() {
     let app = spawn_app().await;
     app.price_base().await;
     let request = json!({"model": "en/de", "prompt": "Der", "max_tokens": 25, "temperature": 0.8, "seed": 42});
     let (status, body) = app.post(CALLER_KEY, "/v1/completions", &request).await;
     assert_eq!(status, 200, "{body}");
-    let merged = app.adapter.clone().merge_lora();
-    assert_eq!(body["choices"][0]["text"].as_str(), Some(expected_text(&merged, "Der", 25, 0.8, 42).as_str()));
+    let adapted = alone(&app.base, Some(&app.adapter));
+    assert_eq!(body["choices"][0]["text"].as_str(), Some(expected_text(&adapted, "Der", 25, 0.8, 42).as_str()));
     let (_, again) = app.post(CALLER_KEY, "/v1/completions", &request).await;
     assert_eq!(again["choices"][0]["text"], body["choices"][0]["text"], "one seed, one answer");
     assert_ne!(
         body["choices"][0]["text"].as_str(),
-        Some(expected_text(&app.base, "Der", 25, 0.8, 42).as_str()),
+        Some(expected_text(&alone(&app.base, None), "Der", 25, 0.8, 42).as_str()),
         "the adapter changes the answer"
     );
     let event = app.served_event(body["provenant"]["request_id"].as_str().expect("id")).await;
@@ -272,7 +289,7 @@ async fn an_adapter_answers_as_its_merged_weights_and_is_billed_at_its_base_pric
     assert!(adapters["cache"]["hits"].as_u64().expect("n") >= 2, "{adapters}");
     let (_, list) = app.get(CALLER_KEY, "/v1/models").await;
     let names: Vec<&str> = list["data"].as_array().expect("list").iter().filter_map(|model| model["id"].as_str()).collect();
-    assert_eq!(names, ["en", "en/de"]);
+    assert_eq!(names, ["en", "en/de", "en/it"]);
     app.stop().await;
 }
 
@@ -370,5 +387,44 @@ async fn the_official_openai_python_client_works_unchanged() {
     let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the openai client disagreed:\n{report}");
     assert!(report.contains(": ok"), "{report}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_different_adapters_share_batches_and_answer_as_they_would_alone() {
+    let app = spawn_app().await;
+    app.price_base().await;
+    let requests: Vec<Value> = ["en", "en/de", "en/it", "en/de", "en", "en/it", "en/de", "en/it"]
+        .iter()
+        .enumerate()
+        .map(|(index, model)| {
+            let prompt = ["The", "Der", "Il"][index % 3];
+            json!({"model": model, "prompt": prompt, "max_tokens": 20 + 5 * index, "temperature": 0.9, "seed": index})
+        })
+        .collect();
+    let answer = |request: &Value| {
+        let request = request.clone();
+        let app = &app;
+        async move {
+            let (status, body) = app.post(CALLER_KEY, "/v1/completions", &request).await;
+            assert_eq!(status, 200, "{body}");
+            body["choices"][0]["text"].as_str().expect("text").to_owned()
+        }
+    };
+    let mut one_at_a_time = Vec::new();
+    for request in &requests {
+        one_at_a_time.push(answer(request).await);
+    }
+    let together = futures::future::join_all(requests.iter().map(answer)).await;
+    assert_eq!(together, one_at_a_time, "batched rows answer as they did alone");
+    let (_, adapters) = app.get(CALLER_KEY, "/v1/adapters").await;
+    let largest = adapters["decoding"][0]["largest_batch"].as_u64().expect("counted");
+    assert!(largest > 1, "the concurrent requests shared forward passes: {adapters}");
+    let (_, it) = app.get(CALLER_KEY, "/v1/models/en/it").await;
+    let model_of = |name: &str| requests.iter().position(|request| request["model"] == name).expect("asked");
+    let italian = alone(&app.base, Some(&app.italian));
+    let index = model_of("en/it");
+    let expected = expected_text(&italian, requests[index]["prompt"].as_str().expect("prompt"), 20 + 5 * index, 0.9, index as u64);
+    assert_eq!(one_at_a_time[index], expected, "{it}");
     app.stop().await;
 }

@@ -11,7 +11,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::config::{Activation, LoraSpec, ModelConfig};
+use crate::config::{Activation, LoraSpec, LoraTarget, ModelConfig};
 use crate::error::{Error, Result};
 use crate::rng::{SplitMix64, stream_seed};
 use crate::tokenizer::PAD;
@@ -139,13 +139,19 @@ impl Transformer {
     ///
     /// If `time` exceeds the context length (there is no position embedding for it).
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        self.forward_with(tokens, &NoDeltas)
+    }
+
+    /// [`forward`](Self::forward) with `deltas` added to the outputs of the adaptable linear
+    /// layers: how many adapters are served in one pass (see [`crate::serving`]).
+    pub(crate) fn forward_with(&self, tokens: Tensor<2, Int>, deltas: &dyn Deltas) -> Tensor<3> {
         let [batch, time] = tokens.dims();
         assert!(time <= self.config.context_length, "sequence of {time} tokens exceeds the context length {}", self.config.context_length);
         let device = tokens.device();
         let positions = Tensor::<1, Int>::arange(0..time as i64, &device).reshape([1, time]);
         let mut hidden = self.token_embedding.forward(tokens) + self.position_embedding.forward(positions);
-        for block in &self.blocks {
-            hidden = block.forward(hidden);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            hidden = block.forward(hidden, layer, deltas);
         }
         let logits = self.lm_head.forward(self.final_norm.forward(hidden));
         debug_assert_eq!(logits.dims(), [batch, time, self.config.vocab_size]);
@@ -184,33 +190,60 @@ impl Transformer {
     }
 }
 
+/// Terms added to the outputs of a block's adaptable linear layers, per batch row.
+pub(crate) trait Deltas {
+    /// What to add to `target`'s output in block `layer` for `input` `[batch, time, d_in]`.
+    fn delta(&self, layer: usize, target: LoraTarget, input: &Tensor<3>) -> Option<Tensor<3>>;
+}
+
+/// The plain model: nothing added.
+struct NoDeltas;
+
+impl Deltas for NoDeltas {
+    fn delta(&self, _layer: usize, _target: LoraTarget, _input: &Tensor<3>) -> Option<Tensor<3>> {
+        None
+    }
+}
+
+/// `linear(input)`, plus the delta for `target` if there is one.
+fn adapted(linear: &Linear, input: Tensor<3>, layer: usize, target: LoraTarget, deltas: &dyn Deltas) -> Tensor<3> {
+    match deltas.delta(layer, target, &input) {
+        Some(delta) => linear.forward(input) + delta,
+        None => linear.forward(input),
+    }
+}
+
 impl Block {
-    fn forward(&self, input: Tensor<3>) -> Tensor<3> {
-        let hidden = input.clone() + self.attention.forward(self.attention_norm.forward(input));
-        hidden.clone() + self.mlp.forward(self.mlp_norm.forward(hidden))
+    fn forward(&self, input: Tensor<3>, layer: usize, deltas: &dyn Deltas) -> Tensor<3> {
+        let hidden = input.clone() + self.attention.forward(self.attention_norm.forward(input), layer, deltas);
+        hidden.clone() + self.mlp.forward(self.mlp_norm.forward(hidden), layer, deltas)
     }
 }
 
 impl Attention {
-    fn forward(&self, input: Tensor<3>) -> Tensor<3> {
+    fn forward(&self, input: Tensor<3>, layer: usize, deltas: &dyn Deltas) -> Tensor<3> {
         let [batch, time, width] = input.dims();
         let head_width = width / self.heads;
-        let split = |projection: &Linear| projection.forward(input.clone()).reshape([batch, time, self.heads, head_width]).swap_dims(1, 2);
-        let (query, key, value) = (split(&self.query), split(&self.key), split(&self.value));
+        let split = |projection: &Linear, target| {
+            adapted(projection, input.clone(), layer, target, deltas).reshape([batch, time, self.heads, head_width]).swap_dims(1, 2)
+        };
+        let query = split(&self.query, LoraTarget::AttentionQuery);
+        let key = split(&self.key, LoraTarget::AttentionKey);
+        let value = split(&self.value, LoraTarget::AttentionValue);
         let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
         let attended = attention(query, key, value, None, None, options);
-        self.output.forward(attended.swap_dims(1, 2).reshape([batch, time, width]))
+        adapted(&self.output, attended.swap_dims(1, 2).reshape([batch, time, width]), layer, LoraTarget::AttentionOutput, deltas)
     }
 }
 
 impl Mlp {
-    fn forward(&self, input: Tensor<3>) -> Tensor<3> {
-        let hidden = self.up.forward(input);
+    fn forward(&self, input: Tensor<3>, layer: usize, deltas: &dyn Deltas) -> Tensor<3> {
+        let hidden = adapted(&self.up, input, layer, LoraTarget::MlpUp, deltas);
         let hidden = match self.activation {
             Activation::Relu => relu(hidden),
             Activation::GeluTanh => gelu_approximate(hidden),
         };
-        self.down.forward(hidden)
+        adapted(&self.down, hidden, layer, LoraTarget::MlpDown, deltas)
     }
 }
 

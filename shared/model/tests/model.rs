@@ -284,3 +284,56 @@ fn a_run_that_cannot_start_is_refused_before_training() {
     bytes.truncate(bytes.len() - 1);
     assert!(matches!(Checkpoint::from_bytes(&bytes), Err(Error::Corrupt { artifact: "checkpoint", .. })));
 }
+
+#[test]
+fn one_batch_serves_several_adapters_as_each_would_alone_and_as_merged_weights() {
+    let base = english_base().inference();
+    let base_digest = base.weights_digest().expect("serialisable");
+    let train = |text: &str, rank: usize, seed: u64| {
+        let spec = LoraSpec { rank, alpha: 2.0 * rank as f64, targets: LoraTarget::ALL.to_vec() };
+        let config = TrainConfig { seed, ..lora_config(8) };
+        let base = Transformer::from_bytes(&tiny(), &base.to_bytes().expect("bytes"), &training_device()).expect("loads");
+        let mut trainer = Trainer::lora(base, &spec, config, tokens(text, 2)).expect("valid run");
+        trainer.run(&mut |_: &StepReport| Control::Continue).expect("runs");
+        trainer.into_model().adapter_to_bytes().expect("an adapter")
+    };
+    // Two ranks and a partial target set, so the bank pads and zero-fills.
+    let spanish = train(SPANISH_TRAIN, 4, 1);
+    let english = train(ENGLISH, 2, 2);
+    let partial = {
+        let spec = LoraSpec { rank: 3, alpha: 3.0, targets: vec![LoraTarget::MlpUp, LoraTarget::AttentionValue] };
+        let base = Transformer::from_bytes(&tiny(), &base.to_bytes().expect("bytes"), &training_device()).expect("loads");
+        let mut trainer = Trainer::lora(base, &spec, lora_config(8), tokens(SPANISH_TRAIN, 2)).expect("valid run");
+        trainer.run(&mut |_: &StepReport| Control::Continue).expect("runs");
+        trainer.into_model().adapter_to_bytes().expect("an adapter")
+    };
+    let adapters: Vec<AdapterWeights> =
+        [&spanish, &english, &partial].iter().map(|bytes| AdapterWeights::from_bytes(bytes).expect("parses")).collect();
+    let bank = model::AdapterBank::new(&base, &base_digest, &adapters.iter().collect::<Vec<_>>()).expect("one base");
+
+    let texts = [SPANISH_HELD_OUT, ENGLISH, SPANISH_HELD_OUT, ENGLISH];
+    let slots = [1, 2, 0, 3];
+    let rows: Vec<Vec<u32>> = texts.iter().map(|text| Tokenizer::byte_level().encode(text)[..32].to_vec()).collect();
+    let row_refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+    let batched =
+        base.forward_with_adapters(token_batch(&row_refs, 259, &base.device()).expect("batch"), &bank, &slots).expect("valid slots");
+    let batched = batched.into_data().try_to_vec::<f32>().expect("f32");
+    let per_row = batched.len() / rows.len();
+    for (row, (&slot, text)) in slots.iter().zip(texts).enumerate() {
+        let alone = match slot {
+            0 => base.clone(),
+            slot => base.clone().load_adapter([&spanish, &english, &partial][slot - 1]).expect("same base"),
+        };
+        let ours = &batched[row * per_row..(row + 1) * per_row];
+        let difference = max_difference(ours, &logits(&alone, text));
+        assert!(difference < 1e-5, "row {row} (slot {slot}) differs from its adapter alone by {difference}");
+        let merged = max_difference(ours, &logits(&alone.merge_lora(), text));
+        assert!(merged < 1e-4, "row {row} (slot {slot}) differs from merged weights by {merged}");
+    }
+
+    let other = Transformer::new(&tiny(), 99, &inference_device()).expect("valid config");
+    let other_digest = other.weights_digest().expect("serialisable");
+    assert!(matches!(model::AdapterBank::new(&other, &other_digest, &[&adapters[0]]), Err(Error::AdapterBaseMismatch { .. })));
+    let single = token_batch(&row_refs[..1], 259, &base.device()).expect("batch");
+    assert!(matches!(base.forward_with_adapters(single, &bank, &[4]), Err(Error::MalformedBatch(_))), "slot 4 is not in the bank");
+}

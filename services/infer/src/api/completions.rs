@@ -6,13 +6,11 @@
 //! closes a stream early stops decoding; what was generated is still recorded and billed.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use model::Transformer;
 use provenant_bus::{Envelope, Expect, sha256_hex};
 use provenant_events::money::Amount;
 use provenant_events::proto::common::v1::{Principal as ProtoPrincipal, PrincipalKind};
@@ -20,15 +18,16 @@ use provenant_events::proto::inference::v1::InferenceServed;
 use provenant_runtime::identity::{Principal, Role};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{Caller, OpenAiError, OpenAiErrorResponses, OpenAiJson};
 use super::requests::{ChatCompletionRequest, CompletionRequest, Decoding};
+use crate::batching::Job;
 use crate::catalog::{Price, Resolved};
-use crate::generation::{Generated, GenerationRequest, generate, prompt_tokens};
-use crate::models::LoadError;
+use crate::generation::{Generated, GenerationRequest, prompt_tokens};
+use crate::models::{LoadError, Serving};
 
 /// Which OpenAI endpoint answers: they differ only in their JSON shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +137,7 @@ struct Prepared {
     caller: Principal,
     resolved: Resolved,
     price: Price,
-    model: Arc<Transformer>,
+    serving: Serving,
     generation: GenerationRequest,
     decoding: Decoding,
 }
@@ -184,12 +183,12 @@ async fn prepare(state: &AppState, caller: Principal, decoding: Decoding) -> Res
             ),
         )
     })?;
-    let model = state.cache.get(&resolved).await.map_err(|error| match error {
+    let serving = state.cache.get(&resolved).await.map_err(|error| match error {
         LoadError::Store(_) => OpenAiError::unavailable("object_store_unavailable", error),
         LoadError::Missing(..) | LoadError::Unloadable(..) => OpenAiError::unavailable("model_unavailable", error),
     })?;
     let prompt = prompt_tokens(&decoding.prompt);
-    let context = model.config().context_length;
+    let context = serving.base.model.config().context_length;
     if prompt.len() >= context {
         return Err(OpenAiError::context_length_exceeded(prompt.len(), context));
     }
@@ -201,7 +200,7 @@ async fn prepare(state: &AppState, caller: Principal, decoding: Decoding) -> Res
         caller,
         resolved,
         price,
-        model,
+        serving,
         generation,
         decoding,
     })
@@ -211,18 +210,17 @@ async fn prepare(state: &AppState, caller: Principal, decoding: Decoding) -> Res
 async fn decode_and_record(
     state: &AppState,
     prepared: Prepared,
-    pieces: Option<mpsc::Sender<String>>,
+    pieces: Option<mpsc::UnboundedSender<String>>,
 ) -> Result<(Prepared, Recorded), OpenAiError> {
-    let permit = Arc::clone(&state.slots).acquire_owned().await.map_err(|error| OpenAiError::unavailable("shutting_down", error))?;
-    let model = Arc::clone(&prepared.model);
-    let generation = prepared.generation.clone();
-    let generated = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        generate(&model, &generation, &mut |piece| pieces.as_ref().is_none_or(|pieces| pieces.blocking_send(piece.to_owned()).is_ok()))
-    })
-    .await
-    .map_err(|error| OpenAiError::unavailable("decoding_failed", error))?
-    .map_err(|error| OpenAiError::unavailable("decoding_failed", error))?;
+    let (done, answer) = oneshot::channel();
+    let job = Job { request: prepared.generation.clone(), adapter: prepared.serving.adapter.clone(), pieces, done };
+    if prepared.serving.base.batcher.submit(job).is_err() {
+        return Err(OpenAiError::unavailable("decoding_failed", "the decoding thread has stopped"));
+    }
+    let generated = answer
+        .await
+        .map_err(|error| OpenAiError::unavailable("decoding_failed", error))?
+        .map_err(|error| OpenAiError::unavailable("decoding_failed", error))?;
     let recorded = record(state, &prepared, generated).await?;
     Ok((prepared, recorded))
 }
@@ -343,7 +341,9 @@ fn stream(state: AppState, prepared: Prepared, shape: Shape) -> impl IntoRespons
         if shape == Shape::Chat && events.send(sse(&chunk(&prepared, shape, None, None))).await.is_err() {
             return;
         }
-        let (pieces, mut piece_receiver) = mpsc::channel::<String>(64);
+        // Unbounded: the decoding thread serves many requests and must never wait on one
+        // slow reader; an answer is at most `max_tokens` pieces.
+        let (pieces, mut piece_receiver) = mpsc::unbounded_channel::<String>();
         let forward_events = events.clone();
         let heading = (completion_id(&prepared, shape), prepared.created, prepared.resolved.served_name());
         let forwarding = tokio::spawn(async move {

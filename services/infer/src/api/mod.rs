@@ -11,7 +11,6 @@ use std::sync::Arc;
 use axum::Router;
 use provenant_bus::Bus;
 use provenant_runtime::identity::Directory;
-use tokio::sync::Semaphore;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -26,8 +25,6 @@ pub struct AppState {
     pub cache: Arc<ModelCache>,
     pub directory: Arc<Directory>,
     pub serving: ServingConfig,
-    /// One permit per request decoding at once.
-    pub slots: Arc<Semaphore>,
 }
 
 /// The routes and their OpenAPI description, generated from the same handlers.

@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::completions::FeeView;
 use super::error::{Caller, OpenAiError, OpenAiErrorResponses, OpenAiJson};
+use crate::batching::BatchStats;
 use crate::catalog::{Price, Resolved, price_of};
 use crate::models::{CacheStats, LoadedAdapter};
 
@@ -72,12 +73,22 @@ pub async fn retrieve(State(state): State<AppState>, _caller: Caller, Path(model
 pub struct AdapterCache {
     pub loaded: Vec<LoadedAdapter>,
     pub cache: CacheStats,
+    /// Per loaded base: forward passes, and the rows (of any adapter) they carried.
+    pub decoding: Vec<BaseDecoding>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BaseDecoding {
+    pub base_model_id: String,
+    #[serde(flatten)]
+    pub stats: BatchStats,
 }
 
 /// The adapters loaded in this replica's RAM cache, and its counters.
 #[utoipa::path(get, path = "/v1/adapters", tag = "models", responses((status = 200, body = AdapterCache), OpenAiErrorResponses), security(("api_key" = [])))]
 pub async fn adapters(State(state): State<AppState>, _caller: Caller) -> Json<AdapterCache> {
-    Json(AdapterCache { loaded: state.cache.loaded_adapters(), cache: state.cache.stats() })
+    let decoding = state.cache.batch_stats().into_iter().map(|(base_model_id, stats)| BaseDecoding { base_model_id, stats }).collect();
+    Json(AdapterCache { loaded: state.cache.loaded_adapters(), cache: state.cache.stats(), decoding })
 }
 
 /// A price to set: amounts in integer minor units of one currency, as decimal strings.
