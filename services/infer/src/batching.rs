@@ -29,6 +29,11 @@ pub struct Job {
     pub done: oneshot::Sender<model::Result<Generated>>,
 }
 
+/// The decoding thread is gone (it only ends when its handles are dropped, so: shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the decoding thread has stopped")]
+pub struct DecoderStopped;
+
 /// The handle of one base model's decoding thread.
 #[derive(Clone)]
 pub struct Batcher {
@@ -78,8 +83,8 @@ impl Batcher {
     }
 
     /// Queues `job`; its answer arrives on `job.done`.
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
-        self.jobs.send(job).map_err(|error| error.0)
+    pub fn submit(&self, job: Job) -> Result<(), DecoderStopped> {
+        self.jobs.send(job).map_err(|_| DecoderStopped)
     }
 }
 

@@ -214,9 +214,7 @@ async fn decode_and_record(
 ) -> Result<(Prepared, Recorded), OpenAiError> {
     let (done, answer) = oneshot::channel();
     let job = Job { request: prepared.generation.clone(), adapter: prepared.serving.adapter.clone(), pieces, done };
-    if prepared.serving.base.batcher.submit(job).is_err() {
-        return Err(OpenAiError::unavailable("decoding_failed", "the decoding thread has stopped"));
-    }
+    prepared.serving.base.batcher.submit(job).map_err(|error| OpenAiError::unavailable("decoding_failed", error))?;
     let generated = answer
         .await
         .map_err(|error| OpenAiError::unavailable("decoding_failed", error))?
