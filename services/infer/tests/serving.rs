@@ -195,7 +195,7 @@ fn expected_text(model: &Transformer, prompt: &str, max_tokens: usize, temperatu
         stop: Vec::new(),
         sampling: Sampling { temperature, top_p: 1.0, seed },
     };
-    generate(&model, &request, &mut |_| true).expect("decodes").text
+    generate(model, &request, &mut |_| true).expect("decodes").text
 }
 
 /// Text, finish reason and the closing chunk of a streamed answer.
