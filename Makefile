@@ -61,6 +61,8 @@ bench:
 	scripts/with-test-services.sh --nats-only target/release/datanet-bench --output target/bench/datanet.json
 	# Burn vs PyTorch (pip torch, CPU, in .tools/torch-venv): run it on an idle machine.
 	target/release/train-bench --output target/bench/train.json
+	# Multi-adapter decoding (batched) beside merge-per-request, cold loads, 1,000 adapters' memory.
+	target/release/infer-bench --output target/bench/infer.json
 
 clean-data:
 	rm -rf .data

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Fuzzes the ingest, validate and train HTTP APIs with schemathesis over the OpenAPI documents they
+# Fuzzes the ingest, validate, train and infer HTTP APIs with schemathesis over the OpenAPI documents they
 # serve (generated from the handlers): every check (`--checks all`), every phase, against the
 # real services on the test NATS (PV_TEST_NATS_URL) with SQLite read models. Any failure fails
 # `make test`. Run under scripts/with-test-services.sh --nats-only, after `cargo test` (or `cargo
-# build -p provenant-ingest -p provenant-validate -p provenant-train`) built the service binaries.
+# build -p provenant-ingest -p provenant-validate -p provenant-train -p provenant-infer`) built the
+# service binaries.
 # tools/schemathesis.toml says which refusals of schema-valid input are right, and why.
 #   API_FUZZ_EXAMPLES  test cases per operation and phase (default 30)
 #   API_FUZZ_SEED      schemathesis seed (default fixed, so that CI runs are reproducible)
@@ -13,7 +14,8 @@ cd "$(dirname "$0")/.."
 st=.tools/st-venv/bin/st
 [ -x "$st" ] || { echo "schemathesis is missing: run scripts/bootstrap.sh --api-fuzz" >&2; exit 1; }
 bin=${CARGO_TARGET_DIR:-target}/debug
-for name in ingest validate train; do
+services=(ingest validate train infer)
+for name in "${services[@]}"; do
   [ -x "$bin/provenant-$name" ] || { echo "$bin/provenant-$name is missing: cargo build -p provenant-$name" >&2; exit 1; }
 done
 
@@ -44,9 +46,11 @@ YAML
 
 start() {
   local name=$1 port=$2
-  PROVENANT_CONFIG_DIR="$scratch" PROVENANT_ENVIRONMENT=fuzz \
-    PROVENANT_HTTP__PORT="$port" PROVENANT_BUS__URL="$PV_TEST_NATS_URL" \
-    PROVENANT_DATABASE__URL="sqlite://$scratch/$name.db?mode=rwc" \
+  local database=()
+  # infer keeps no database (and refuses configuration it does not have).
+  [ "$name" = infer ] || database=(PROVENANT_DATABASE__URL="sqlite://$scratch/$name.db?mode=rwc")
+  env PROVENANT_CONFIG_DIR="$scratch" PROVENANT_ENVIRONMENT=fuzz \
+    PROVENANT_HTTP__PORT="$port" PROVENANT_BUS__URL="$PV_TEST_NATS_URL" "${database[@]}" \
     "$bin/provenant-$name" >"$scratch/$name.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 100); do
@@ -59,7 +63,7 @@ start() {
 }
 
 status=0
-for name in ingest validate train; do
+for name in "${services[@]}"; do
   port=$(free_port)
   start "$name" "$port"
   echo "==> schemathesis against provenant-$name on port $port" >&2

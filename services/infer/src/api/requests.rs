@@ -38,11 +38,14 @@ pub struct StreamOptions {
 /// Sampling and length fields both endpoints share.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct CommonFields {
-    /// Most tokens to generate (default from configuration).
+    /// Most tokens to generate (default and limit from configuration).
+    #[schema(minimum = 1)]
     pub max_tokens: Option<u32>,
     /// 0 to 2; 0 is greedy. Default 1.
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f64>,
     /// Greater than 0, at most 1. Default 1.
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub top_p: Option<f64>,
     /// Only 1 is supported.
     pub n: Option<u32>,
@@ -110,6 +113,7 @@ pub struct ChatCompletionRequest {
     #[serde(flatten)]
     pub common: CommonFields,
     /// The newer name of `max_tokens`; wins when both are given.
+    #[schema(minimum = 1)]
     pub max_completion_tokens: Option<u32>,
     /// Not supported (must be absent or false).
     pub logprobs: Option<bool>,
