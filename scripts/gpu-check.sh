@@ -59,9 +59,9 @@ run() {
   local status=0
   .gpu/model-gpu --test-threads 1 2>&1 | tee "$out/model-gpu.log" || status=1
   .gpu/model-model --test-threads 1 2>&1 | tee "$out/model-model.log" || status=1
-  .gpu/train-bench --backend "$backend" --torch-python python3 --rounds 2 --steps 30 --warmup 5 \
+  .gpu/train-bench --backend "$backend" --torch-python "$(command -v python3)" --rounds 2 --steps 30 --warmup 5 \
     --output "$out/train-gpu-small.json" 2>&1 | tee "$out/train-gpu-small.log" || status=1
-  .gpu/train-bench --backend "$backend" --torch-python python3 --rounds 2 --steps 20 --warmup 5 \
+  .gpu/train-bench --backend "$backend" --torch-python "$(command -v python3)" --rounds 2 --steps 20 --warmup 5 \
     --layers 8 --heads 8 --width 512 --context 256 --batch 32 \
     --output "$out/train-gpu-large.json" 2>&1 | tee "$out/train-gpu-large.log" || status=1
   return $status

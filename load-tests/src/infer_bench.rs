@@ -18,7 +18,7 @@ use std::time::Instant;
 use clap::Parser;
 use infer::batching::{Batcher, Job};
 use infer::generation::{GenerationRequest, Sampling, generate, prompt_tokens};
-use model::backend::{inference_device, training_device};
+use model::backend::Backend;
 use model::{AdapterWeights, Control, LoraSpec, LoraTarget, ModelConfig, StepReport, TrainConfig, Trainer, Transformer};
 use provenant_load_tests::{median, quantile};
 use serde_json::{Value, json};
@@ -26,6 +26,9 @@ use serde_json::{Value, json};
 #[derive(Debug, Parser)]
 #[command(about = "Multi-adapter batched decoding vs merge-per-request (JSON report)")]
 struct Arguments {
+    /// Burn's backend (`flex`, the CPU, by default; a GPU one in a build with its feature).
+    #[arg(long, default_value = "flex")]
+    backend: Backend,
     /// Requests in flight at once, per case.
     #[arg(long, default_value_t = 64)]
     requests: usize,
@@ -60,12 +63,13 @@ const PROMPT: &str = "The old lighthouse keeper";
 fn main() -> anyhow::Result<()> {
     let arguments = Arguments::parse();
     let config = ModelConfig::new(259, arguments.layers, arguments.heads, arguments.width, arguments.context);
-    let base = Transformer::new(&config, 1, &inference_device())?;
+    let base = Transformer::new(&config, 1, &arguments.backend.device())?;
     let base_digest = base.weights_digest()?;
     let distinct = *MIXES.iter().max().expect("mixes");
     eprintln!("training {distinct} adapters (one step each, so that B is not zero)");
-    let adapters = make_adapters(&base, distinct, arguments.rank)?;
-    let factors: Vec<Arc<AdapterWeights>> = adapters.iter().map(|bytes| AdapterWeights::from_bytes(bytes).map(Arc::new)).collect::<Result<_, _>>()?;
+    let adapters = make_adapters(&base, distinct, arguments.rank, arguments.backend)?;
+    let factors: Vec<Arc<AdapterWeights>> =
+        adapters.iter().map(|bytes| AdapterWeights::from_bytes(bytes).map(Arc::new)).collect::<Result<_, _>>()?;
     let base = Arc::new(base);
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
 
@@ -102,6 +106,7 @@ fn main() -> anyhow::Result<()> {
         "workload": {"requests_in_flight": arguments.requests, "tokens_per_request": arguments.tokens, "prompt": PROMPT,
                      "sampling": "temperature 1, top_p 1, seed per request", "max_batch": arguments.max_batch},
         "rounds": arguments.rounds,
+        "backend": arguments.backend.name(),
         "machine": {
             "cores": std::thread::available_parallelism().map_or(0, usize::from),
             "load_average_before": load_before,
@@ -126,14 +131,22 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `count` adapters of `base`, each one AdamW step from its seeded start (B moves off zero).
-fn make_adapters(base: &Transformer, count: usize, rank: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+fn make_adapters(base: &Transformer, count: usize, rank: usize, backend: Backend) -> anyhow::Result<Vec<Vec<u8>>> {
     let bytes = base.to_bytes()?;
     let tokens: Vec<u32> = PROMPT.repeat(40).bytes().map(u32::from).collect();
     (0..count)
         .map(|index| {
-            let on_training = Transformer::from_bytes(base.config(), &bytes, &training_device())?;
+            let on_training = Transformer::from_bytes(base.config(), &bytes, &backend.training_device())?;
             let spec = LoraSpec { rank, alpha: 2.0 * rank as f64, targets: LoraTarget::ALL.to_vec() };
-            let train = TrainConfig { learning_rate: 1e-2, weight_decay: 0.0, batch_size: 2, sequence_length: 32, steps: 1, seed: index as u64, warmup_steps: 0 };
+            let train = TrainConfig {
+                learning_rate: 1e-2,
+                weight_decay: 0.0,
+                batch_size: 2,
+                sequence_length: 32,
+                steps: 1,
+                seed: index as u64,
+                warmup_steps: 0,
+            };
             let mut trainer = Trainer::lora(on_training, &spec, train, tokens.clone())?;
             trainer.run(&mut |_: &StepReport| Control::Continue)?;
             Ok(trainer.into_model().adapter_to_bytes()?)
@@ -151,7 +164,13 @@ fn request(arguments: &Arguments, index: usize) -> GenerationRequest {
 }
 
 /// Every request submitted at once to one batcher; adapters round-robin over `mix` of them.
-fn batched(arguments: &Arguments, base: &Arc<Transformer>, base_digest: &str, factors: &[Arc<AdapterWeights>], mix: usize) -> anyhow::Result<Value> {
+fn batched(
+    arguments: &Arguments,
+    base: &Arc<Transformer>,
+    base_digest: &str,
+    factors: &[Arc<AdapterWeights>],
+    mix: usize,
+) -> anyhow::Result<Value> {
     let batcher = Batcher::start(Arc::clone(base), base_digest.to_owned(), arguments.max_batch)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = Instant::now();

@@ -130,7 +130,7 @@ fn burn_measurement(arguments: &Arguments, method: &str) -> anyhow::Result<Value
         "framework": "burn",
         "version": "0.22.1",
         "backend": arguments.backend.name(),
-        "device": if arguments.backend.is_gpu() { "cuda:0" } else { "cpu" },
+        "device": if arguments.backend.is_gpu() { format!("{}:0", arguments.backend.name()) } else { "cpu".to_owned() },
         "method": method,
         "step_seconds": step_seconds,
         "tokens_per_second": tokens_per_step * step_seconds.len() as f64 / total,
