@@ -9,8 +9,6 @@
 //! (`load_adapter` + `merge_lora`) and decoding it with `infer::generation::generate`. Cases
 //! run interleaved (batched 1, 8, 64, naive, then again); figures are medians over rounds.
 
-#![allow(clippy::print_stdout, reason = "the report path is the output")]
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -71,7 +69,7 @@ fn main() -> anyhow::Result<()> {
     let factors: Vec<Arc<AdapterWeights>> =
         adapters.iter().map(|bytes| AdapterWeights::from_bytes(bytes).map(Arc::new)).collect::<Result<_, _>>()?;
     let base = Arc::new(base);
-    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
+    let load_before = provenant_load_tests::load_average();
 
     let mut runs: Vec<(String, Value)> = Vec::new();
     for round in 0..arguments.rounds {
@@ -107,11 +105,7 @@ fn main() -> anyhow::Result<()> {
                      "sampling": "temperature 1, top_p 1, seed per request", "max_batch": arguments.max_batch},
         "rounds": arguments.rounds,
         "backend": arguments.backend.name(),
-        "machine": {
-            "cores": std::thread::available_parallelism().map_or(0, usize::from),
-            "load_average_before": load_before,
-            "load_average_after": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
-        },
+        "machine": provenant_load_tests::machine_load(&load_before),
         "results": results,
         "ratios": {
             "batched_64_over_batched_1": rate("batched_64") / rate("batched_1"),
@@ -121,13 +115,7 @@ fn main() -> anyhow::Result<()> {
         "cold_adapter_load": cold,
         "memory": memory,
     });
-    if let Some(parent) = arguments.output.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&arguments.output, serde_json::to_string_pretty(&report)?)?;
-    println!("{}", serde_json::to_string_pretty(&report["ratios"])?);
-    println!("report: {}", arguments.output.display());
-    Ok(())
+    provenant_load_tests::write_report(&arguments.output, &report, "ratios")
 }
 
 /// `count` adapters of `base`, each one AdamW step from its seeded start (B moves off zero).
@@ -190,16 +178,21 @@ fn batched(
         }
         anyhow::Ok(answers)
     })?;
-    let seconds = started.elapsed().as_secs_f64();
+    let mut figures = decoding_figures(&answers, started.elapsed().as_secs_f64());
+    figures["largest_batch"] = json!(batcher.stats().largest_batch);
+    Ok(figures)
+}
+
+/// Tokens/s and latency quantiles from (milliseconds to answer, tokens) per request.
+fn decoding_figures(answers: &[(f64, u32)], seconds: f64) -> Value {
     let tokens: u64 = answers.iter().map(|(_, tokens)| u64::from(*tokens)).sum();
     let latencies: Vec<f64> = answers.iter().map(|(milliseconds, _)| *milliseconds).collect();
-    Ok(json!({
+    json!({
         "tokens_per_second": tokens as f64 / seconds,
         "latency_p50_ms": quantile(&latencies, 0.5),
         "latency_p99_ms": quantile(&latencies, 0.99),
-        "largest_batch": batcher.stats().largest_batch,
         "tokens": tokens,
-    }))
+    })
 }
 
 /// One worker per core; each request merges its adapter into a copy of the base, then decodes.
@@ -209,32 +202,29 @@ fn naive(arguments: &Arguments, base: &Arc<Transformer>, adapters: &[Vec<u8>], m
     let started = Instant::now();
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| -> anyhow::Result<()> {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= arguments.requests {
-                        return Ok(());
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        if index >= arguments.requests {
+                            return Ok(());
+                        }
+                        let merged = (**base).clone().load_adapter(&adapters[index % mix])?.merge_lora();
+                        let generated = generate(&merged, &request(arguments, index), &mut |_| true)?;
+                        answers.lock().expect("not poisoned").push((started.elapsed().as_secs_f64() * 1e3, generated.output_tokens));
                     }
-                    let merged = (**base).clone().load_adapter(&adapters[index % mix])?.merge_lora();
-                    let generated = generate(&merged, &request(arguments, index), &mut |_| true)?;
-                    answers.lock().expect("not poisoned").push((started.elapsed().as_secs_f64() * 1e3, generated.output_tokens));
-                }
-            });
-        }
-    });
-    let seconds = started.elapsed().as_secs_f64();
+                })
+            })
+            .collect();
+        // A worker's failure fails the benchmark rather than thinning its figures.
+        handles.into_iter().try_for_each(|handle| handle.join().map_err(|_| anyhow::anyhow!("a naive worker panicked"))?)
+    })?;
     let answers = answers.into_inner().expect("not poisoned");
-    let tokens: u64 = answers.iter().map(|(_, tokens)| u64::from(*tokens)).sum();
-    let latencies: Vec<f64> = answers.iter().map(|(milliseconds, _)| *milliseconds).collect();
-    Ok(json!({
-        "tokens_per_second": tokens as f64 / seconds,
-        "latency_p50_ms": quantile(&latencies, 0.5),
-        "latency_p99_ms": quantile(&latencies, 0.99),
-        "largest_batch": 1,
-        "workers": workers,
-        "tokens": tokens,
-    }))
+    let mut figures = decoding_figures(&answers, started.elapsed().as_secs_f64());
+    figures["largest_batch"] = json!(1);
+    figures["workers"] = json!(workers);
+    Ok(figures)
 }
 
 /// What a first request for an adapter pays beyond the object store read: parsing its factors,

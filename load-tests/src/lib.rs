@@ -59,6 +59,33 @@ impl Machine {
     }
 }
 
+/// The CPU benchmarks' `machine` block: cores, and the load average before and after.
+pub fn machine_load(load_before: &str) -> serde_json::Value {
+    serde_json::json!({
+        "cores": std::thread::available_parallelism().map_or(0, usize::from),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    })
+}
+
+/// `/proc/loadavg`, trimmed.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned()
+}
+
+/// Writes `report` as pretty JSON to `path` (creating its folder) and prints its `headline`
+/// field and the path.
+#[allow(clippy::print_stdout, reason = "the headline and the report path are a benchmark's output")]
+pub fn write_report(path: &std::path::Path, report: &serde_json::Value, headline: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(report)?)?;
+    println!("{}", serde_json::to_string_pretty(&report[headline])?);
+    println!("report: {}", path.display());
+    Ok(())
+}
+
 /// Peak resident memory of this process so far (`VmHWM`), in MiB.
 pub fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

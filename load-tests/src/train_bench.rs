@@ -159,7 +159,7 @@ fn compare(arguments: &Arguments) -> anyhow::Result<()> {
     };
     let torch_device = if arguments.backend.is_gpu() { "cuda" } else { "cpu" };
     let torch_available = arguments.torch_python.exists();
-    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
+    let load_before = provenant_load_tests::load_average();
     let mut runs: Vec<(String, Value)> = Vec::new();
     for round in 0..arguments.rounds {
         for method in ["full", "lora"] {
@@ -213,11 +213,7 @@ fn compare(arguments: &Arguments) -> anyhow::Result<()> {
         "measured_steps": arguments.steps,
         "warmup_steps": arguments.warmup,
         "pytorch_threads": arguments.threads,
-        "machine": {
-            "cores": std::thread::available_parallelism().map_or(0, usize::from),
-            "load_average_before": load_before,
-            "load_average_after": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
-        },
+        "machine": provenant_load_tests::machine_load(&load_before),
         "results": results,
         "ratios": {
             "burn_over_pytorch_full": ratio("burn_full", "pytorch_full"),
@@ -228,11 +224,5 @@ fn compare(arguments: &Arguments) -> anyhow::Result<()> {
         "target": "Burn at >= 0.7x PyTorch tokens/s",
         "pytorch": if torch_available { "measured" } else { "not installed: scripts/bootstrap.sh --torch" },
     });
-    if let Some(parent) = arguments.output.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&arguments.output, serde_json::to_string_pretty(&report)?)?;
-    println!("{}", serde_json::to_string_pretty(&report["ratios"])?);
-    println!("report: {}", arguments.output.display());
-    Ok(())
+    provenant_load_tests::write_report(&arguments.output, &report, "ratios")
 }
