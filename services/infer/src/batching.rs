@@ -121,6 +121,7 @@ fn run(base: &Transformer, base_digest: &str, max_rows: usize, jobs: &Receiver<J
         counters.steps.fetch_add(1, Ordering::Relaxed);
         counters.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
         counters.largest.fetch_max(rows.len() as u64, Ordering::Relaxed);
+        metrics::histogram!("infer_batch_rows").record(rows.len() as f64);
         if let Err(error) = step(base, base_digest, &mut rows, &adapters, &mut bank) {
             warn!(%error, rows = rows.len(), "a decoding step failed; its requests fail");
             for row in rows.drain(..) {

@@ -153,12 +153,16 @@ impl ModelCache {
     {
         if let Some(model) = slot.get() {
             self.hits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("infer_model_cache_hits_total").increment(1);
             return Ok(Arc::clone(model));
         }
         let model = slot
             .get_or_try_init(|| async {
+                let started = std::time::Instant::now();
                 let model = load().await?;
                 self.loads.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("infer_model_loads_total").increment(1);
+                metrics::histogram!("infer_model_load_seconds").record(started.elapsed().as_secs_f64());
                 Ok::<_, LoadError>(Arc::new(model))
             })
             .await?;
@@ -184,6 +188,7 @@ impl ModelCache {
             adapters.remove(&victim);
             lock(&self.adapter_bases).remove(&victim);
             self.evictions.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("infer_adapter_evictions_total").increment(1);
         }
         let slot = Slot::default();
         adapters.insert(adapter.model_id.clone(), CachedAdapter { slot: Arc::clone(&slot), last_used: now });

@@ -98,6 +98,8 @@ async fn register(bus: &Bus, model: &Transformer, model_id: &str, name: &str, ba
 async fn spawn_app() -> TestApp {
     provenant_test_support::init_logs();
     provenant_telemetry::install_crypto_provider();
+    // What `provenant_telemetry::init` does in the binary: the Prometheus recorder, first.
+    provenant_telemetry::metrics::prometheus();
     let mut config: Config = provenant_config::load_with(
         infer::BASE_YAML,
         &provenant_config::Layers { directory: "/nonexistent".into(), environment: "test".into() },
@@ -420,6 +422,11 @@ async fn concurrent_requests_for_different_adapters_share_batches_and_answer_as_
     let (_, adapters) = app.get(CALLER_KEY, "/v1/adapters").await;
     let largest = adapters["decoding"][0]["largest_batch"].as_u64().expect("counted");
     assert!(largest > 1, "the concurrent requests shared forward passes: {adapters}");
+    let metrics = reqwest::get(format!("{}/metrics", app.base_url)).await.expect("answers").text().await.expect("text");
+    for family in ["infer_batch_rows", "infer_tokens_total{kind=\"output\"}", "infer_model_cache_hits_total", "infer_requests_served_total"]
+    {
+        assert!(metrics.contains(family), "/metrics lacks {family}:\n{metrics}");
+    }
     let (_, it) = app.get(CALLER_KEY, "/v1/models/en/it").await;
     let model_of = |name: &str| requests.iter().position(|request| request["model"] == name).expect("asked");
     let italian = alone(&app.base, Some(&app.italian));

@@ -249,6 +249,9 @@ async fn record(state: &AppState, prepared: &Prepared, generated: Generated) -> 
     let envelope = Envelope::new(&event, state.bus.producer());
     let published =
         state.bus.publish(&envelope, &event, Expect::NoEvents).await.map_err(|error| OpenAiError::unavailable("bus_unavailable", error))?;
+    metrics::counter!("infer_requests_served_total", "adapter" => if adapter.is_some() { "yes" } else { "no" }).increment(1);
+    metrics::counter!("infer_tokens_total", "kind" => "prompt").increment(u64::from(prompt_tokens));
+    metrics::counter!("infer_tokens_total", "kind" => "output").increment(u64::from(generated.output_tokens));
     let usage = Usage {
         prompt_tokens,
         completion_tokens: generated.output_tokens,
