@@ -7,7 +7,8 @@
 //! both): the batched side submits every request at once to one `infer::batching::Batcher`;
 //! the naive side runs one worker thread per core, each taking the next request, merging
 //! (`load_adapter` + `merge_lora`) and decoding it with `infer::generation::generate`. Cases
-//! run interleaved (batched 1, 8, 64, naive, then again); figures are medians over rounds.
+//! run interleaved (batched 1, 8, 64, naive, then again) after one untimed round (a GPU backend
+//! compiles its kernels on first use); figures are medians over the timed rounds.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,9 @@ struct Arguments {
     tokens: usize,
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Untimed rounds first (a GPU backend compiles its kernels on first use).
+    #[arg(long, default_value_t = 1)]
+    warmup_rounds: usize,
     #[arg(long, default_value_t = 2)]
     layers: usize,
     #[arg(long, default_value_t = 4)]
@@ -72,13 +76,20 @@ fn main() -> anyhow::Result<()> {
     let load_before = provenant_load_tests::load_average();
 
     let mut runs: Vec<(String, Value)> = Vec::new();
-    for round in 0..arguments.rounds {
+    for round in 0..arguments.warmup_rounds + arguments.rounds {
+        let timed = round >= arguments.warmup_rounds;
         for mix in MIXES {
             eprintln!("round {}: batched, {mix} distinct adapters", round + 1);
-            runs.push((format!("batched_{mix}"), batched(&arguments, &base, &base_digest, &factors, mix)?));
+            let run = batched(&arguments, &base, &base_digest, &factors, mix)?;
+            if timed {
+                runs.push((format!("batched_{mix}"), run));
+            }
         }
         eprintln!("round {}: naive merge-per-request, {distinct} adapters", round + 1);
-        runs.push((format!("naive_{distinct}"), naive(&arguments, &base, &adapters, distinct)?));
+        let run = naive(&arguments, &base, &adapters, distinct)?;
+        if timed {
+            runs.push((format!("naive_{distinct}"), run));
+        }
     }
     let summary = |case: &str| {
         let of_case: Vec<&Value> = runs.iter().filter(|(name, _)| name == case).map(|(_, run)| run).collect();
@@ -104,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         "workload": {"requests_in_flight": arguments.requests, "tokens_per_request": arguments.tokens, "prompt": PROMPT,
                      "sampling": "temperature 1, top_p 1, seed per request", "max_batch": arguments.max_batch},
         "rounds": arguments.rounds,
+        "warmup_rounds": arguments.warmup_rounds,
         "backend": arguments.backend.name(),
         "machine": provenant_load_tests::machine_load(&load_before),
         "results": results,
