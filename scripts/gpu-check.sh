@@ -10,7 +10,9 @@
 #     LoRA trained on the GPU served from the CPU base, bit-reproducibility);
 #   - shared/model/tests/model.rs: the whole model suite, which prefers the GPU in this build;
 #   - train-bench: Burn on the GPU beside PyTorch on the same GPU, for the benchmark's model
-#     and for a larger one (8 layers, width 512, context 256, batch 32).
+#     and for a larger one (8 layers, width 512, context 256, batch 32);
+#   - infer-bench: batched decoding with 1, 8 and 64 adapters beside merge-per-request, on the
+#     GPU, for the demo model and a larger one (4 layers, width 256, context 128).
 # For wgpu it unpacks the Vulkan loader from .gl/*.deb (Debian's libvulkan1, fetched with
 # `apt-get download`), since the GPU image ships the NVIDIA driver's ICD but no loader.
 #
@@ -32,12 +34,12 @@ for line in sys.stdin:
     if message.get("reason") == "compiler-artifact" and message.get("executable") and message["target"]["kind"] == ["test"]:
         shutil.copy(message["executable"], ".gpu/model-" + message["target"]["name"])
 '
-  cargo build --release --locked -p provenant-load-tests --features "$backend" --bin train-bench
-  cp target/gpu/release/train-bench .gpu/
-  strip .gpu/model-* .gpu/train-bench
+  cargo build --release --locked -p provenant-load-tests --features "$backend" --bin train-bench --bin infer-bench
+  cp target/gpu/release/train-bench target/gpu/release/infer-bench .gpu/
+  strip .gpu/model-* .gpu/train-bench .gpu/infer-bench
   # ~55 MB each stripped (wgpu, naga and Burn's kernels), ~9 MB compressed: what travels to the
   # GPU machine is limited.
-  xz -T0 -6 -f .gpu/model-* .gpu/train-bench
+  xz -T0 -6 -f .gpu/model-* .gpu/train-bench .gpu/infer-bench
   echo "$backend" > .gpu/backend
   ls -la .gpu
 }
@@ -48,7 +50,7 @@ run() {
   local backend
   backend=$(cat .gpu/backend)
   for packed in .gpu/*.xz; do xz -d -f "$packed"; done
-  chmod +x .gpu/model-* .gpu/train-bench
+  chmod +x .gpu/model-* .gpu/train-bench .gpu/infer-bench
   if [ "$backend" = wgpu ]; then
     for deb in .gl/*.deb; do dpkg -x "$deb" /; done
     ldconfig
@@ -64,6 +66,9 @@ run() {
   .gpu/train-bench --backend "$backend" --torch-python "$(command -v python3)" --rounds 2 --steps 20 --warmup 5 \
     --layers 8 --heads 8 --width 512 --context 256 --batch 32 \
     --output "$out/train-gpu-large.json" 2>&1 | tee "$out/train-gpu-large.log" || status=1
+  .gpu/infer-bench --backend "$backend" --output "$out/infer-gpu-small.json" 2>&1 | tee "$out/infer-gpu-small.log" || status=1
+  .gpu/infer-bench --backend "$backend" --layers 4 --heads 8 --width 256 --context 128 \
+    --output "$out/infer-gpu-large.json" 2>&1 | tee "$out/infer-gpu-large.log" || status=1
   return $status
 }
 
