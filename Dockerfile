@@ -58,6 +58,9 @@ RUN --mount=type=cache,id=provenant-cargo-registry,target=/usr/local/cargo/regis
 
 # The CUDA build needs the CUDA toolkit, so it builds on NVIDIA's devel image with the Rust
 # toolchain copied in from the official Rust image (same glibc family, no curl | sh).
+# Burn's CUDA backend (cubecl-cuda) builds against an LLVM bundle that its build script
+# (tracel-llvm-bundler) downloads from github.com/tracel-ai/tracel-llvm releases into
+# ~/.local/share/tracel: this stage needs to reach GitHub, or a pre-filled cache there.
 # provenant-train's `cuda` feature switches the workers' Burn backend from `flex` (CPU) to CUDA;
 # `provenant-train --worker` (the CMD below) runs workers only, pulling jobs from the work queue.
 FROM nvidia/cuda:${CUDA_VERSION}-devel-${CUDA_UBUNTU} AS build-train-cuda
