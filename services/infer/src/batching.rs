@@ -160,10 +160,15 @@ fn step(
         .iter()
         .map(|row| row.adapter.as_ref().map_or(0, |id| ids.iter().position(|known| known == id).map_or(0, |index| index + 1)))
         .collect();
-    let windows: Vec<Vec<u32>> = rows.iter().map(|row| row.decoder.window(config.context_length).to_vec()).collect();
-    let longest = windows.iter().map(Vec::len).max().unwrap_or(1);
-    let padded: Vec<Vec<u32>> =
-        windows.iter().map(|window| window.iter().copied().chain(std::iter::repeat_n(PAD, longest - window.len())).collect()).collect();
+    // Rows right-padded to the longest window; `lengths` says where each row's last token is.
+    let lengths: Vec<usize> = rows.iter().map(|row| row.decoder.window(config.context_length).len()).collect();
+    let longest = lengths.iter().copied().max().unwrap_or(1);
+    let padded: Vec<Vec<u32>> = rows
+        .iter()
+        .map(|row| {
+            row.decoder.window(config.context_length).iter().copied().chain(std::iter::repeat_n(PAD, longest)).take(longest).collect()
+        })
+        .collect();
     let batch: Vec<&[u32]> = padded.iter().map(Vec::as_slice).collect();
     let logits = base
         .forward_with_adapters(token_batch(&batch, config.vocab_size, &base.device())?, bank, &slots)?
@@ -172,8 +177,8 @@ fn step(
         .map_err(|error| model::Error::MalformedBatch(format!("logits are not f32: {error:?}")))?;
     let vocab = config.vocab_size;
     let mut finished: Vec<(usize, FinishReason)> = Vec::new();
-    for (index, (row, window)) in rows.iter_mut().zip(&windows).enumerate() {
-        let at = (index * longest + window.len() - 1) * vocab;
+    for (index, (row, length)) in rows.iter_mut().zip(&lengths).enumerate() {
+        let at = (index * longest + length - 1) * vocab;
         if let Some(finish) = row.decoder.step(&logits[at..at + vocab], &mut Row::show(&row.pieces)) {
             finished.push((index, finish));
         }

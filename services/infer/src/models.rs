@@ -49,6 +49,7 @@ pub struct Serving {
 
 struct CachedAdapter {
     slot: Slot<AdapterWeights>,
+    base_model_id: String,
     last_used: u64,
 }
 
@@ -75,7 +76,6 @@ pub struct ModelCache {
     max_batch_rows: usize,
     bases: Mutex<HashMap<String, Slot<LoadedBase>>>,
     adapters: Mutex<HashMap<String, CachedAdapter>>,
-    adapter_bases: Mutex<HashMap<String, String>>,
     capacity: usize,
     pinned: Vec<String>,
     clock: AtomicU64,
@@ -92,7 +92,6 @@ impl ModelCache {
             max_batch_rows,
             bases: Mutex::default(),
             adapters: Mutex::default(),
-            adapter_bases: Mutex::default(),
             capacity: capacity.max(1),
             pinned,
             clock: AtomicU64::new(0),
@@ -115,13 +114,12 @@ impl ModelCache {
     /// Adapters in the cache, loaded or loading.
     pub fn loaded_adapters(&self) -> Vec<LoadedAdapter> {
         let adapters = lock(&self.adapters);
-        let bases = lock(&self.adapter_bases);
         let mut list: Vec<LoadedAdapter> = adapters
             .iter()
             .filter(|(_, cached)| cached.slot.initialized())
-            .map(|(id, _)| LoadedAdapter {
+            .map(|(id, cached)| LoadedAdapter {
                 model_id: id.clone(),
-                base_model_id: bases.get(id).cloned().unwrap_or_default(),
+                base_model_id: cached.base_model_id.clone(),
                 pinned: self.pinned.contains(id),
             })
             .collect();
@@ -186,13 +184,14 @@ impl ModelCache {
                 .map(|(id, _)| id.clone());
             let Some(victim) = victim else { break };
             adapters.remove(&victim);
-            lock(&self.adapter_bases).remove(&victim);
             self.evictions.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("infer_adapter_evictions_total").increment(1);
         }
         let slot = Slot::default();
-        adapters.insert(adapter.model_id.clone(), CachedAdapter { slot: Arc::clone(&slot), last_used: now });
-        lock(&self.adapter_bases).insert(adapter.model_id.clone(), adapter.base_model_id.clone());
+        adapters.insert(
+            adapter.model_id.clone(),
+            CachedAdapter { slot: Arc::clone(&slot), base_model_id: adapter.base_model_id.clone(), last_used: now },
+        );
         slot
     }
 

@@ -313,21 +313,37 @@ fn plain_body(prepared: &Prepared, recorded: &Recorded, shape: Shape) -> Complet
 }
 
 /// One streamed chunk: text (or a chat delta) and, on the last, the finish reason.
-fn chunk(prepared: &Prepared, shape: Shape, text: Option<&str>, finish: Option<&str>) -> Value {
-    let (object, choice) = match shape {
-        Shape::Completion => {
-            ("text_completion", json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}))
-        }
-        Shape::Chat => {
-            let delta = match text {
-                Some(text) => json!({"content": text}),
-                None if finish.is_none() => json!({"role": "assistant", "content": ""}),
-                None => json!({}),
-            };
-            ("chat.completion.chunk", json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}))
-        }
-    };
-    json!({"id": completion_id(prepared, shape), "object": object, "created": prepared.created, "model": prepared.resolved.served_name(), "choices": [choice]})
+/// What every streamed chunk of one answer repeats.
+#[derive(Debug, Clone)]
+struct Heading {
+    id: String,
+    created: i64,
+    model: String,
+    shape: Shape,
+}
+
+impl Heading {
+    fn of(prepared: &Prepared, shape: Shape) -> Heading {
+        Heading { id: completion_id(prepared, shape), created: prepared.created, model: prepared.resolved.served_name(), shape }
+    }
+
+    /// One streamed chunk: text (or a chat delta) and, on the last, the finish reason.
+    fn chunk(&self, text: Option<&str>, finish: Option<&str>) -> Value {
+        let (object, choice) = match self.shape {
+            Shape::Completion => {
+                ("text_completion", json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}))
+            }
+            Shape::Chat => {
+                let delta = match text {
+                    Some(text) => json!({"content": text}),
+                    None if finish.is_none() => json!({"role": "assistant", "content": ""}),
+                    None => json!({}),
+                };
+                ("chat.completion.chunk", json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}))
+            }
+        };
+        json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [choice]})
+    }
 }
 
 fn sse(value: &Value) -> SseEvent {
@@ -339,23 +355,18 @@ fn sse(value: &Value) -> SseEvent {
 fn stream(state: AppState, prepared: Prepared, shape: Shape) -> impl IntoResponse {
     let (events, receiver) = mpsc::channel::<SseEvent>(64);
     tokio::spawn(async move {
-        if shape == Shape::Chat && events.send(sse(&chunk(&prepared, shape, None, None))).await.is_err() {
+        let heading = Heading::of(&prepared, shape);
+        if shape == Shape::Chat && events.send(sse(&heading.chunk(None, None))).await.is_err() {
             return;
         }
         // Unbounded: the decoding thread serves many requests and must never wait on one
         // slow reader; an answer is at most `max_tokens` pieces.
         let (pieces, mut piece_receiver) = mpsc::unbounded_channel::<String>();
         let forward_events = events.clone();
-        let heading = (completion_id(&prepared, shape), prepared.created, prepared.resolved.served_name());
+        let forward_heading = heading.clone();
         let forwarding = tokio::spawn(async move {
             while let Some(piece) = piece_receiver.recv().await {
-                let (id, created, model) = &heading;
-                let value = match shape {
-                    Shape::Completion => json!({"id": id, "object": "text_completion", "created": created, "model": model,
-                        "choices": [{"index": 0, "text": piece, "logprobs": null, "finish_reason": null}]}),
-                    Shape::Chat => json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                        "choices": [{"index": 0, "delta": {"content": piece}, "logprobs": null, "finish_reason": null}]}),
-                };
+                let value = forward_heading.chunk(Some(&piece), None);
                 // A closed stream drops the receiver, which stops decoding at its next piece.
                 if forward_events.send(sse(&value)).await.is_err() {
                     return;
@@ -366,12 +377,12 @@ fn stream(state: AppState, prepared: Prepared, shape: Shape) -> impl IntoRespons
         let outcome = decode_and_record(&state, prepared, Some(pieces)).await;
         let _ = forwarding.await;
         let closing = match outcome {
-            Ok((prepared, recorded)) => {
-                let mut last = chunk(&prepared, shape, None, Some(recorded.generated.finish.as_str()));
+            Ok((_, recorded)) => {
+                let mut last = heading.chunk(None, Some(recorded.generated.finish.as_str()));
                 last["provenant"] = json!(recorded.provenance);
                 let mut closing = vec![sse(&last)];
                 if include_usage {
-                    let mut usage = chunk(&prepared, shape, None, None);
+                    let mut usage = heading.chunk(None, None);
                     usage["choices"] = json!([]);
                     usage["usage"] = json!(recorded.usage);
                     closing.push(sse(&usage));
