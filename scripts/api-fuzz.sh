@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Fuzzes the ingest, validate, train and infer HTTP APIs with schemathesis over the OpenAPI documents they
+# Fuzzes the ingest, validate, train, infer and settle HTTP APIs with schemathesis over the OpenAPI documents they
 # serve (generated from the handlers): every check (`--checks all`), every phase, against the
 # real services on the test NATS (PV_TEST_NATS_URL) with SQLite read models. Any failure fails
 # `make test`. Run under scripts/with-test-services.sh --nats-only, after `cargo test` (or `cargo
-# build -p provenant-ingest -p provenant-validate -p provenant-train -p provenant-infer`) built the
+# build -p provenant-ingest -p provenant-validate -p provenant-train -p provenant-infer -p provenant-settle`) built the
 # service binaries.
 # tools/schemathesis.toml says which refusals of schema-valid input are right, and why.
 #   API_FUZZ_EXAMPLES  test cases per operation and phase (default 30)
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 st=.tools/st-venv/bin/st
 [ -x "$st" ] || { echo "schemathesis is missing: run scripts/bootstrap.sh --api-fuzz" >&2; exit 1; }
 bin=${CARGO_TARGET_DIR:-target}/debug
-services=(ingest validate train infer)
+services=(ingest validate train infer settle)
 for name in "${services[@]}"; do
   [ -x "$bin/provenant-$name" ] || { echo "$bin/provenant-$name is missing: cargo build -p provenant-$name" >&2; exit 1; }
 done

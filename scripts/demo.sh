@@ -2,8 +2,9 @@
 # `make demo`: brings up the whole suite as one process (`provenant up`: the pinned NATS
 # server started by it, every service, SQLite files in .data/demo), checks every service's
 # health and readiness, drives the pipeline as far as it exists today (import, validation,
-# sealed snapshots, a base model and three LoRA adapters, priced completions from each), and
-# stops it cleanly. Later issues add attribution receipts and settlement.
+# sealed snapshots, a base model and three LoRA adapters, priced completions from each, each fee
+# split into the settlement ledger), and stops it cleanly. Later issues add attribution
+# receipts, settlement periods and reports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,7 @@ new_key() { python3 -c 'import secrets; print("pvk_" + secrets.token_hex(32))'; 
 key_entry() { printf '    - principal: %s\n      roles: [%s]\n      key_sha256: %s\n' "$1" "$2" "$(printf %s "$3" | sha256sum | cut -d' ' -f1)"; }
 key=$(new_key)
 builder_key=$(new_key)
+finance_key=$(new_key)
 declare -A contributor_key
 mkdir -p "$data/config"
 {
@@ -35,6 +37,7 @@ mkdir -p "$data/config"
   echo "  api_keys:"
   key_entry demo-owner "contributor, datanet_owner" "$key"
   key_entry demo-builder model_builder "$builder_key"
+  key_entry demo-finance finance "$finance_key"
   for entry in "${contributors[@]}" copycat; do
     name=$(basename "${entry#*:}" .fortunes | tr -c 'A-Za-z0-9_\n-' '-')
     [ "$entry" = copycat ] || name="${entry%%:*}-$name"
@@ -242,6 +245,33 @@ done
 chunks=$(curl -fsS -N "${builder_auth[@]}" -H 'content-type: application/json' "$infer/v1/chat/completions" \
   -d '{"model": "fortunes-en-base", "messages": [{"role": "user", "content": "Tell me a fortune"}], "max_tokens": 40, "stream": true, "seed": 2}' | grep -c '^data: ')
 echo "  a streamed chat completion: $chunks server-sent events, the last one [DONE]"
+
+step "settlement: each fee split by the revenue policy into a double-entry ledger"
+settle="http://127.0.0.1:${port[settle]}"
+finance_auth=(-H "authorization: Bearer $finance_key")
+for attempt in $(seq 1 100); do
+  reconciliation=$(curl -fsS "${finance_auth[@]}" "$settle/v1/reconciliation")
+  [ "$(json_field ledger_transactions <<<"$reconciliation")" = 5 ] && break
+  sleep 0.1
+done
+policy=$(curl -fsS "${builder_auth[@]}" "$settle/v1/revenue-policies/$base_model")
+accounts=$(curl -fsS "${finance_auth[@]}" "$settle/v1/ledger/accounts")
+statement=$(curl -fsS "${builder_auth[@]}" "$settle/v1/statements/me")
+python3 - "$reconciliation" "$policy" "$accounts" "$statement" <<'PY'
+import json, sys
+reconciliation, policy, accounts, statement = (json.loads(argument) for argument in sys.argv[1:])
+parts = ", ".join(f"{part['beneficiary']} {part['share_ppb'] / 1e7:g} %" for part in policy["parts"])
+print(f"  revenue policy v{policy['version']} ({policy['source']}): {parts}")
+for currency in reconciliation["currencies"]:
+    scale = 10 ** currency["exponent"]
+    money = lambda key: f"{int(currency[key]) / scale:.2f} {currency['currency']}"
+    print(f"  fees in {money('fees_in')} = payable {money('payable')} + pooled {money('pooled')} + held {money('held')}: balanced {currency['balanced']}")
+print(f"  {reconciliation['ledger_transactions']} transactions; ledger matches the log: {reconciliation['ledger_matches_log']}, journal matches balances: {reconciliation['journal_matches_balances']}")
+for item in accounts["items"]:
+    balance = item["balance"]
+    print(f"    {item['account']:<58} {int(balance['minor_units']) / 10 ** balance['exponent']:>8.2f} {balance['currency']}")
+print(f"  demo-builder's own statement: {[(b['account'], b['balance']['minor_units']) for b in statement['balances']]}")
+PY
 
 step "a bad request gets a stable error code, not a 500"
 curl -sS -X POST "$ingest/v1/datanets" "${auth[@]}" -H 'content-type: application/json' -d '{"name":"","licence":"MIT"}'

@@ -75,13 +75,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     ingest.http = http(config.http.ingest_port);
     ingest.identity = config.identity.clone();
     ingest.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("ingest.db").display()));
-    // settle is a service frame for now.
-    let frame = |base_yaml: &str, producer: &str, port: u16| -> anyhow::Result<provenant_bus::FrameConfig> {
-        let mut frame: provenant_bus::FrameConfig = service_defaults(base_yaml)?;
-        frame.bus = bus(producer);
-        frame.http = http(port);
-        Ok(frame)
-    };
     let mut validate: validate::Config = service_defaults(validate::BASE_YAML)?;
     validate.bus = bus("validate");
     validate.http = http(config.http.validate_port);
@@ -96,7 +89,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     infer.bus = bus("infer");
     infer.http = http(config.http.infer_port);
     infer.identity = config.identity.clone();
-    let settle = frame(settle::BASE_YAML, "settle", config.http.settle_port)?;
+    let mut settle: settle::Config = service_defaults(settle::BASE_YAML)?;
+    settle.bus = bus("settle");
+    settle.http = http(config.http.settle_port);
+    settle.identity = config.identity.clone();
+    settle.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("settle.db").display()));
 
     let outcome = async {
         let ingest = ingest::Application::build(ingest).await.context("ingest failed to start")?;

@@ -1,18 +1,34 @@
-//! The settle service will own revenue policies, the double-entry ledger, periods and
-//! finance reports: it consumes `InferenceServed` (ours and external producers') and emits
-//! `InferenceSettled`, `SettlementPeriodClosed` and `SettlementReportIssued` (issue 7).
+//! The settle service turns inference fees into payouts.
 //!
-//! Today it is the service's frame: it boots like every service (configuration, NATS with the
-//! event streams declared, health, readiness and metrics endpoints) and stops cleanly, so the
-//! all-in-one binary and the tests already treat it as a service.
-//! Start reading at [`provenant_bus::FrameOnlyService`].
+//! - Keeps what settlement must know: registered models (`ModelRegistered`: kind, weights,
+//!   builder, pinned Datanets), Datanet owners (`DatanetCreated`), and each model's
+//!   revenue-share policy (`RevenuePolicySet`, versioned, parts summing to one whole).
+//! - Judges every `InferenceServed`, ours and external producers' (`handlers::Settler`):
+//!   well-formed, from an authorised producer, for registered models and weights, one event
+//!   per request; a refused event goes to the dead-letter stream with a stable reason code. An
+//!   accepted one is split (`domain::split`: by policy, then Datanet owners by pinned
+//!   snapshots, contributors by the receipt's shares, largest remainder throughout) and the
+//!   decision appended as `InferenceSettled`, exactly once per inference event.
+//! - Books every `InferenceSettled` into a double-entry ledger (`projections::ledger`); an
+//!   inference event id that comes again with another body is recorded for review.
+//! - HTTP (`api`): policies; settlements, balances, a principal's own statement,
+//!   reconciliation and review items for finance.
+//!
+//! Not yet: periods, reports and reversals (issue 7); receipts (issue 6) — until an inference
+//! carries one, the contributors' part is held per model.
+//! Start reading at [`Application`].
 
-pub use provenant_bus::{FrameConfig as Config, FrameOnlyService as Application};
+pub mod api;
+pub mod configuration;
+pub mod domain;
+pub mod handlers;
+pub mod projections;
+mod startup;
 
-/// Embedded defaults of [`Config`] (`configuration/base.yaml`).
-pub const BASE_YAML: &str = include_str!("../configuration/base.yaml");
+pub use configuration::{BASE_YAML, Config};
+pub use startup::{Application, open_database};
 
 /// Embedded defaults, then configuration files, then `PROVENANT_…` variables.
 pub fn load_config() -> Result<Config, provenant_config::Error> {
-    provenant_config::load(BASE_YAML)
+    Config::load()
 }

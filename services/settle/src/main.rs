@@ -2,9 +2,15 @@ use anyhow::Context as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = settle::load_config().context("failed to load configuration")?;
+    if std::env::args().any(|argument| argument == "--dump-openapi") {
+        return provenant_runtime::print_openapi(&settle::api::openapi());
+    }
+    let config = settle::Config::load().context("failed to load configuration")?;
     if std::env::args().any(|argument| argument == "--dump-config") {
         return provenant_runtime::print_config(&config);
+    }
+    if std::env::args().any(|argument| argument == "--migrate-only") {
+        return Ok(settle::open_database(&config.database).await?.close().await?);
     }
     let telemetry = provenant_telemetry::init("settle", &config.telemetry)?;
     let app = settle::Application::build(config).await?; // connect, declare streams, bind

@@ -50,6 +50,15 @@ pub trait Handler: Send + Sync + 'static {
     /// Subjects within that stream; empty for all of them.
     fn filter_subjects(&self, namespace: &Namespace) -> Vec<String>;
     fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> impl Future<Output = Result<(), HandleError>> + Send;
+
+    /// Called instead of `handle` for an event id this consumer has processed before (a
+    /// redelivery, or a producer re-sending an id after the de-duplication window). Its writes
+    /// commit with the batch; the message is acknowledged as a duplicate either way. A handler
+    /// whose idempotency key can arrive with a different body records that here for review.
+    fn on_duplicate(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> impl Future<Output = Result<(), HandleError>> + Send {
+        let _ = (transaction, delivery);
+        std::future::ready(Ok(()))
+    }
 }
 
 /// Where a fault-injection test makes the consumer die, to prove nothing is lost or doubled.
@@ -356,17 +365,17 @@ impl<H: Handler> Consumer<H> {
                 Some(recorded) => Ok(recorded),
                 None => store::record_processed(scope, self.handler.name(), &event_id, delivery.stream_sequence).await,
             };
-            let result = match recorded {
-                Ok(false) => return Some(Outcome::Duplicate),
-                Ok(true) => self.handler.handle(scope, delivery).await,
-                Err(error) => Err(error.into()),
+            let (result, done) = match recorded {
+                Ok(false) => (self.handler.on_duplicate(scope, delivery).await, Outcome::Duplicate),
+                Ok(true) => (self.handler.handle(scope, delivery).await, Outcome::Applied { sequence: delivery.stream_sequence, event_id }),
+                Err(error) => (Err(error.into()), Outcome::Duplicate),
             };
             let Some(savepoint) = savepoint else {
-                return result.is_ok().then_some(Outcome::Applied { sequence: delivery.stream_sequence, event_id });
+                return result.is_ok().then_some(done);
             };
             match result {
                 Ok(()) => match savepoint.commit().await {
-                    Ok(()) => Some(Outcome::Applied { sequence: delivery.stream_sequence, event_id }),
+                    Ok(()) => Some(done),
                     Err(error) => Some(self.transient(delivery, error.into())),
                 },
                 Err(failure) => {

@@ -6,21 +6,10 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use provenant_runtime::{HttpConfig, Readiness, Shutdown};
-use provenant_telemetry::TelemetryConfig;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::{Bus, BusConfig};
-
-/// The configuration of a service that has nothing of its own yet beyond the frame.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FrameConfig {
-    pub http: HttpConfig,
-    pub bus: BusConfig,
-    pub telemetry: TelemetryConfig,
-}
 
 /// A service connected to NATS (streams declared) with its HTTP port bound.
 pub struct ServiceFrame {
@@ -52,27 +41,5 @@ impl ServiceFrame {
         info!(service = self.bus.producer(), address = %self.address(), "listening");
         let router = routes.merge(provenant_runtime::operational_routes(readiness));
         provenant_runtime::serve(self.listener, router, shutdown).await.context("http server failed")
-    }
-}
-
-/// A service that is its frame and nothing else yet: validate, train, infer and settle boot as
-/// this until their issues give them parts of their own.
-pub struct FrameOnlyService {
-    frame: ServiceFrame,
-}
-
-impl FrameOnlyService {
-    pub async fn build(config: FrameConfig) -> anyhow::Result<FrameOnlyService> {
-        Ok(FrameOnlyService { frame: ServiceFrame::build(&config.bus, &config.http).await? })
-    }
-
-    pub fn address(&self) -> SocketAddr {
-        self.frame.address()
-    }
-
-    /// Serves the operational endpoints until `shutdown` fires.
-    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let readiness = self.frame.readiness();
-        self.frame.serve(axum::Router::new(), readiness, shutdown).await
     }
 }

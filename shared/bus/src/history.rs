@@ -28,6 +28,16 @@ impl Bus {
         Ok(history)
     }
 
+    /// How many messages one aggregate type holds in its stream (every instance, every event
+    /// type): what a reconciliation compares its projection's row count with.
+    pub async fn count_messages(&self, context: Context, aggregate: &str) -> Result<u64, Error> {
+        let filter_subject = self.namespace().aggregate_filter(context, aggregate);
+        let stream = self.jetstream().get_stream_no_info(self.namespace().stream(context)).await.map_err(Error::nats)?;
+        let config = pull::OrderedConfig { filter_subject, deliver_policy: DeliverPolicy::All, ..Default::default() };
+        let mut consumer = stream.create_consumer(config).await.map_err(Error::nats)?;
+        Ok(consumer.info().await.map_err(Error::nats)?.num_pending)
+    }
+
     /// The aggregate's last event, read directly (one round trip), or `None`.
     pub async fn last_delivery(&self, context: Context, aggregate: &str, aggregate_id: &str) -> Result<Option<Delivery>, Error> {
         let subject = self.namespace().subject(context, aggregate, aggregate_id)?;

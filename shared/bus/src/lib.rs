@@ -28,7 +28,7 @@ pub use config::{BusConfig, ConsumerConfig};
 pub use consumer::{Consumer, ConsumerStats, HandleError, Handler, Replay, run_until_stopped};
 pub use delivery::{DeadLetter, Delivery, dead_letter_header};
 pub use error::Error;
-pub use frame::{FrameConfig, FrameOnlyService, ServiceFrame};
+pub use frame::ServiceFrame;
 pub use provenant_events::{Context, Envelope, Event, Namespace, Upcasters};
 pub use publish::{Expect, PendingPublish, Published};
 

@@ -1,0 +1,15 @@
+//! Schema migrations of the settle service's projections and ledger, the same on SQLite and
+//! PostgreSQL.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_create_settlement_tables;
+
+#[derive(Debug)]
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(provenant_bus::store::Migration), Box::new(m20261126_000001_create_settlement_tables::Migration)]
+    }
+}

@@ -1,0 +1,288 @@
+//! Finance views of the ledger. Amounts are integer minor units as decimal strings.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use provenant_bus::Context;
+use provenant_events::money::Amount;
+use provenant_runtime::ApiError;
+use provenant_runtime::identity::{Principal, Role};
+use provenant_runtime::openapi::{ErrorResponses, ToSchema};
+use provenant_runtime::pagination::{PageQuery, PageRequest};
+use sea_orm::{AccessMode, DatabaseBackend, IsolationLevel, TransactionTrait as _};
+use serde::Serialize;
+
+use super::{AppState, unavailable};
+use crate::domain::split::account;
+use crate::projections::inferences;
+use crate::projections::ledger::{self, balances};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MoneyView {
+    pub currency: String,
+    pub exponent: u32,
+    /// Signed minor units, as a decimal string.
+    pub minor_units: String,
+}
+
+impl From<&Amount> for MoneyView {
+    fn from(amount: &Amount) -> Self {
+        MoneyView { currency: amount.currency.clone(), exponent: amount.exponent, minor_units: amount.minor_units.to_string() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PostingView {
+    pub account: String,
+    /// Debits negative, credits positive.
+    pub amount: MoneyView,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SettlementView {
+    pub settlement_id: String,
+    pub kind: String,
+    pub inference_event_id: String,
+    pub request_id: String,
+    pub model_id: String,
+    pub period_id: String,
+    pub fee: MoneyView,
+    pub revenue_policy_version: u64,
+    pub occurred_at: String,
+    pub postings: Vec<PostingView>,
+}
+
+fn finance(caller: &Principal) -> Result<(), ApiError> {
+    caller.require(Role::Finance)
+}
+
+fn money(currency: &str, exponent: i32, minor_units: &str) -> Result<Amount, ApiError> {
+    ledger::stored_amount(currency, exponent, minor_units).map_err(unavailable)
+}
+
+/// One settlement: the fee and the balanced postings it was split into (finance).
+#[utoipa::path(get, path = "/v1/settlements/{settlement_id}", operation_id = "get_settlement", tag = "ledger", security(("api_key" = [])),
+    params(("settlement_id" = String, Path, description = "The settlement's id")),
+    responses((status = 200, description = "The settlement", body = SettlementView), ErrorResponses))]
+pub async fn settlement(
+    State(state): State<AppState>,
+    caller: Principal,
+    Path(settlement_id): Path<String>,
+) -> Result<axum::Json<SettlementView>, ApiError> {
+    finance(&caller)?;
+    let (transaction, lines) = ledger::find_transaction(&state.database, &settlement_id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "settlement.not_found", format!("no settlement {settlement_id:?}")))?;
+    let postings = lines
+        .iter()
+        .map(|line| {
+            Ok(PostingView { account: line.account.clone(), amount: (&money(&line.currency, line.exponent, &line.amount)?).into() })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(axum::Json(SettlementView {
+        fee: (&money(&transaction.currency, transaction.exponent, &transaction.fee)?).into(),
+        settlement_id: transaction.settlement_id,
+        kind: transaction.kind,
+        inference_event_id: transaction.inference_event_id,
+        request_id: transaction.request_id,
+        model_id: transaction.model_id,
+        period_id: transaction.period_id,
+        revenue_policy_version: u64::try_from(transaction.policy_version).unwrap_or(0),
+        occurred_at: transaction.occurred_at,
+        postings,
+    }))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BalanceView {
+    pub account: String,
+    pub balance: MoneyView,
+    pub postings: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BalancePage {
+    pub items: Vec<BalanceView>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next_after: Option<String>,
+}
+
+fn balance_view(row: &balances::Model) -> Result<BalanceView, ApiError> {
+    Ok(BalanceView {
+        account: row.account.clone(),
+        balance: (&row.amount().map_err(unavailable)?).into(),
+        postings: u64::try_from(row.postings).unwrap_or(0),
+    })
+}
+
+/// Every account's balance per currency, in account order (finance).
+#[utoipa::path(get, path = "/v1/ledger/accounts", operation_id = "list_account_balances", tag = "ledger", security(("api_key" = [])),
+    params(PageQuery),
+    responses((status = 200, description = "A page of balances", body = BalancePage), ErrorResponses))]
+pub async fn accounts(State(state): State<AppState>, caller: Principal, page: PageRequest) -> Result<axum::Json<BalancePage>, ApiError> {
+    finance(&caller)?;
+    let rows = ledger::balances_page(&state.database, page.after.as_deref(), page.limit).await.map_err(unavailable)?;
+    let items: Vec<BalanceView> = rows.iter().map(balance_view).collect::<Result<_, _>>()?;
+    let next_after = page.next_after(items.iter().map(|item| item.account.as_str()));
+    Ok(axum::Json(BalancePage { items, next_after }))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatementView {
+    pub principal_id: String,
+    /// The caller's own payable accounts (as contributor, model builder, Datanet owner).
+    pub balances: Vec<BalanceView>,
+}
+
+/// The caller's own balances, whatever their role: only their own accounts.
+#[utoipa::path(get, path = "/v1/statements/me", operation_id = "get_own_statement", tag = "ledger", security(("api_key" = [])),
+    responses((status = 200, description = "The caller's balances", body = StatementView), ErrorResponses))]
+pub async fn statement(State(state): State<AppState>, caller: Principal) -> Result<axum::Json<StatementView>, ApiError> {
+    let accounts = account::owned_by(&caller.id);
+    let rows = ledger::balances_of(&state.database, &accounts).await.map_err(unavailable)?;
+    let balances = rows.iter().map(balance_view).collect::<Result<_, _>>()?;
+    Ok(axum::Json(StatementView { principal_id: caller.id, balances }))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CurrencyReconciliation {
+    pub currency: String,
+    pub exponent: u32,
+    /// What callers were charged (the fee accounts' debits, as a positive amount).
+    pub fees_in: String,
+    /// Owed to contributors, builders, Datanet owners and the protocol.
+    pub payable: String,
+    /// Of which the protocol's.
+    pub protocol: String,
+    /// In models' base pools (mass no contributor explains).
+    pub pooled: String,
+    /// Contributors' parts held until an inference is attributed.
+    pub held: String,
+    /// fees_in = payable + pooled + held, exactly.
+    pub balanced: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReconciliationView {
+    pub currencies: Vec<CurrencyReconciliation>,
+    /// Every posting in the journal, summed per account, equals the running balances.
+    pub journal_matches_balances: bool,
+    /// `InferenceSettled` events in the log.
+    pub settlements_in_log: u64,
+    /// Transactions in the ledger (equal to the log's settlements once the ledger caught up).
+    pub ledger_transactions: u64,
+    /// Inference events the settler settled.
+    pub settled_inferences: u64,
+    pub ledger_matches_log: bool,
+}
+
+/// Reconciliation: per currency, fees in = payouts + protocol + pools + held, exactly; the
+/// balances against the journal; the ledger against the event log (finance).
+#[utoipa::path(get, path = "/v1/reconciliation", operation_id = "reconcile", tag = "ledger", security(("api_key" = [])),
+    responses((status = 200, description = "The reconciliation", body = ReconciliationView), ErrorResponses))]
+pub async fn reconciliation(State(state): State<AppState>, caller: Principal) -> Result<axum::Json<ReconciliationView>, ApiError> {
+    finance(&caller)?;
+    // Log first: the ledger can only have caught up further by the time it is read.
+    let settlements_in_log =
+        state.bus.count_messages(Context::Settlement, "settlement").await.map_err(|error| ApiError::internal("bus.unavailable", error))?;
+    // Every figure from one snapshot of the ledger, so that they agree with each other.
+    let snapshot = match state.database.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            state.database.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await
+        }
+        _ => state.database.begin().await,
+    }
+    .map_err(unavailable)?;
+    let rows = ledger::all_balances(&snapshot).await.map_err(unavailable)?;
+    // Per currency: [fees, payable, protocol, pooled, held].
+    let mut sums: BTreeMap<(String, u32), [i128; 5]> = BTreeMap::new();
+    let mut from_balances: BTreeMap<(String, String), i128> = BTreeMap::new();
+    for row in &rows {
+        let amount = row.amount().map_err(unavailable)?;
+        from_balances.insert((row.account.clone(), amount.currency.clone()), amount.minor_units);
+        let slot = sums.entry((amount.currency.clone(), amount.exponent)).or_default();
+        let index = match row.account.split(':').next() {
+            Some("fees") => 0,
+            Some("payable") => 1,
+            Some("pool") => 3,
+            _ => 4,
+        };
+        slot[index] += amount.minor_units;
+        if row.account == account::PROTOCOL {
+            slot[2] += amount.minor_units;
+        }
+    }
+    let mut from_journal: BTreeMap<(String, String), i128> = BTreeMap::new();
+    for (account, amount) in ledger::all_posting_amounts(&snapshot).await.map_err(unavailable)? {
+        *from_journal.entry((account, amount.currency)).or_default() += amount.minor_units;
+    }
+    let currencies = sums
+        .into_iter()
+        .map(|((currency, exponent), [fees, payable, protocol, pooled, held])| CurrencyReconciliation {
+            currency,
+            exponent,
+            fees_in: (-fees).to_string(),
+            payable: payable.to_string(),
+            protocol: protocol.to_string(),
+            pooled: pooled.to_string(),
+            held: held.to_string(),
+            balanced: -fees == payable + pooled + held,
+        })
+        .collect();
+    let ledger_transactions = ledger::count_transactions(&snapshot).await.map_err(unavailable)?;
+    let settled_inferences = inferences::count_settled(&snapshot).await.map_err(unavailable)?;
+    snapshot.commit().await.map_err(unavailable)?;
+    Ok(axum::Json(ReconciliationView {
+        currencies,
+        journal_matches_balances: from_balances == from_journal,
+        settlements_in_log,
+        ledger_transactions,
+        settled_inferences,
+        ledger_matches_log: settlements_in_log == ledger_transactions,
+    }))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReviewView {
+    pub id: i64,
+    pub code: String,
+    pub inference_event_id: String,
+    pub detail: String,
+    pub stream_sequence: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReviewPage {
+    pub items: Vec<ReviewView>,
+    pub next_after: Option<String>,
+}
+
+/// Inference events that need a person: an id that came again with a different body (finance).
+#[utoipa::path(get, path = "/v1/reviews", operation_id = "list_reviews", tag = "ledger", security(("api_key" = [])),
+    params(PageQuery),
+    responses((status = 200, description = "A page of review items", body = ReviewPage), ErrorResponses))]
+pub async fn reviews(State(state): State<AppState>, caller: Principal, page: PageRequest) -> Result<axum::Json<ReviewPage>, ApiError> {
+    finance(&caller)?;
+    let after = match page.after.as_deref() {
+        None => 0,
+        Some(after) => after.parse::<i64>().map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_after", "after is the id of the previous page's last item")
+        })?,
+    };
+    let rows = inferences::reviews_after(&state.database, after, page.limit).await.map_err(unavailable)?;
+    let ids: Vec<String> = rows.iter().map(|row| row.id.to_string()).collect();
+    let next_after = page.next_after(ids.iter().map(String::as_str));
+    let items = rows
+        .into_iter()
+        .map(|row| ReviewView {
+            id: row.id,
+            code: row.code,
+            inference_event_id: row.inference_event_id,
+            detail: row.detail,
+            stream_sequence: row.stream_sequence,
+        })
+        .collect();
+    Ok(axum::Json(ReviewPage { items, next_after }))
+}

@@ -1,0 +1,65 @@
+//! The settle HTTP API: revenue-share policies (model builders, admins) and the finance views
+//! of the ledger (settlements, balances, statements, reconciliation, review items).
+
+mod ledger;
+mod policies;
+
+use std::sync::Arc;
+
+use axum::Router;
+use provenant_bus::Bus;
+use provenant_runtime::ApiError;
+use provenant_runtime::identity::Directory;
+use sea_orm::DatabaseConnection;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::domain::policy::RevenuePolicy;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub bus: Bus,
+    pub database: DatabaseConnection,
+    pub directory: Arc<Directory>,
+    pub default_policy: RevenuePolicy,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Directory> {
+    fn from_ref(state: &AppState) -> Self {
+        state.directory.clone()
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> ApiError {
+    ApiError::internal("database.unavailable", error)
+}
+
+/// The routes and their OpenAPI description, generated from the same handlers.
+pub fn router(state: AppState) -> Router {
+    let (routes, api) = documented_routes().with_state(state).split_for_parts();
+    provenant_runtime::openapi::app(routes, describe(api))
+}
+
+/// The OpenAPI document alone (for tests and the API fuzzing run).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    describe(documented_routes().split_for_parts().1)
+}
+
+fn describe(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    provenant_runtime::openapi::finish(
+        api,
+        "Provenant settle",
+        "Revenue-share policies per model, and the double-entry ledger that inference fees are split into: settlements, balances, \
+         a principal's own statement, reconciliation and items for review. Amounts are integer minor units as decimal strings.",
+    )
+}
+
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(policies::get, policies::set))
+        .routes(routes!(ledger::settlement))
+        .routes(routes!(ledger::accounts))
+        .routes(routes!(ledger::statement))
+        .routes(routes!(ledger::reconciliation))
+        .routes(routes!(ledger::reviews))
+}

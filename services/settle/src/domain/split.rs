@@ -1,0 +1,179 @@
+//! From a fee to a balanced double-entry transaction.
+//!
+//! The caller's fee account is debited the whole fee; the credits split it first by the
+//! revenue policy's parts, then each part among its parties: Datanet owners by how many of
+//! the model's pinned snapshots are theirs, contributors by the receipt's shares. A share below
+//! the receipt's noise floor, and the receipt's base pool, go to the model's base pool; without
+//! a receipt the contributors' part is held for the model until one comes (DESIGN.md, "Proof of
+//! Attribution"). Every split is largest-remainder, so the credits sum to the fee exactly.
+
+use std::collections::BTreeMap;
+
+use crate::domain::allocation::{AllocationError, largest_remainder};
+use crate::domain::inference::CheckedReceipt;
+use crate::domain::policy::{Beneficiary, RevenuePolicy};
+
+/// Ledger account names. Debits are negative, credits positive.
+pub mod account {
+    pub const PROTOCOL: &str = "payable:protocol";
+
+    pub fn caller_fees(caller_id: &str) -> String {
+        format!("fees:caller:{caller_id}")
+    }
+
+    pub fn model_builder(builder_id: &str) -> String {
+        format!("payable:model_builder:{builder_id}")
+    }
+
+    pub fn datanet_owner(owner_id: &str) -> String {
+        format!("payable:datanet_owner:{owner_id}")
+    }
+
+    pub fn contributor(contributor_id: &str) -> String {
+        format!("payable:contributor:{contributor_id}")
+    }
+
+    /// Mass no contributor explains (the receipt's base pool and shares under its noise floor).
+    pub fn base_pool(model_id: &str) -> String {
+        format!("pool:base:{model_id}")
+    }
+
+    /// The contributors' part of fees whose inference came without a receipt, until one comes.
+    pub fn unattributed(model_id: &str) -> String {
+        format!("held:unattributed:{model_id}")
+    }
+
+    /// The accounts that belong to `principal_id`, for their own statement.
+    pub fn owned_by(principal_id: &str) -> [String; 3] {
+        [contributor(principal_id), model_builder(principal_id), datanet_owner(principal_id)]
+    }
+}
+
+/// Who stands behind a model, beyond the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parties {
+    pub model_id: String,
+    pub builder_id: String,
+    /// Each Datanet owner with the number of the model's pinned snapshots that are theirs.
+    pub datanet_owners: Vec<(String, u64)>,
+}
+
+/// One line of a transaction, in the fee's currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    pub account: String,
+    pub minor_units: i128,
+}
+
+/// The postings that settle `fee` (minor units, ≥ 0) paid by `caller_id`: the debit first, then
+/// the credits in account order; no zero lines.
+pub fn postings(
+    fee: i128,
+    caller_id: &str,
+    policy: &RevenuePolicy,
+    parties: &Parties,
+    receipt: Option<&CheckedReceipt>,
+) -> Result<Vec<Posting>, AllocationError> {
+    let mut credits: BTreeMap<String, i128> = BTreeMap::new();
+    let mut credit = |account: String, units: i128| *credits.entry(account).or_default() += units;
+    for (beneficiary, part) in largest_remainder(fee, &policy.parts)? {
+        match beneficiary {
+            Beneficiary::Protocol => credit(account::PROTOCOL.to_owned(), part),
+            Beneficiary::ModelBuilder => credit(account::model_builder(&parties.builder_id), part),
+            Beneficiary::DatanetOwners if parties.datanet_owners.is_empty() => credit(account::base_pool(&parties.model_id), part),
+            Beneficiary::DatanetOwners => {
+                for (owner, units) in largest_remainder(part, &parties.datanet_owners)? {
+                    credit(account::datanet_owner(&owner), units);
+                }
+            }
+            Beneficiary::Contributors => match receipt {
+                None => credit(account::unattributed(&parties.model_id), part),
+                Some(receipt) => {
+                    for (account, units) in largest_remainder(part, &contributor_weights(receipt, &parties.model_id))? {
+                        credit(account, units);
+                    }
+                }
+            },
+        }
+    }
+    let mut lines = vec![Posting { account: account::caller_fees(caller_id), minor_units: -fee }];
+    lines.extend(credits.into_iter().map(|(account, minor_units)| Posting { account, minor_units }));
+    lines.retain(|posting| posting.minor_units != 0);
+    Ok(lines)
+}
+
+/// Contributor accounts weighted by their shares; shares under the noise floor join the base
+/// pool, which also takes the receipt's unexplained mass. The weights sum to one whole.
+fn contributor_weights(receipt: &CheckedReceipt, model_id: &str) -> Vec<(String, u64)> {
+    let mut pool = receipt.base_pool_ppb;
+    let mut weights = Vec::with_capacity(receipt.shares.len() + 1);
+    for (contributor, share) in &receipt.shares {
+        if *share < receipt.noise_floor_ppb {
+            pool += share;
+        } else {
+            weights.push((account::contributor(contributor), *share));
+        }
+    }
+    weights.push((account::base_pool(model_id), pool));
+    weights
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RevenuePolicy {
+        RevenuePolicy::new(
+            1,
+            [
+                (Beneficiary::Protocol, 100_000_000),
+                (Beneficiary::ModelBuilder, 200_000_000),
+                (Beneficiary::DatanetOwners, 100_000_000),
+                (Beneficiary::Contributors, 600_000_000),
+            ],
+        )
+        .expect("whole")
+    }
+
+    fn parties() -> Parties {
+        Parties { model_id: "m".into(), builder_id: "bob".into(), datanet_owners: vec![("olga".into(), 2), ("otto".into(), 1)] }
+    }
+
+    fn lines(postings: &[Posting]) -> Vec<(&str, i128)> {
+        postings.iter().map(|posting| (posting.account.as_str(), posting.minor_units)).collect()
+    }
+
+    #[test]
+    fn a_fee_splits_by_policy_then_by_receipt_and_balances() {
+        let receipt = CheckedReceipt {
+            shares: vec![("ann".into(), 500_000_000), ("cid".into(), 10_000_000), ("dan".into(), 290_000_000)],
+            base_pool_ppb: 200_000_000,
+            noise_floor_ppb: 20_000_000,
+        };
+        let postings = postings(1_001, "app", &policy(), &parties(), Some(&receipt)).expect("split");
+        // 1,001 by policy: 100.1 / 200.2 / 100.1 / 600.6 → 100 / 200 / 100 / 601 (largest remainder).
+        // Owners 100 by 2:1 → 67 / 33. Contributors 601: ann 0.5, dan 0.29, pool 0.2 + cid 0.01
+        // (under the floor) → 300.5 / 174.29 / 126.21 → 301 / 174 / 126.
+        assert_eq!(
+            lines(&postings),
+            vec![
+                ("fees:caller:app", -1_001),
+                ("payable:contributor:ann", 301),
+                ("payable:contributor:dan", 174),
+                ("payable:datanet_owner:olga", 67),
+                ("payable:datanet_owner:otto", 33),
+                ("payable:model_builder:bob", 200),
+                ("payable:protocol", 100),
+                ("pool:base:m", 126),
+            ]
+        );
+        assert_eq!(postings.iter().map(|posting| posting.minor_units).sum::<i128>(), 0);
+    }
+
+    #[test]
+    fn without_a_receipt_the_contributors_part_is_held_and_zero_lines_are_dropped() {
+        let postings = postings(3, "app", &policy(), &parties(), None).expect("split");
+        assert_eq!(lines(&postings), vec![("fees:caller:app", -3), ("held:unattributed:m", 2), ("payable:model_builder:bob", 1)]);
+        assert!(self::postings(0, "app", &policy(), &parties(), None).expect("split").is_empty());
+    }
+}

@@ -1,0 +1,221 @@
+//! Event handlers behind five durable consumers: three keep what settlement must know
+//! ([`ModelProjector`], [`DatanetProjector`], [`PolicyProjector`]), [`Settler`] judges each
+//! `InferenceServed` and appends its `InferenceSettled`, and [`LedgerProjector`] books every
+//! settlement into the double-entry ledger.
+//!
+//! The decision (which policy, which parties, which postings) is made once and recorded in the
+//! log as `InferenceSettled`; the ledger is built from those events alone, so replaying the log
+//! reproduces it exactly even though policies may change between the two.
+
+mod on_inference_served;
+mod on_inference_settled;
+
+use provenant_bus::{Bus, Context, Delivery, HandleError, Handler, Namespace, Upcasters};
+use provenant_events::Event as _;
+use provenant_events::proto::datanet::v1::DatanetCreated;
+use provenant_events::proto::inference::v1::InferenceServed;
+use provenant_events::proto::settlement::v1::{InferenceSettled, RevenuePolicySet};
+use provenant_events::proto::training::v1::{ModelKind, ModelRegistered};
+use sea_orm::DatabaseTransaction;
+
+use crate::configuration::SettlementConfig;
+use crate::domain::policy::{PolicyError, RevenuePolicy};
+use crate::projections::{catalog, policies};
+
+pub use on_inference_served::{settlement_event_id, settlement_id_for};
+
+/// Registered models (`ModelRegistered`): kind, weights digest, builder, pinned Datanets.
+#[derive(Debug, Clone, Default)]
+pub struct ModelProjector {
+    upcasters: Upcasters,
+}
+
+impl ModelProjector {
+    pub const NAME: &'static str = "settle-models";
+}
+
+impl Handler for ModelProjector {
+    fn name(&self) -> &str {
+        ModelProjector::NAME
+    }
+
+    fn context(&self) -> Context {
+        Context::Training
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        vec![namespace.aggregate_filter(Context::Training, "model")]
+    }
+
+    async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        if delivery.envelope.event_type != ModelRegistered::TYPE {
+            return Ok(());
+        }
+        let event: ModelRegistered = delivery.decode(&self.upcasters)?;
+        let kind = match event.kind() {
+            ModelKind::Base => "base",
+            ModelKind::Adapter => "adapter",
+            ModelKind::Unspecified => return Err(HandleError::rejected("model.kind_missing", "a registered model without a kind")),
+        };
+        let datanet_ids: Vec<String> =
+            event.lineage.iter().flat_map(|lineage| &lineage.snapshots).map(|pin| pin.datanet_id.clone()).collect();
+        let row = catalog::models::Model {
+            model_id: event.model_id,
+            kind: kind.to_owned(),
+            base_model_id: event.base_model_id,
+            weights_sha256: event.weights.map(|weights| weights.sha256).unwrap_or_default(),
+            builder_id: event.owner.map(|owner| owner.id).unwrap_or_default(),
+            datanet_ids: serde_json::to_string(&datanet_ids).unwrap_or_else(|_| "[]".into()),
+        };
+        catalog::insert_model(transaction, row).await?;
+        Ok(())
+    }
+}
+
+/// Datanet owners (`DatanetCreated`; ownership does not change).
+#[derive(Debug, Clone, Default)]
+pub struct DatanetProjector {
+    upcasters: Upcasters,
+}
+
+impl DatanetProjector {
+    pub const NAME: &'static str = "settle-datanets";
+}
+
+impl Handler for DatanetProjector {
+    fn name(&self) -> &str {
+        DatanetProjector::NAME
+    }
+
+    fn context(&self) -> Context {
+        Context::Datanet
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        vec![namespace.aggregate_filter(Context::Datanet, "datanet")]
+    }
+
+    async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        if delivery.envelope.event_type != DatanetCreated::TYPE {
+            return Ok(());
+        }
+        let event: DatanetCreated = delivery.decode(&self.upcasters)?;
+        let owner = event.owner.map(|owner| owner.id).unwrap_or_default();
+        catalog::insert_datanet(transaction, &event.datanet_id, &owner).await?;
+        Ok(())
+    }
+}
+
+/// Each model's latest revenue-share policy (`RevenuePolicySet`), checked again on the way in:
+/// a policy whose parts are not one whole never moves money.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyProjector {
+    upcasters: Upcasters,
+}
+
+impl PolicyProjector {
+    pub const NAME: &'static str = "settle-policies";
+}
+
+impl Handler for PolicyProjector {
+    fn name(&self) -> &str {
+        PolicyProjector::NAME
+    }
+
+    fn context(&self) -> Context {
+        Context::Settlement
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        vec![namespace.aggregate_filter(Context::Settlement, "policy")]
+    }
+
+    async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        let event: RevenuePolicySet = delivery.decode(&self.upcasters)?;
+        let policy = RevenuePolicy::from_proto(event.version, &event.parts)
+            .map_err(|error: PolicyError| HandleError::rejected(error.code(), error))?;
+        let set_by = event.set_by.map(|principal| principal.id).unwrap_or_default();
+        policies::upsert(transaction, &event.model_id, &policy, &set_by, delivery.stream_sequence).await?;
+        Ok(())
+    }
+}
+
+/// Judges every `InferenceServed` (ours and external producers') and appends its
+/// `InferenceSettled`; refused events go to the dead-letter stream with their reason.
+#[derive(Clone)]
+pub struct Settler {
+    pub(crate) bus: Bus,
+    pub(crate) settings: SettlementConfig,
+    pub(crate) default_policy: RevenuePolicy,
+    pub(crate) upcasters: Upcasters,
+}
+
+impl Settler {
+    pub const NAME: &'static str = "settle-inferences";
+
+    pub fn new(bus: Bus, settings: SettlementConfig) -> Result<Settler, PolicyError> {
+        let default_policy = settings.default_policy()?;
+        Ok(Settler { bus, settings, default_policy, upcasters: Upcasters::contract() })
+    }
+}
+
+impl Handler for Settler {
+    fn name(&self) -> &str {
+        Settler::NAME
+    }
+
+    fn context(&self) -> Context {
+        Context::Inference
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        vec![namespace.aggregate_filter(Context::Inference, "request")]
+    }
+
+    async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        match delivery.envelope.event_type.as_str() {
+            InferenceServed::TYPE => on_inference_served::handle(self, transaction, delivery).await,
+            // Receipts computed after the fact (InferenceAttributed) release held money once
+            // attribution exists (issue 6); until then they change nothing here.
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_duplicate(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        on_inference_served::on_duplicate(transaction, delivery).await
+    }
+}
+
+/// Books every `InferenceSettled` into the ledger.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerProjector {
+    upcasters: Upcasters,
+}
+
+impl LedgerProjector {
+    pub const NAME: &'static str = "settle-ledger";
+}
+
+impl Handler for LedgerProjector {
+    fn name(&self) -> &str {
+        LedgerProjector::NAME
+    }
+
+    fn context(&self) -> Context {
+        Context::Settlement
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        vec![namespace.aggregate_filter(Context::Settlement, "settlement")]
+    }
+
+    async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        match delivery.envelope.event_type.as_str() {
+            InferenceSettled::TYPE => {
+                let event: InferenceSettled = delivery.decode(&self.upcasters)?;
+                on_inference_settled::handle(transaction, delivery, event).await
+            }
+            _ => Ok(()),
+        }
+    }
+}

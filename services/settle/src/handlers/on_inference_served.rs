@@ -1,0 +1,185 @@
+//! `InferenceServed` → checks → `InferenceSettled`.
+//!
+//! The settlement's id and event id derive from the inference event's id, and the append
+//! expects an empty subject: a retry after a crash (before or after the append) finds its own
+//! settlement and adds nothing, so each inference event is settled exactly once.
+
+use provenant_bus::{Context, Delivery, Envelope, Error as BusError, Expect, HandleError};
+use provenant_events::money::Amount;
+use provenant_events::proto::inference::v1::InferenceServed;
+use provenant_events::proto::settlement::v1::{InferenceSettled, Posting};
+use sea_orm::DatabaseTransaction;
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
+
+use super::Settler;
+use crate::domain::inference::{self, CheckedInference, Refusal};
+use crate::domain::split::{self, Parties};
+use crate::projections::{catalog, inferences, policies};
+
+pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+    let event: InferenceServed = delivery.decode(&settler.upcasters)?;
+    let inference_event_id = delivery.envelope.event_id.to_string();
+    let checked = inference::check(&event, &delivery.envelope.producer, &delivery.envelope.aggregate_id, settler.settings.limits())
+        .map_err(refuse)?;
+    let model_ids: Vec<&str> =
+        std::iter::once(checked.base_model_id.as_str()).chain(checked.adapter.as_ref().map(|(adapter, _)| adapter.as_str())).collect();
+    if !settler.settings.authorises(&delivery.envelope.producer, &model_ids) {
+        return Err(refuse(Refusal::new(
+            "inference.unauthorised_producer",
+            format!("producer {:?} may not report inferences of {}", delivery.envelope.producer, model_ids.join(" + ")),
+        )));
+    }
+    if let Some(earlier) = inferences::find_by_request(transaction, &checked.request_id).await?
+        && earlier.inference_event_id != inference_event_id
+    {
+        return Err(refuse(Refusal::new(
+            "inference.request_conflict",
+            format!("request {:?} was already settled from event {}", checked.request_id, earlier.inference_event_id),
+        )));
+    }
+    let parties = parties(settler, transaction, &checked).await?;
+    let policy = match policies::find(transaction, checked.settled_model_id()).await? {
+        Some(row) => row.policy()?,
+        None => match policies::find(transaction, &checked.base_model_id).await? {
+            Some(row) => row.policy()?,
+            None => settler.default_policy.clone(),
+        },
+    };
+    let lines = split::postings(checked.fee.minor_units, &checked.caller_id, &policy, &parties, checked.receipt.as_ref())
+        .map_err(|error| HandleError::rejected("settlement.allocation_failed", error))?;
+    let settlement_id = settlement_id_for(&inference_event_id);
+    let settled = InferenceSettled {
+        settlement_id: settlement_id.clone(),
+        inference_event_id: inference_event_id.clone(),
+        request_id: checked.request_id.clone(),
+        model_id: checked.settled_model_id().to_owned(),
+        fee: Some(checked.fee.to_proto()),
+        revenue_policy_version: policy.version,
+        postings: lines
+            .iter()
+            .map(|line| Posting {
+                account: line.account.clone(),
+                amount: Some(Amount { minor_units: line.minor_units, ..checked.fee.clone() }.to_proto()),
+            })
+            .collect(),
+        // Periods are calendar months (UTC) of when the inference was served.
+        period_id: delivery.envelope.occurred_at.format("%Y-%m").to_string(),
+    };
+    append(settler, delivery, &settled).await?;
+    let payload_sha256 = hex::encode(Sha256::digest(&delivery.payload));
+    inferences::insert_settled(transaction, &inference_event_id, &checked.request_id, &payload_sha256, &settlement_id).await?;
+    metrics::counter!("settle_inferences_settled_total", "currency" => checked.fee.currency.clone()).increment(1);
+    Ok(())
+}
+
+/// An inference event id seen again: if its body differs from the one settled, that is recorded
+/// for review (the first body stands; nothing is paid twice).
+pub async fn on_duplicate(transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+    let inference_event_id = delivery.envelope.event_id.to_string();
+    let Some(settled) = inferences::find(transaction, &inference_event_id).await? else {
+        return Ok(());
+    };
+    let payload_sha256 = hex::encode(Sha256::digest(&delivery.payload));
+    if settled.payload_sha256 != payload_sha256 {
+        tracing::warn!(%inference_event_id, "an inference event id came again with a different body; recorded for review");
+        metrics::counter!("settle_reviews_total", "code" => "inference.conflicting_duplicate").increment(1);
+        let detail = format!("settled body sha256 {}, this body sha256 {payload_sha256}", settled.payload_sha256);
+        inferences::insert_review(transaction, "inference.conflicting_duplicate", &inference_event_id, &detail, delivery.stream_sequence)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The settlement of an inference event (UUIDv8 from its id).
+pub fn settlement_id_for(inference_event_id: &str) -> String {
+    derived_uuid("settlement", inference_event_id).to_string()
+}
+
+/// The event id of that settlement's `InferenceSettled`.
+pub fn settlement_event_id(inference_event_id: &str) -> Uuid {
+    derived_uuid("settlement-event", inference_event_id)
+}
+
+fn derived_uuid(purpose: &str, inference_event_id: &str) -> Uuid {
+    let digest = Sha256::new().chain_update(purpose).chain_update([0]).chain_update(inference_event_id).finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::new_v8(bytes)
+}
+
+fn refuse(refusal: Refusal) -> HandleError {
+    metrics::counter!("settle_inferences_refused_total", "code" => refusal.code).increment(1);
+    HandleError::rejected(refusal.code, refusal.message)
+}
+
+/// The builder and Datanet owners of the settled model, after checking that the event names
+/// registered models with their registered weights. A model the stream has but the catalogue
+/// does not yet is a lag (retry); one the stream lacks is refused.
+async fn parties(settler: &Settler, transaction: &DatabaseTransaction, checked: &CheckedInference) -> Result<Parties, HandleError> {
+    let base = known_model(settler, transaction, &checked.base_model_id).await?;
+    if base.is_adapter() {
+        return Err(refuse(Refusal::new("inference.not_a_base", format!("{} is an adapter, not a base model", base.model_id))));
+    }
+    if base.weights_sha256 != checked.base_weights_sha256 {
+        return Err(refuse(Refusal::new("inference.weights_mismatch", format!("the base weights are not those of {}", base.model_id))));
+    }
+    let settled = match &checked.adapter {
+        None => base,
+        Some((adapter_id, weights)) => {
+            let adapter = known_model(settler, transaction, adapter_id).await?;
+            if !adapter.is_adapter() || adapter.base_model_id != base.model_id {
+                return Err(refuse(Refusal::new(
+                    "inference.not_an_adapter",
+                    format!("{adapter_id} is not an adapter of {}", base.model_id),
+                )));
+            }
+            if &adapter.weights_sha256 != weights {
+                return Err(refuse(Refusal::new(
+                    "inference.weights_mismatch",
+                    format!("the adapter weights are not those of {adapter_id}"),
+                )));
+            }
+            adapter
+        }
+    };
+    let mut owners: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for datanet_id in settled.datanet_ids() {
+        let owner = catalog::find_datanet_owner(transaction, &datanet_id)
+            .await?
+            .ok_or_else(|| HandleError::Transient(anyhow::anyhow!("Datanet {datanet_id} is not projected yet")))?;
+        *owners.entry(owner).or_default() += 1;
+    }
+    Ok(Parties { model_id: settled.model_id, builder_id: settled.builder_id, datanet_owners: owners.into_iter().collect() })
+}
+
+async fn known_model(settler: &Settler, transaction: &DatabaseTransaction, model_id: &str) -> Result<catalog::models::Model, HandleError> {
+    if let Some(model) = catalog::find_model(transaction, model_id).await? {
+        return Ok(model);
+    }
+    match settler.bus.last_sequence(Context::Training, "model", model_id).await {
+        Ok(Some(_)) => Err(HandleError::Transient(anyhow::anyhow!("model {model_id} is registered but not projected yet"))),
+        Ok(None) => Err(refuse(Refusal::new("inference.unknown_model", format!("no model {model_id} is registered")))),
+        // An id that cannot even form a subject names no model.
+        Err(BusError::Event(_)) => Err(refuse(Refusal::new("inference.unknown_model", format!("no model {model_id:?} is registered")))),
+        Err(error) => Err(HandleError::Transient(error.into())),
+    }
+}
+
+async fn append(settler: &Settler, delivery: &Delivery, settled: &InferenceSettled) -> Result<(), HandleError> {
+    let mut envelope = Envelope::new(settled, settler.bus.producer()).caused_by(&delivery.envelope);
+    envelope.event_id = settlement_event_id(&settled.inference_event_id);
+    match settler.bus.publish(&envelope, settled, Expect::NoEvents).await {
+        Ok(_) => Ok(()),
+        Err(BusError::Conflict { .. }) => {
+            // Appended before (a retry after the window that de-duplicates ids): ours, or not?
+            let last = settler.bus.last_event(Context::Settlement, "settlement", &settled.settlement_id).await;
+            match last {
+                Ok(Some((_, Some(event_id)))) if event_id == envelope.event_id.to_string() => Ok(()),
+                Ok(_) => Err(HandleError::rejected("settlement.conflict", "another event holds this settlement's subject")),
+                Err(error) => Err(HandleError::Transient(error.into())),
+            }
+        }
+        Err(error) => Err(HandleError::Transient(error.into())),
+    }
+}

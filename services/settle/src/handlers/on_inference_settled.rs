@@ -1,0 +1,47 @@
+//! `InferenceSettled` → one balanced ledger transaction.
+
+use provenant_bus::{Delivery, HandleError};
+use provenant_events::money::Amount;
+use provenant_events::proto::settlement::v1::InferenceSettled;
+use sea_orm::DatabaseTransaction;
+
+use crate::projections::ledger::{self, Entry, transactions};
+
+pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, event: InferenceSettled) -> Result<(), HandleError> {
+    let invalid = |code: &'static str, message: String| HandleError::rejected(code, message);
+    let fee = event.fee.as_ref().ok_or_else(|| invalid("settlement.fee_missing", "a settlement without a fee".into()))?;
+    let fee = Amount::from_proto(fee).map_err(|error| invalid("settlement.fee_invalid", error.to_string()))?;
+    let mut postings = Vec::with_capacity(event.postings.len());
+    let mut sum = fee.zero_like();
+    for posting in &event.postings {
+        let amount = posting.amount.as_ref().ok_or_else(|| invalid("settlement.posting_invalid", "a posting without an amount".into()))?;
+        let amount = Amount::from_proto(amount).map_err(|error| invalid("settlement.posting_invalid", error.to_string()))?;
+        if amount.currency != fee.currency || amount.exponent != fee.exponent || posting.account.is_empty() {
+            return Err(invalid("settlement.posting_invalid", format!("posting to {:?} is not in the fee's currency", posting.account)));
+        }
+        sum = sum.checked_add(&amount).map_err(|error| invalid("settlement.posting_invalid", error.to_string()))?;
+        postings.push((posting.account.clone(), amount));
+    }
+    if sum.minor_units != 0 {
+        return Err(invalid("settlement.unbalanced", format!("postings sum to {sum}, not zero")));
+    }
+    let entry = Entry {
+        transaction: transactions::Model {
+            settlement_id: event.settlement_id,
+            kind: "inference".into(),
+            inference_event_id: event.inference_event_id,
+            request_id: event.request_id,
+            model_id: event.model_id,
+            period_id: event.period_id,
+            currency: fee.currency.clone(),
+            exponent: i32::try_from(fee.exponent).unwrap_or(i32::MAX),
+            fee: fee.minor_units.to_string(),
+            policy_version: i64::try_from(event.revenue_policy_version).unwrap_or(i64::MAX),
+            occurred_at: delivery.envelope.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            stream_sequence: i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX),
+        },
+        postings,
+    };
+    ledger::record(transaction, entry).await?;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Registered models and Datanet owners, as far as settlement needs them.
+
+use sea_orm::ActiveValue::Set;
+use sea_orm::entity::prelude::*;
+use sea_orm::sea_query::OnConflict;
+
+pub mod models {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "settle_models")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub model_id: String,
+        /// "base" or "adapter".
+        pub kind: String,
+        /// For adapters; empty for a base.
+        pub base_model_id: String,
+        pub weights_sha256: String,
+        pub builder_id: String,
+        /// JSON array of the Datanet ids of the model's pinned snapshots, one per snapshot.
+        pub datanet_ids: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    impl Model {
+        pub fn is_adapter(&self) -> bool {
+            self.kind == "adapter"
+        }
+
+        pub fn datanet_ids(&self) -> Vec<String> {
+            serde_json::from_str(&self.datanet_ids).unwrap_or_default()
+        }
+    }
+}
+
+pub mod datanets {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "settle_datanets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub datanet_id: String,
+        pub owner_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Records a registered model; a registration seen again changes nothing.
+pub async fn insert_model(database: &impl ConnectionTrait, row: models::Model) -> Result<(), DbErr> {
+    let row = models::ActiveModel {
+        model_id: Set(row.model_id),
+        kind: Set(row.kind),
+        base_model_id: Set(row.base_model_id),
+        weights_sha256: Set(row.weights_sha256),
+        builder_id: Set(row.builder_id),
+        datanet_ids: Set(row.datanet_ids),
+    };
+    models::Entity::insert(row)
+        .on_conflict(OnConflict::column(models::Column::ModelId).do_nothing().to_owned())
+        .exec_without_returning(database)
+        .await?;
+    Ok(())
+}
+
+pub async fn find_model(database: &impl ConnectionTrait, model_id: &str) -> Result<Option<models::Model>, DbErr> {
+    models::Entity::find_by_id(model_id.to_owned()).one(database).await
+}
+
+/// Records a Datanet's owner (fixed at creation).
+pub async fn insert_datanet(database: &impl ConnectionTrait, datanet_id: &str, owner_id: &str) -> Result<(), DbErr> {
+    let row = datanets::ActiveModel { datanet_id: Set(datanet_id.to_owned()), owner_id: Set(owner_id.to_owned()) };
+    datanets::Entity::insert(row)
+        .on_conflict(OnConflict::column(datanets::Column::DatanetId).do_nothing().to_owned())
+        .exec_without_returning(database)
+        .await?;
+    Ok(())
+}
+
+pub async fn find_datanet_owner(database: &impl ConnectionTrait, datanet_id: &str) -> Result<Option<String>, DbErr> {
+    Ok(datanets::Entity::find_by_id(datanet_id.to_owned()).one(database).await?.map(|row| row.owner_id))
+}

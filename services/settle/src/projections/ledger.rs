@@ -1,0 +1,208 @@
+//! The double-entry ledger: one transaction per settlement, its postings, and running balances.
+//!
+//! Amounts are i128 minor units, stored as decimal strings (neither database has a 128-bit
+//! integer) and summed in Rust, never in SQL.
+
+use sea_orm::ActiveValue::Set;
+use sea_orm::entity::prelude::*;
+use sea_orm::{QueryOrder as _, QuerySelect as _};
+
+use provenant_events::money::{Amount, parse_minor_units};
+
+pub mod transactions {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "ledger_transactions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub settlement_id: String,
+        /// "inference" (a reversal is "reversal").
+        pub kind: String,
+        pub inference_event_id: String,
+        pub request_id: String,
+        pub model_id: String,
+        pub period_id: String,
+        pub currency: String,
+        pub exponent: i32,
+        pub fee: String,
+        pub policy_version: i64,
+        pub occurred_at: String,
+        pub stream_sequence: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod postings {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "ledger_postings")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub settlement_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub line: i32,
+        pub account: String,
+        pub currency: String,
+        pub exponent: i32,
+        pub amount: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod balances {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "ledger_balances")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub account: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub currency: String,
+        pub exponent: i32,
+        pub balance: String,
+        pub postings: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    impl Model {
+        pub fn amount(&self) -> Result<provenant_events::money::Amount, DbErr> {
+            super::stored_amount(&self.currency, self.exponent, &self.balance)
+        }
+    }
+}
+
+/// A checked transaction, ready to record.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub transaction: transactions::Model,
+    /// (account, amount) in posting order; every amount in the fee's currency.
+    pub postings: Vec<(String, Amount)>,
+}
+
+/// Records `entry` and moves the balances; `false` when the settlement was recorded before.
+pub async fn record(database: &impl ConnectionTrait, entry: Entry) -> Result<bool, DbErr> {
+    if transactions::Entity::find_by_id(entry.transaction.settlement_id.clone()).one(database).await?.is_some() {
+        return Ok(false);
+    }
+    let settlement_id = entry.transaction.settlement_id.clone();
+    transactions::Entity::insert(transactions::ActiveModel::from(entry.transaction)).exec_without_returning(database).await?;
+    let lines: Vec<postings::ActiveModel> = entry
+        .postings
+        .iter()
+        .enumerate()
+        .map(|(line, (account, amount))| postings::ActiveModel {
+            settlement_id: Set(settlement_id.clone()),
+            line: Set(i32::try_from(line).unwrap_or(i32::MAX)),
+            account: Set(account.clone()),
+            currency: Set(amount.currency.clone()),
+            exponent: Set(exponent_column(amount.exponent)),
+            amount: Set(amount.minor_units.to_string()),
+        })
+        .collect();
+    if !lines.is_empty() {
+        postings::Entity::insert_many(lines).exec_without_returning(database).await?;
+    }
+    for (account, amount) in &entry.postings {
+        add_to_balance(database, account, amount).await?;
+    }
+    Ok(true)
+}
+
+async fn add_to_balance(database: &impl ConnectionTrait, account: &str, amount: &Amount) -> Result<(), DbErr> {
+    let key = (account.to_owned(), amount.currency.clone());
+    match balances::Entity::find_by_id(key).one(database).await? {
+        Some(row) => {
+            let sum = row.amount()?.checked_add(amount).map_err(|error| DbErr::Custom(format!("balance of {account}: {error}")))?;
+            let postings = row.postings + 1;
+            let mut row: balances::ActiveModel = row.into();
+            row.balance = Set(sum.minor_units.to_string());
+            row.postings = Set(postings);
+            row.update(database).await?;
+        }
+        None => {
+            let row = balances::ActiveModel {
+                account: Set(account.to_owned()),
+                currency: Set(amount.currency.clone()),
+                exponent: Set(exponent_column(amount.exponent)),
+                balance: Set(amount.minor_units.to_string()),
+                postings: Set(1),
+            };
+            balances::Entity::insert(row).exec_without_returning(database).await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn find_transaction(
+    database: &impl ConnectionTrait,
+    settlement_id: &str,
+) -> Result<Option<(transactions::Model, Vec<postings::Model>)>, DbErr> {
+    let Some(transaction) = transactions::Entity::find_by_id(settlement_id.to_owned()).one(database).await? else {
+        return Ok(None);
+    };
+    let lines = postings::Entity::find()
+        .filter(postings::Column::SettlementId.eq(settlement_id))
+        .order_by_asc(postings::Column::Line)
+        .all(database)
+        .await?;
+    Ok(Some((transaction, lines)))
+}
+
+/// Balances in account order, after `after` (an account name), at most `limit`.
+pub async fn balances_page(database: &impl ConnectionTrait, after: Option<&str>, limit: u64) -> Result<Vec<balances::Model>, DbErr> {
+    let mut query = balances::Entity::find().order_by_asc(balances::Column::Account).order_by_asc(balances::Column::Currency);
+    if let Some(after) = after {
+        query = query.filter(balances::Column::Account.gt(after));
+    }
+    query.limit(limit).all(database).await
+}
+
+pub async fn balances_of(database: &impl ConnectionTrait, accounts: &[String]) -> Result<Vec<balances::Model>, DbErr> {
+    balances::Entity::find()
+        .filter(balances::Column::Account.is_in(accounts.iter().cloned()))
+        .order_by_asc(balances::Column::Account)
+        .order_by_asc(balances::Column::Currency)
+        .all(database)
+        .await
+}
+
+/// Every balance (for reconciliation; one row per account and currency).
+pub async fn all_balances(database: &impl ConnectionTrait) -> Result<Vec<balances::Model>, DbErr> {
+    balances::Entity::find().order_by_asc(balances::Column::Account).order_by_asc(balances::Column::Currency).all(database).await
+}
+
+pub async fn count_transactions(database: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    transactions::Entity::find().count(database).await
+}
+
+/// Every posting's amount, for checking the balances against the journal.
+pub async fn all_posting_amounts(database: &impl ConnectionTrait) -> Result<Vec<(String, Amount)>, DbErr> {
+    let rows = postings::Entity::find().all(database).await?;
+    rows.into_iter().map(|row| Ok((row.account.clone(), stored_amount(&row.currency, row.exponent, &row.amount)?))).collect()
+}
+
+fn exponent_column(exponent: u32) -> i32 {
+    i32::try_from(exponent).unwrap_or(i32::MAX)
+}
+
+pub(crate) fn stored_amount(currency: &str, exponent: i32, minor_units: &str) -> Result<Amount, DbErr> {
+    let unreadable = |error: String| DbErr::Custom(format!("stored amount {minor_units:?} {currency}: {error}"));
+    let minor_units = parse_minor_units(minor_units).map_err(|error| unreadable(error.to_string()))?;
+    Amount::new(currency, u32::try_from(exponent).map_err(|error| unreadable(error.to_string()))?, minor_units)
+        .map_err(|error| unreadable(error.to_string()))
+}

@@ -1,0 +1,80 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use provenant_bus::{Consumer, ServiceFrame};
+use provenant_runtime::Shutdown;
+use provenant_runtime::identity::Directory;
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait as _;
+
+use crate::api::{self, AppState};
+use crate::configuration::Config;
+use crate::handlers::{DatanetProjector, LedgerProjector, ModelProjector, PolicyProjector, Settler};
+
+/// The settle service, connected and bound, ready to run.
+pub struct Application {
+    config: Config,
+    frame: ServiceFrame,
+    database: DatabaseConnection,
+    directory: Arc<Directory>,
+    settler: Settler,
+}
+
+impl Application {
+    /// Checks the configuration, connects to NATS, opens and migrates the database, binds.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let directory = Arc::new(Directory::from_config(&config.identity).context("invalid identity configuration")?);
+        let frame = ServiceFrame::build(&config.bus, &config.http).await?;
+        let settler = Settler::new(frame.bus.clone(), config.settlement.clone()).context("invalid settlement.default_policy")?;
+        let database = open_database(&config.database).await?;
+        Ok(Application { config, frame, database, directory, settler })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.frame.address()
+    }
+
+    /// Runs the five consumers and the HTTP API until `shutdown` fires; a consumer that fails
+    /// stops the service.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let Application { config, frame, database, directory, settler } = self;
+        let readiness = frame.readiness().with_check("database", provenant_bus::store::readiness_check(&database));
+        let identity = provenant_bus::identity::follow_identity(&frame.bus, directory.clone(), shutdown.clone())
+            .await
+            .context("failed to load the issued API keys")?;
+        let consumer = |config: &Config| config.consumer.clone();
+        let models = Consumer::new(frame.bus.clone(), database.clone(), ModelProjector::default(), consumer(&config));
+        let datanets = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::default(), consumer(&config));
+        let policies = Consumer::new(frame.bus.clone(), database.clone(), PolicyProjector::default(), consumer(&config));
+        let default_policy = settler.default_policy.clone();
+        let inferences = Consumer::new(frame.bus.clone(), database.clone(), settler, consumer(&config));
+        let ledger = Consumer::new(frame.bus.clone(), database.clone(), LedgerProjector::default(), consumer(&config));
+        let routes = api::router(AppState { bus: frame.bus.clone(), database: database.clone(), directory, default_policy });
+        let (served, models, datanets, policies, inferences, ledger) = tokio::join!(
+            frame.serve(routes, readiness, shutdown.clone()),
+            provenant_bus::run_until_stopped(models, shutdown.clone()),
+            provenant_bus::run_until_stopped(datanets, shutdown.clone()),
+            provenant_bus::run_until_stopped(policies, shutdown.clone()),
+            provenant_bus::run_until_stopped(inferences, shutdown.clone()),
+            provenant_bus::run_until_stopped(ledger, shutdown.clone()),
+        );
+        database.close().await.context("failed to close the database")?;
+        identity.abort();
+        served?;
+        models.context("model projection failed")?;
+        datanets.context("Datanet projection failed")?;
+        policies.context("policy projection failed")?;
+        inferences.context("settling inferences failed")?;
+        ledger.context("ledger projection failed")?;
+        Ok(())
+    }
+}
+
+/// Opens the database and brings its schema up to date; `--migrate-only` runs just this (the
+/// deployment's migration step) and exits.
+pub async fn open_database(config: &provenant_bus::store::DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
+    let database = provenant_bus::store::connect(config.url.expose()).await.context("failed to open the database")?;
+    settle_migration::Migrator::up(&database, None).await.context("failed to migrate the database")?;
+    Ok(database)
+}

@@ -1,0 +1,459 @@
+//! The settle service against real NATS and real databases: inference fees split into a
+//! balanced ledger exactly once, external producers' events checked (refusals dead-lettered
+//! with reasons), crashes lose and double nothing, and the ledger rebuilds from the log.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use provenant_bus::{Bus, BusConfig, Consumer, ConsumerConfig, CrashPoint, DeadLetter, Envelope, Expect};
+use provenant_config::Secret;
+use provenant_events::proto::common::v1::{BlobRef, Money, Principal};
+use provenant_events::proto::datanet::v1::DatanetCreated;
+use provenant_events::proto::inference::v1::{AttributionReceipt, ContributorShare, InferenceServed};
+use provenant_events::proto::training::v1::{Lineage, ModelKind, ModelRegistered, SnapshotPin};
+use provenant_runtime::Shutdown;
+use provenant_runtime::identity::{ApiKeyConfig, Role, hash_key};
+use provenant_test_support::{Backend, TestDatabase};
+use sea_orm::{DatabaseConnection, EntityTrait as _, QueryOrder as _};
+use sea_orm_migration::MigratorTrait as _;
+use serde_json::{Value, json};
+use settle::handlers::{LedgerProjector, Settler};
+use settle::projections::ledger::{balances, postings, transactions};
+use settle::{Application, Config};
+
+const WAIT: Duration = Duration::from_secs(20);
+const FINANCE_KEY: &str = "finance-key";
+const BUILDER_KEY: &str = "builder-key";
+const ANN_KEY: &str = "ann-key";
+const BASE: &str = "base-en";
+const ADAPTER: &str = "adapter-de";
+
+fn api_key(principal: &str, roles: Vec<Role>, key: &str) -> ApiKeyConfig {
+    ApiKeyConfig { principal: principal.into(), roles, key_sha256: hex::encode(hash_key(key)) }
+}
+
+fn fast_consumer() -> ConsumerConfig {
+    ConsumerConfig { batch_size: 32, ack_wait_seconds: 1, max_deliver: 4, initial_backoff_ms: 50, max_backoff_ms: 300 }
+}
+
+async fn config(backend: Backend) -> (Config, TestDatabase) {
+    provenant_test_support::init_logs();
+    provenant_telemetry::install_crypto_provider();
+    let database = TestDatabase::create(backend).await.expect("database");
+    let layers = provenant_config::Layers { directory: "/nonexistent".into(), environment: "test".into() };
+    let mut config: Config = provenant_config::load_with(settle::BASE_YAML, &layers, std::iter::empty()).expect("defaults");
+    config.http.port = 0;
+    config.bus =
+        BusConfig { subject_root: provenant_test_support::unique_root(), ..BusConfig::new(&provenant_test_support::nats_url(), "settle") };
+    config.database.url = Secret::new(database.url.clone());
+    config.consumer = fast_consumer();
+    config.identity.api_keys = vec![
+        api_key("fin", vec![Role::Finance], FINANCE_KEY),
+        api_key("bob", vec![Role::ModelBuilder], BUILDER_KEY),
+        api_key("ann", vec![Role::Contributor], ANN_KEY),
+    ];
+    // An external gateway may report inferences of the base model only.
+    config.settlement.producers.insert("gateway".into(), vec![BASE.into()]);
+    (config, database)
+}
+
+fn digest(seed: char) -> String {
+    seed.to_string().repeat(64)
+}
+
+/// Two Datanets (olga's, otto's), a base model built by bob from olga's (two snapshots) and an
+/// adapter built by bea from otto's.
+async fn register_catalogue(bus: &Bus) {
+    for (datanet, owner) in [("d-en", "olga"), ("d-de", "otto")] {
+        let event = DatanetCreated { datanet_id: datanet.into(), owner: Some(Principal { id: owner.into(), kind: 2 }), spec: None };
+        bus.publish(&Envelope::new(&event, "ingest"), &event, Expect::NoEvents).await.expect("datanet");
+    }
+    let model = |id: &str, kind: ModelKind, base: &str, weights: char, builder: &str, datanets: &[&str]| ModelRegistered {
+        model_id: id.into(),
+        name: id.into(),
+        kind: kind.into(),
+        base_model_id: base.into(),
+        weights: Some(BlobRef { sha256: digest(weights), size_bytes: 1, bucket: "models".into(), media_type: String::new() }),
+        lineage: Some(Lineage {
+            snapshots: datanets
+                .iter()
+                .enumerate()
+                .map(|(index, datanet)| SnapshotPin {
+                    snapshot_id: format!("{datanet}-{index}"),
+                    datanet_id: (*datanet).into(),
+                    merkle_root: digest('0'),
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        owner: Some(Principal { id: builder.into(), kind: 3 }),
+        ..Default::default()
+    };
+    for event in
+        [model(BASE, ModelKind::Base, "", 'a', "bob", &["d-en", "d-en"]), model(ADAPTER, ModelKind::Adapter, BASE, 'b', "bea", &["d-de"])]
+    {
+        bus.publish(&Envelope::new(&event, "train"), &event, Expect::NoEvents).await.expect("model");
+    }
+}
+
+/// An inference of the base (or of the adapter) for `fee` euro cents.
+fn served(request_id: &str, producer: &str, adapter: bool, fee: &str, receipt: Option<AttributionReceipt>) -> InferenceServed {
+    InferenceServed {
+        request_id: request_id.into(),
+        producer: producer.into(),
+        caller: Some(Principal { id: "app".into(), kind: 0 }),
+        model_id: BASE.into(),
+        base_weights_sha256: digest('a'),
+        adapter_model_id: if adapter { ADAPTER.into() } else { String::new() },
+        adapter_weights_sha256: if adapter { digest('b') } else { String::new() },
+        prompt_sha256: digest('c'),
+        output_sha256: digest('d'),
+        prompt_tokens: 12,
+        output_tokens: 30,
+        fee: Some(Money { currency: "EUR".into(), exponent: 2, minor_units: fee.into() }),
+        pricing_policy_version: 1,
+        receipt,
+    }
+}
+
+async fn publish(bus: &Bus, event: &InferenceServed) -> Envelope {
+    let envelope = Envelope::new(event, &event.producer);
+    bus.publish(&envelope, event, Expect::Any).await.expect("published");
+    envelope
+}
+
+struct Running {
+    base_url: String,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(config: &Config) -> Running {
+    let app = Application::build(config.clone()).await.expect("builds");
+    let base_url = format!("http://{}", app.address());
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    Running { base_url, shutdown, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("task").expect("settle stopped cleanly");
+    }
+
+    async fn call(&self, method: reqwest::Method, key: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.base_url)).bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, key, path, None).await
+    }
+
+    /// Polls the reconciliation until the settler, the log and the ledger all hold
+    /// `transactions` settlements.
+    async fn reconciled(&self, transactions: u64) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, body) = self.get(FINANCE_KEY, "/v1/reconciliation").await;
+            assert_eq!(status, 200, "{body}");
+            let settled = ["ledger_transactions", "settlements_in_log", "settled_inferences"];
+            if settled.iter().all(|figure| body[figure] == json!(transactions)) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "ledger never reached {transactions} settlements: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn receipt() -> AttributionReceipt {
+    AttributionReceipt {
+        shares: vec![
+            ContributorShare { contributor_id: "ann".into(), share_ppb: 500_000_000 },
+            ContributorShare { contributor_id: "cid".into(), share_ppb: 10_000_000 },
+            ContributorShare { contributor_id: "dan".into(), share_ppb: 290_000_000 },
+        ],
+        base_pool_ppb: 200_000_000,
+        noise_floor_ppb: 20_000_000,
+        ..Default::default()
+    }
+}
+
+fn balance(accounts: &Value, account: &str) -> String {
+    accounts["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|item| item["account"] == account)
+        .map_or_else(|| "0".to_owned(), |item| item["balance"]["minor_units"].as_str().expect("amount").to_owned())
+}
+
+async fn ledger_rows(database: &DatabaseConnection) -> (Vec<transactions::Model>, Vec<postings::Model>, Vec<balances::Model>) {
+    let mut rebuilt_transactions =
+        transactions::Entity::find().order_by_asc(transactions::Column::SettlementId).all(database).await.expect("rows");
+    // Stream positions differ in nothing here, but compare what the ledger says, not where.
+    rebuilt_transactions.iter_mut().for_each(|row| row.stream_sequence = 0);
+    let lines = postings::Entity::find()
+        .order_by_asc(postings::Column::SettlementId)
+        .order_by_asc(postings::Column::Line)
+        .all(database)
+        .await
+        .expect("rows");
+    let totals = balances::Entity::find().order_by_asc(balances::Column::Account).all(database).await.expect("rows");
+    (rebuilt_transactions, lines, totals)
+}
+
+#[tokio::test]
+async fn fees_settle_into_a_balanced_ledger_exactly_once_and_replay_to_the_same_ledger() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (config, database) = config(backend).await;
+        let running = start(&config).await;
+        let bus = Bus::connect(&BusConfig { producer: "test".into(), ..config.bus.clone() }).await.expect("bus");
+        register_catalogue(&bus).await;
+
+        // With a receipt, through the base; without one, through the adapter; an external
+        // gateway's; and a zero fee.
+        let first = served("req-1", "infer", false, "1001", Some(receipt()));
+        let first_envelope = publish(&bus, &first).await;
+        publish(&bus, &served("req-2", "infer", true, "3", None)).await;
+        publish(&bus, &served("req-3", "gateway", false, "250", None)).await;
+        publish(&bus, &served("req-4", "infer", false, "0", None)).await;
+        // The first again, byte for byte (a producer's retry) …
+        bus.publish(&first_envelope, &first, Expect::Any).await.expect("retry");
+        // … and under the same event id with another body, past the de-duplication window
+        // (no Nats-Msg-Id): recorded for review, paid never.
+        let mut tampered = first.clone();
+        tampered.fee = Some(Money { currency: "EUR".into(), exponent: 2, minor_units: "999999".into() });
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in first_envelope.headers() {
+            headers.insert(name, value.as_str());
+        }
+        let subject = bus.namespace().subject(provenant_bus::Context::Inference, "request", "req-1").expect("subject");
+        bus.jetstream()
+            .publish_with_headers(subject, headers, prost::Message::encode_to_vec(&tampered).into())
+            .await
+            .expect("sent")
+            .await
+            .expect("stored");
+
+        let reconciliation = running.reconciled(4).await;
+        assert_eq!(reconciliation["settled_inferences"], json!(4));
+        assert_eq!(reconciliation["journal_matches_balances"], json!(true));
+        assert_eq!(reconciliation["ledger_matches_log"], json!(true));
+        let euro = &reconciliation["currencies"][0];
+        assert_eq!(
+            (euro["currency"].as_str(), euro["fees_in"].as_str(), euro["balanced"].as_bool()),
+            (Some("EUR"), Some("1254"), Some(true))
+        );
+
+        // req-1, 1,001 cents by the default policy (10 / 20 / 10 / 60 %): protocol 100, bob
+        // 200, olga 100 (both snapshots hers), contributors 601 by the receipt: ann 301,
+        // dan 174, base pool 126 (its 20 % and cid's share under the noise floor).
+        let (status, accounts) = running.get(FINANCE_KEY, "/v1/ledger/accounts?limit=500").await;
+        assert_eq!(status, 200, "{accounts}");
+        assert_eq!(balance(&accounts, "payable:contributor:ann"), "301");
+        assert_eq!(balance(&accounts, "payable:contributor:dan"), "174");
+        assert_eq!(balance(&accounts, "payable:contributor:cid"), "0");
+        assert_eq!(balance(&accounts, &format!("pool:base:{BASE}")), "126");
+        // req-2, 3 cents through bea's adapter with no receipt: 2 held for the adapter, 1 to bea.
+        assert_eq!(balance(&accounts, &format!("held:unattributed:{ADAPTER}")), "2");
+        assert_eq!(balance(&accounts, "payable:model_builder:bea"), "1");
+        // req-3, 250 cents: protocol 25, bob 50, olga 25, 150 held for the base.
+        assert_eq!(balance(&accounts, "payable:protocol"), "125");
+        assert_eq!(balance(&accounts, "payable:model_builder:bob"), "250");
+        assert_eq!(balance(&accounts, "payable:datanet_owner:olga"), "125");
+        assert_eq!(balance(&accounts, &format!("held:unattributed:{BASE}")), "150");
+        assert_eq!(balance(&accounts, "fees:caller:app"), "-1254");
+
+        // The same event id with another body waits for a person.
+        let (_, reviews) = running.get(FINANCE_KEY, "/v1/reviews").await;
+        assert_eq!(reviews["items"].as_array().map(Vec::len), Some(1), "{reviews}");
+        assert_eq!(reviews["items"][0]["code"], "inference.conflicting_duplicate");
+        assert_eq!(reviews["items"][0]["inference_event_id"], first_envelope.event_id.to_string());
+
+        // A settlement in full, and a contributor's own statement (theirs only).
+        let settlement_id = settle::handlers::settlement_id_for(&first_envelope.event_id.to_string());
+        let (status, settlement) = running.get(FINANCE_KEY, &format!("/v1/settlements/{settlement_id}")).await;
+        assert_eq!(status, 200, "{settlement}");
+        assert_eq!(
+            settlement["postings"][0],
+            json!({"account": "fees:caller:app", "amount": {"currency": "EUR", "exponent": 2, "minor_units": "-1001"}})
+        );
+        assert_eq!(running.get(ANN_KEY, &format!("/v1/settlements/{settlement_id}")).await.0, 403);
+        assert_eq!(running.get(ANN_KEY, "/v1/ledger/accounts").await.0, 403);
+        let (_, statement) = running.get(ANN_KEY, "/v1/statements/me").await;
+        assert_eq!(statement["balances"].as_array().map(Vec::len), Some(1), "{statement}");
+        assert_eq!(statement["balances"][0]["balance"]["minor_units"], "301");
+
+        let live = config.database.url.expose().clone();
+        running.stop().await;
+        let live = provenant_bus::store::connect(&live).await.expect("db");
+        let expected = ledger_rows(&live).await;
+
+        // Replaying the settlement events into an empty database gives the same ledger.
+        let fresh = database.sibling().await.expect("fresh database");
+        let rebuilt = provenant_bus::store::connect(&fresh.url).await.expect("db");
+        settle_migration::Migrator::up(&rebuilt, None).await.expect("migrates");
+        let replay =
+            Consumer::new(bus.clone(), rebuilt.clone(), LedgerProjector::default(), fast_consumer()).replay().await.expect("replays");
+        assert_eq!(replay.stats.applied, 4);
+        assert_eq!(ledger_rows(&rebuilt).await, expected, "{backend:?}: the ledger is a function of the log");
+        fresh.drop_database().await.expect("drop");
+        database.drop_database().await.expect("drop");
+    }
+}
+
+async fn dead_letters(bus: &Bus, expected: usize) -> Vec<DeadLetter> {
+    let stream = bus.jetstream().get_stream(bus.namespace().dead_letter_stream()).await.expect("dead-letter stream");
+    let consumer = stream.create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default()).await.expect("reader");
+    let mut messages = consumer.messages().await.expect("messages").take(expected);
+    let mut letters = Vec::new();
+    while let Some(message) = tokio::time::timeout(WAIT, messages.next()).await.expect("dead letter arrives") {
+        let message = message.expect("message");
+        letters.push(DeadLetter::from_message(message.headers.as_ref(), message.payload.clone()));
+    }
+    letters
+}
+
+#[tokio::test]
+async fn external_inference_events_are_checked_and_refusals_dead_lettered_with_their_reason() {
+    let (config, database) = config(Backend::Sqlite).await;
+    let running = start(&config).await;
+    let bus = Bus::connect(&BusConfig { producer: "test".into(), ..config.bus.clone() }).await.expect("bus");
+    register_catalogue(&bus).await;
+    publish(&bus, &served("ok-1", "gateway", false, "100", None)).await;
+    running.reconciled(1).await;
+
+    let mut unknown_model = served("bad-2", "infer", false, "100", None);
+    unknown_model.model_id = "no-such-model".into();
+    let mut wrong_weights = served("bad-3", "infer", false, "100", None);
+    wrong_weights.base_weights_sha256 = digest('f');
+    let mut absurd_counts = served("bad-4", "infer", false, "100", None);
+    absurd_counts.output_tokens = 10_000_000;
+    let mut half_adapter = served("bad-5", "infer", false, "100", None);
+    half_adapter.adapter_model_id = ADAPTER.into();
+    let mut adapter_as_base = served("bad-6", "infer", false, "100", None);
+    adapter_as_base.model_id = ADAPTER.into();
+    adapter_as_base.base_weights_sha256 = digest('b');
+    let refused = [
+        (served("bad-1", "rogue", false, "100", None), "inference.unauthorised_producer"),
+        // The gateway may report the base only, not the adapter.
+        (served("bad-7", "gateway", true, "100", None), "inference.unauthorised_producer"),
+        (unknown_model, "inference.unknown_model"),
+        (wrong_weights, "inference.weights_mismatch"),
+        (absurd_counts, "inference.token_counts_invalid"),
+        (half_adapter, "inference.adapter_incomplete"),
+        (adapter_as_base, "inference.not_a_base"),
+        // A second, different event for a request already settled.
+        (served("ok-1", "gateway", false, "5", None), "inference.request_conflict"),
+    ];
+    for (event, _) in &refused {
+        publish(&bus, event).await;
+    }
+    // One that claims another producer than the one that sent it.
+    let spoofed = served("bad-8", "infer", false, "100", None);
+    bus.publish(&Envelope::new(&spoofed, "gateway"), &spoofed, Expect::Any).await.expect("published");
+
+    let letters = dead_letters(&bus, refused.len() + 1).await;
+    let codes: Vec<&str> = letters.iter().map(|letter| letter.reason_code.as_str()).collect();
+    let mut expected: Vec<&str> = refused.iter().map(|(_, code)| *code).collect();
+    expected.push("inference.producer_mismatch");
+    assert_eq!(codes, expected);
+    assert!(letters.iter().all(|letter| letter.consumer == Settler::NAME && !letter.reason.is_empty()));
+    let reconciliation = running.reconciled(1).await;
+    assert_eq!(reconciliation["currencies"][0]["fees_in"], "100", "nothing refused was booked");
+    running.stop().await;
+    database.drop_database().await.expect("drop");
+}
+
+#[tokio::test]
+async fn a_settler_killed_before_or_after_its_commit_settles_each_inference_exactly_once() {
+    for point in [CrashPoint::BeforeCommit, CrashPoint::AfterCommitBeforeAck] {
+        let (config, database) = config(Backend::Sqlite).await;
+        let bus = Bus::connect(&BusConfig { producer: "settle".into(), ..config.bus.clone() }).await.expect("bus");
+        bus.declare_streams().await.expect("streams");
+        let db = settle::open_database(&config.database).await.expect("db");
+        register_catalogue(&bus).await;
+        // The catalogue first, so that the crashing batch holds the inferences.
+        Consumer::new(bus.clone(), db.clone(), settle::handlers::ModelProjector::default(), fast_consumer())
+            .replay()
+            .await
+            .expect("models projected");
+        Consumer::new(bus.clone(), db.clone(), settle::handlers::DatanetProjector::default(), fast_consumer())
+            .replay()
+            .await
+            .expect("datanets projected");
+        for index in 0..5 {
+            publish(&bus, &served(&format!("req-{index}"), "infer", index % 2 == 1, "100", None)).await;
+        }
+        let settler = || Settler::new(bus.clone(), config.settlement.clone()).expect("settler");
+        let crashing = Consumer::new(bus.clone(), db.clone(), settler(), fast_consumer()).crash_at(point);
+        let outcome = crashing.run(std::future::pending()).await;
+        assert!(matches!(outcome, Err(provenant_bus::Error::InjectedCrash(_))), "{outcome:?}");
+        db.close().await.expect("closed");
+
+        let running = start(&config).await;
+        let reconciliation = running.reconciled(5).await;
+        tokio::time::sleep(Duration::from_millis(1_500)).await; // past ack_wait: any redelivery has happened
+        let again = running.reconciled(5).await;
+        assert_eq!(again, reconciliation, "{point:?}: nothing settled twice");
+        assert_eq!(again["settled_inferences"], json!(5));
+        assert_eq!(again["currencies"][0]["fees_in"], "500");
+        running.stop().await;
+        database.drop_database().await.expect("drop");
+    }
+}
+
+#[tokio::test]
+async fn a_builder_sets_a_whole_policy_that_splits_later_fees() {
+    let (config, database) = config(Backend::Sqlite).await;
+    let running = start(&config).await;
+    let bus = Bus::connect(&BusConfig { producer: "test".into(), ..config.bus.clone() }).await.expect("bus");
+    register_catalogue(&bus).await;
+    let path = format!("/v1/revenue-policies/{BASE}");
+    let deadline = Instant::now() + WAIT;
+    let (_, current) = loop {
+        let (status, body) = running.get(BUILDER_KEY, &path).await;
+        if status == 200 || Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((current["source"].as_str(), current["version"].as_u64()), (Some("default"), Some(0)), "{current}");
+
+    let put = |key: &'static str, parts: Value| {
+        let running = &running;
+        let path = path.clone();
+        async move { running.call(reqwest::Method::PUT, key, &path, Some(json!({ "parts": parts }))).await }
+    };
+    let whole = json!([{"beneficiary": "protocol", "share_ppb": 50_000_000}, {"beneficiary": "contributors", "share_ppb": 950_000_000}]);
+    let (status, body) = put(ANN_KEY, whole.clone()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("auth.not_builder")));
+    let (status, body) = put(BUILDER_KEY, json!([{"beneficiary": "protocol", "share_ppb": 50_000_000}])).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("policy.not_whole")));
+    let (status, body) = put(BUILDER_KEY, json!([{"beneficiary": "nobody", "share_ppb": 1_000_000_000}])).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("request.invalid_body")));
+    let (status, body) = put(BUILDER_KEY, whole.clone()).await;
+    assert_eq!((status, body["version"].as_u64()), (200, Some(1)), "{body}");
+    let (status, body) = put(BUILDER_KEY, whole).await;
+    assert_eq!((status, body["version"].as_u64()), (200, Some(2)), "{body}");
+    assert_eq!(running.get(BUILDER_KEY, "/v1/revenue-policies/unknown").await.0, 404);
+    // The adapter has none of its own: its base's applies.
+    let (_, adapter) = running.get(BUILDER_KEY, &format!("/v1/revenue-policies/{ADAPTER}")).await;
+    assert_eq!((adapter["source"].as_str(), adapter["version"].as_u64()), (Some("base"), Some(2)), "{adapter}");
+
+    publish(&bus, &served("req-1", "infer", false, "1000", None)).await;
+    running.reconciled(1).await;
+    let (_, accounts) = running.get(FINANCE_KEY, "/v1/ledger/accounts").await;
+    assert_eq!(balance(&accounts, "payable:protocol"), "50");
+    assert_eq!(balance(&accounts, &format!("held:unattributed:{BASE}")), "950");
+    running.stop().await;
+    database.drop_database().await.expect("drop");
+}
