@@ -220,7 +220,7 @@ step "serving: the base and its adapters behind the OpenAI-compatible API, each 
 infer="http://127.0.0.1:${port[infer]}"
 builder_auth=(-H "authorization: Bearer $builder_key")
 price=$(curl -fsS -X PUT "${builder_auth[@]}" -H 'content-type: application/json' "$infer/v1/pricing/$base_model" \
-  -d '{"currency":"EUR","exponent":2,"per_request":"1","per_1k_prompt_tokens":"5","per_1k_output_tokens":"20"}')
+  -d '{"currency":"EUR","exponent":2,"per_request":"10","per_1k_prompt_tokens":"50","per_1k_output_tokens":"200"}')
 echo "  PricingPolicySet (the adapters inherit it): $price"
 for attempt in $(seq 1 100); do
   served=$(curl -fsS "${builder_auth[@]}" "$infer/v1/models" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))')
