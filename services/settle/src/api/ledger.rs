@@ -2,14 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use provenant_bus::Context;
 use provenant_events::money::Amount;
 use provenant_runtime::ApiError;
 use provenant_runtime::identity::{Principal, Role};
 use provenant_runtime::openapi::{ErrorResponses, ToSchema};
-use provenant_runtime::pagination::{PageQuery, PageRequest};
+use provenant_runtime::pagination::{DEFAULT_LIMIT, MAX_LIMIT, PageQuery, PageRequest};
 use sea_orm::{AccessMode, DatabaseBackend, IsolationLevel, TransactionTrait as _};
 use serde::Serialize;
 
@@ -259,21 +260,37 @@ pub struct ReviewPage {
     pub next_after: Option<String>,
 }
 
+/// `?after=<review id>&limit=<1..=500>`: review ids are integers, so the cursor is one.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReviewQuery {
+    /// The `next_after` of the previous page.
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
+    /// Items per page.
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<u64>,
+}
+
 /// Inference events that need a person: an id that came again with a different body (finance).
 #[utoipa::path(get, path = "/v1/reviews", operation_id = "list_reviews", tag = "ledger", security(("api_key" = [])),
-    params(PageQuery),
+    params(ReviewQuery),
     responses((status = 200, description = "A page of review items", body = ReviewPage), ErrorResponses))]
-pub async fn reviews(State(state): State<AppState>, caller: Principal, page: PageRequest) -> Result<axum::Json<ReviewPage>, ApiError> {
+pub async fn reviews(
+    State(state): State<AppState>,
+    caller: Principal,
+    query: Result<Query<ReviewQuery>, QueryRejection>,
+) -> Result<axum::Json<ReviewPage>, ApiError> {
     finance(&caller)?;
-    let after = match page.after.as_deref() {
-        None => 0,
-        Some(after) => after.parse::<i64>().map_err(|_| {
-            ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_after", "after is the id of the previous page's last item")
-        })?,
-    };
-    let rows = inferences::reviews_after(&state.database, after, page.limit).await.map_err(unavailable)?;
-    let ids: Vec<String> = rows.iter().map(|row| row.id.to_string()).collect();
-    let next_after = page.next_after(ids.iter().map(String::as_str));
+    let Query(query) = query.map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_query", rejection.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_limit", format!("limit must be between 1 and {MAX_LIMIT}")));
+    }
+    let rows = inferences::reviews_after(&state.database, query.after.unwrap_or(0), limit).await.map_err(unavailable)?;
+    let full = rows.len() as u64 == limit;
+    let next_after = rows.last().filter(|_| full).map(|row| row.id.to_string());
     let items = rows
         .into_iter()
         .map(|row| ReviewView {
