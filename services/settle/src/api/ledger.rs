@@ -288,7 +288,11 @@ pub async fn reviews(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_limit", format!("limit must be between 1 and {MAX_LIMIT}")));
     }
-    let rows = inferences::reviews_after(&state.database, query.after.unwrap_or(0), limit).await.map_err(unavailable)?;
+    let after = query.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "request.invalid_after", "after is a review id, 0 or more"));
+    }
+    let rows = inferences::reviews_after(&state.database, after, limit).await.map_err(unavailable)?;
     let full = rows.len() as u64 == limit;
     let next_after = rows.last().filter(|_| full).map(|row| row.id.to_string());
     let items = rows
