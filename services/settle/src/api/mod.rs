@@ -1,13 +1,15 @@
-//! The settle HTTP API: revenue-share policies (model builders, admins) and the finance views
-//! of the ledger (settlements, balances, statements, reconciliation, review items).
+//! The settle HTTP API: revenue-share policies (model builders, admins), the finance views of
+//! the ledger (settlements, balances, statements, reconciliation, review items), and periods
+//! (close a month, its reports).
 
 mod ledger;
+mod periods;
 mod policies;
 
 use std::sync::Arc;
 
 use axum::Router;
-use provenant_bus::Bus;
+use provenant_bus::{BlobStore, Bus};
 use provenant_runtime::ApiError;
 use provenant_runtime::identity::Directory;
 use sea_orm::DatabaseConnection;
@@ -22,6 +24,10 @@ pub struct AppState {
     pub database: DatabaseConnection,
     pub directory: Arc<Directory>,
     pub default_policy: RevenuePolicy,
+    /// The bucket of settlement reports.
+    pub reports: BlobStore,
+    /// How long after a month ends before it may be closed.
+    pub close_grace: chrono::Duration,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Directory> {
@@ -62,4 +68,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ledger::statement))
         .routes(routes!(ledger::reconciliation))
         .routes(routes!(ledger::reviews))
+        .routes(routes!(periods::list))
+        .routes(routes!(periods::close))
+        .routes(routes!(periods::download))
 }

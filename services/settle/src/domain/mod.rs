@@ -3,5 +3,6 @@
 
 pub mod allocation;
 pub mod inference;
+pub mod period;
 pub mod policy;
 pub mod split;

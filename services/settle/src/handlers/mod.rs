@@ -1,7 +1,8 @@
-//! Event handlers behind five durable consumers: three keep what settlement must know
+//! Event handlers behind six durable consumers: three keep what settlement must know
 //! ([`ModelProjector`], [`DatanetProjector`], [`PolicyProjector`]), [`Settler`] judges each
-//! `InferenceServed` and appends its `InferenceSettled`, and [`LedgerProjector`] books every
-//! settlement into the double-entry ledger.
+//! `InferenceServed` and appends its `InferenceSettled`, [`LedgerProjector`] books every
+//! settlement into the double-entry ledger, and [`PeriodProjector`] keeps closed periods and
+//! their reports.
 //!
 //! The decision (which policy, which parties, which postings) is made once and recorded in the
 //! log as `InferenceSettled`; the ledger is built from those events alone, so replaying the log
@@ -14,12 +15,13 @@ use provenant_bus::{Bus, Context, Delivery, HandleError, Handler, Namespace, Upc
 use provenant_events::Event as _;
 use provenant_events::proto::datanet::v1::DatanetCreated;
 use provenant_events::proto::inference::v1::InferenceServed;
-use provenant_events::proto::settlement::v1::{InferenceSettled, RevenuePolicySet};
+use provenant_events::proto::settlement::v1::{InferenceSettled, RevenuePolicySet, SettlementPeriodClosed, SettlementReportIssued};
 use provenant_events::proto::training::v1::{ModelKind, ModelRegistered};
 use sea_orm::DatabaseTransaction;
 
 use crate::configuration::SettlementConfig;
 use crate::domain::policy::{PolicyError, RevenuePolicy};
+use crate::projections::periods::{self, Artifact};
 use crate::projections::{catalog, policies};
 
 pub use on_inference_served::{settlement_event_id, settlement_id_for};
@@ -214,6 +216,75 @@ impl Handler for LedgerProjector {
             InferenceSettled::TYPE => {
                 let event: InferenceSettled = delivery.decode(&self.upcasters)?;
                 on_inference_settled::handle(transaction, delivery, event).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Closed periods (`SettlementPeriodClosed`) and their reports (`SettlementReportIssued`).
+#[derive(Debug, Clone, Default)]
+pub struct PeriodProjector {
+    upcasters: Upcasters,
+}
+
+impl PeriodProjector {
+    pub const NAME: &'static str = "settle-periods";
+}
+
+impl Handler for PeriodProjector {
+    fn name(&self) -> &str {
+        PeriodProjector::NAME
+    }
+
+    fn context(&self) -> Context {
+        Context::Settlement
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        vec![namespace.aggregate_filter(Context::Settlement, "period"), namespace.aggregate_filter(Context::Settlement, "report")]
+    }
+
+    async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        match delivery.envelope.event_type.as_str() {
+            SettlementPeriodClosed::TYPE => {
+                let event: SettlementPeriodClosed = delivery.decode(&self.upcasters)?;
+                let row = periods::Model {
+                    period_id: event.period_id,
+                    starts_at: event.starts_at,
+                    ends_at: event.ends_at,
+                    through_sequence: i64::try_from(event.through_sequence).unwrap_or(i64::MAX),
+                    settlement_count: i64::try_from(event.settlement_count).unwrap_or(i64::MAX),
+                    closed_by: event.closed_by.map(|principal| principal.id).unwrap_or_default(),
+                    report_sha256: None,
+                    artifacts: "[]".into(),
+                };
+                periods::insert_closed(transaction, row).await?;
+                Ok(())
+            }
+            SettlementReportIssued::TYPE => {
+                let event: SettlementReportIssued = delivery.decode(&self.upcasters)?;
+                let artifacts: Vec<Artifact> = event
+                    .artifacts
+                    .iter()
+                    .filter_map(|artifact| {
+                        let blob = artifact.blob.as_ref()?;
+                        Some(Artifact {
+                            format: artifact.format.clone(),
+                            sha256: blob.sha256.clone(),
+                            size_bytes: blob.size_bytes,
+                            bucket: blob.bucket.clone(),
+                        })
+                    })
+                    .collect();
+                if periods::record_report(transaction, &event.period_id, &event.report_sha256, &artifacts).await? {
+                    Ok(())
+                } else {
+                    Err(HandleError::rejected(
+                        "report.period_not_closed",
+                        format!("a report for period {} before its close", event.period_id),
+                    ))
+                }
             }
             _ => Ok(()),
         }

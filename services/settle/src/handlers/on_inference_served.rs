@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::Settler;
 use crate::domain::inference::{self, CheckedInference, Refusal};
+use crate::domain::period::Period;
 use crate::domain::split::{self, Parties};
 use crate::projections::{catalog, inferences, policies};
 
@@ -63,8 +64,7 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
                 amount: Some(Amount { minor_units: line.minor_units, ..checked.fee.clone() }.to_proto()),
             })
             .collect(),
-        // Periods are calendar months (UTC) of when the inference was served.
-        period_id: delivery.envelope.occurred_at.format("%Y-%m").to_string(),
+        period_id: open_period(settler, delivery).await?,
     };
     append(settler, delivery, &settled).await?;
     let payload_sha256 = hex::encode(Sha256::digest(&delivery.payload));
@@ -106,6 +106,20 @@ fn derived_uuid(purpose: &str, inference_event_id: &str) -> Uuid {
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     Uuid::new_v8(bytes)
+}
+
+/// The period a settlement belongs to: the calendar month (UTC) the inference was served in,
+/// or, when that month is closed already, the next month that is not. Read from the stream,
+/// not a projection, so that a just-closed period is seen.
+async fn open_period(settler: &Settler, delivery: &Delivery) -> Result<String, HandleError> {
+    let mut period = Period::containing(delivery.envelope.occurred_at);
+    loop {
+        match settler.bus.last_sequence(Context::Settlement, "period", &period.id()).await {
+            Ok(Some(_)) => period = period.next(),
+            Ok(None) => return Ok(period.id()),
+            Err(error) => return Err(HandleError::Transient(error.into())),
+        }
+    }
 }
 
 fn refuse(refusal: Refusal) -> HandleError {

@@ -206,3 +206,43 @@ pub(crate) fn stored_amount(currency: &str, exponent: i32, minor_units: &str) ->
     Amount::new(currency, u32::try_from(exponent).map_err(|error| unreadable(error.to_string()))?, minor_units)
         .map_err(|error| unreadable(error.to_string()))
 }
+
+/// The stream sequence of the latest settlement in the ledger (0 when it is empty).
+pub async fn last_stream_sequence(database: &impl ConnectionTrait) -> Result<i64, DbErr> {
+    let last = transactions::Entity::find().order_by_desc(transactions::Column::StreamSequence).one(database).await?;
+    Ok(last.map_or(0, |row| row.stream_sequence))
+}
+
+/// A period's settlements up to `through` (a stream sequence), in stream order, with postings.
+pub async fn period_transactions(
+    database: &impl ConnectionTrait,
+    period_id: &str,
+    through: i64,
+) -> Result<Vec<(transactions::Model, Vec<postings::Model>)>, DbErr> {
+    let settled = transactions::Entity::find()
+        .filter(transactions::Column::PeriodId.eq(period_id))
+        .filter(transactions::Column::StreamSequence.lte(through))
+        .order_by_asc(transactions::Column::StreamSequence)
+        .all(database)
+        .await?;
+    let mut lines: std::collections::HashMap<String, Vec<postings::Model>> = std::collections::HashMap::new();
+    // In chunks, so that no statement carries more parameters than a database accepts.
+    for chunk in settled.chunks(500) {
+        let rows = postings::Entity::find()
+            .filter(postings::Column::SettlementId.is_in(chunk.iter().map(|row| row.settlement_id.clone())))
+            .order_by_asc(postings::Column::SettlementId)
+            .order_by_asc(postings::Column::Line)
+            .all(database)
+            .await?;
+        for row in rows {
+            lines.entry(row.settlement_id.clone()).or_default().push(row);
+        }
+    }
+    Ok(settled
+        .into_iter()
+        .map(|row| {
+            let postings = lines.remove(&row.settlement_id).unwrap_or_default();
+            (row, postings)
+        })
+        .collect())
+}

@@ -4,4 +4,5 @@
 pub mod catalog;
 pub mod inferences;
 pub mod ledger;
+pub mod periods;
 pub mod policies;

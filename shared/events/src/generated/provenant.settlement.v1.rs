@@ -85,6 +85,10 @@ pub struct SettlementPeriodClosed {
     pub payouts: ::prost::alloc::vec::Vec<PayoutTotal>,
     #[prost(message, optional, tag = "7")]
     pub closed_by: ::core::option::Option<super::super::common::v1::Principal>,
+    /// The period holds the settlements of its month in the settlement stream up to and including
+    /// this stream sequence; its report is a function of exactly those events.
+    #[prost(uint64, tag = "8")]
+    pub through_sequence: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReportArtifact {

@@ -1,0 +1,300 @@
+//! A period's settlement report, as a pure function of its ledger rows (which are a pure
+//! function of the log): the canonical JSON (whose SHA-256 the `SettlementReportIssued` event
+//! names), and the same evidence as CSV and Parquet for finance tools.
+//!
+//! Canonical means: fields in a fixed order, lists in a fixed order (accounts, models and
+//! currencies by name, evidence by stream position), amounts as decimal strings of minor units,
+//! no floats, no whitespace. Replaying the log from scratch gives the same bytes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+use serde::Serialize;
+
+use crate::domain::period::Period;
+use crate::projections::ledger::{postings, transactions};
+
+pub const FORMAT: &str = "provenant.settlement-report.v1";
+
+/// The columns of the CSV and Parquet evidence tables: one row per posting.
+pub const EVIDENCE_COLUMNS: [&str; 11] = [
+    "period_id",
+    "settlement_id",
+    "inference_event_id",
+    "request_id",
+    "model_id",
+    "revenue_policy_version",
+    "occurred_at",
+    "account",
+    "currency",
+    "exponent",
+    "amount_minor_units",
+];
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CurrencyTotals {
+    pub currency: String,
+    pub exponent: u32,
+    pub fees_in: String,
+    pub payable: String,
+    pub protocol: String,
+    pub pooled: String,
+    pub held: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Payout {
+    pub account: String,
+    pub currency: String,
+    pub exponent: u32,
+    pub amount: String,
+    /// How many settlements of the period credited the account.
+    pub settlements: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ModelRevenue {
+    pub model_id: String,
+    pub currency: String,
+    pub exponent: u32,
+    pub revenue: String,
+    pub settlements: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EvidencePosting {
+    pub account: String,
+    pub amount: String,
+}
+
+/// One settlement: the inference event it settles, the policy version, and its postings.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Evidence {
+    pub settlement_id: String,
+    pub inference_event_id: String,
+    pub request_id: String,
+    pub model_id: String,
+    pub revenue_policy_version: i64,
+    pub occurred_at: String,
+    pub currency: String,
+    pub exponent: u32,
+    pub fee: String,
+    pub postings: Vec<EvidencePosting>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Report {
+    pub format: &'static str,
+    pub period_id: String,
+    pub starts_at: String,
+    pub ends_at: String,
+    pub through_sequence: u64,
+    pub settlement_count: u64,
+    pub currencies: Vec<CurrencyTotals>,
+    pub payouts: Vec<Payout>,
+    pub models: Vec<ModelRevenue>,
+    pub evidence: Vec<Evidence>,
+}
+
+/// The report's three renderings.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub json: Vec<u8>,
+    pub csv: Vec<u8>,
+    pub parquet: Vec<u8>,
+    /// SHA-256 of `json`.
+    pub sha256: String,
+}
+
+fn exponent(value: i32) -> u32 {
+    u32::try_from(value).unwrap_or(0)
+}
+
+fn units(text: &str) -> i128 {
+    // Ledger rows are written from checked amounts only.
+    provenant_events::money::parse_minor_units(text).unwrap_or(0)
+}
+
+/// Builds the report from the period's transactions (in stream order) and their postings.
+pub fn build(period: Period, through_sequence: u64, settled: &[(transactions::Model, Vec<postings::Model>)]) -> Report {
+    // Per currency: [fees, payable, protocol, pooled, held].
+    let mut currencies: BTreeMap<(String, u32), [i128; 5]> = BTreeMap::new();
+    let mut payouts: BTreeMap<(String, String, u32), (i128, u64)> = BTreeMap::new();
+    let mut models: BTreeMap<(String, String, u32), (i128, u64)> = BTreeMap::new();
+    let mut evidence = Vec::with_capacity(settled.len());
+    for (transaction, lines) in settled {
+        let currency = (transaction.currency.clone(), exponent(transaction.exponent));
+        let fee = units(&transaction.fee);
+        let model = models.entry((transaction.model_id.clone(), currency.0.clone(), currency.1)).or_default();
+        model.0 += fee;
+        model.1 += 1;
+        let totals = currencies.entry(currency.clone()).or_default();
+        for line in lines {
+            let amount = units(&line.amount);
+            let slot = match line.account.split(':').next() {
+                Some("fees") => 0,
+                Some("payable") => 1,
+                Some("pool") => 3,
+                _ => 4,
+            };
+            totals[slot] += amount;
+            if line.account == crate::domain::split::account::PROTOCOL {
+                totals[2] += amount;
+            }
+            if slot != 0 {
+                let payout = payouts.entry((line.account.clone(), currency.0.clone(), currency.1)).or_default();
+                payout.0 += amount;
+                payout.1 += 1;
+            }
+        }
+        evidence.push(Evidence {
+            settlement_id: transaction.settlement_id.clone(),
+            inference_event_id: transaction.inference_event_id.clone(),
+            request_id: transaction.request_id.clone(),
+            model_id: transaction.model_id.clone(),
+            revenue_policy_version: transaction.policy_version,
+            occurred_at: transaction.occurred_at.clone(),
+            currency: currency.0.clone(),
+            exponent: currency.1,
+            fee: transaction.fee.clone(),
+            postings: lines.iter().map(|line| EvidencePosting { account: line.account.clone(), amount: line.amount.clone() }).collect(),
+        });
+    }
+    Report {
+        format: FORMAT,
+        period_id: period.id(),
+        starts_at: period.starts_at().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ends_at: period.ends_at().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        through_sequence,
+        settlement_count: settled.len() as u64,
+        currencies: currencies
+            .into_iter()
+            .map(|((currency, exponent), [fees, payable, protocol, pooled, held])| CurrencyTotals {
+                currency,
+                exponent,
+                fees_in: (-fees).to_string(),
+                payable: payable.to_string(),
+                protocol: protocol.to_string(),
+                pooled: pooled.to_string(),
+                held: held.to_string(),
+            })
+            .collect(),
+        payouts: payouts
+            .into_iter()
+            .map(|((account, currency, exponent), (amount, settlements))| Payout {
+                account,
+                currency,
+                exponent,
+                amount: amount.to_string(),
+                settlements,
+            })
+            .collect(),
+        models: models
+            .into_iter()
+            .map(|((model_id, currency, exponent), (revenue, settlements))| ModelRevenue {
+                model_id,
+                currency,
+                exponent,
+                revenue: revenue.to_string(),
+                settlements,
+            })
+            .collect(),
+        evidence,
+    }
+}
+
+impl Report {
+    /// Renders JSON, CSV and Parquet.
+    pub fn render(&self) -> anyhow::Result<Rendered> {
+        let json = serde_json::to_vec(self)?;
+        let sha256 = provenant_bus::sha256_hex(&json);
+        Ok(Rendered { csv: self.csv(), parquet: self.parquet()?, json, sha256 })
+    }
+
+    /// One row per posting, with its settlement's evidence.
+    fn rows(&self) -> impl Iterator<Item = [String; 11]> + '_ {
+        self.evidence.iter().flat_map(move |settlement| {
+            settlement.postings.iter().map(move |posting| {
+                [
+                    self.period_id.clone(),
+                    settlement.settlement_id.clone(),
+                    settlement.inference_event_id.clone(),
+                    settlement.request_id.clone(),
+                    settlement.model_id.clone(),
+                    settlement.revenue_policy_version.to_string(),
+                    settlement.occurred_at.clone(),
+                    posting.account.clone(),
+                    settlement.currency.clone(),
+                    settlement.exponent.to_string(),
+                    posting.amount.clone(),
+                ]
+            })
+        })
+    }
+
+    /// RFC 4180 CSV with a header row.
+    pub fn csv(&self) -> Vec<u8> {
+        let mut out = String::new();
+        out.push_str(&EVIDENCE_COLUMNS.join(","));
+        out.push_str("\r\n");
+        for row in self.rows() {
+            let fields: Vec<String> = row.iter().map(|field| csv_field(field)).collect();
+            out.push_str(&fields.join(","));
+            out.push_str("\r\n");
+        }
+        out.into_bytes()
+    }
+
+    /// The evidence table as Parquet (strings UTF-8; amounts as decimal strings because they are
+    /// 128-bit and a file mixes currencies of different exponents).
+    pub fn parquet(&self) -> anyhow::Result<Vec<u8>> {
+        let schema = Arc::new(parse_message_type(
+            "message settlement_evidence {
+                REQUIRED BYTE_ARRAY period_id (UTF8);
+                REQUIRED BYTE_ARRAY settlement_id (UTF8);
+                REQUIRED BYTE_ARRAY inference_event_id (UTF8);
+                REQUIRED BYTE_ARRAY request_id (UTF8);
+                REQUIRED BYTE_ARRAY model_id (UTF8);
+                REQUIRED INT64 revenue_policy_version;
+                REQUIRED BYTE_ARRAY occurred_at (UTF8);
+                REQUIRED BYTE_ARRAY account (UTF8);
+                REQUIRED BYTE_ARRAY currency (UTF8);
+                REQUIRED INT32 exponent;
+                REQUIRED BYTE_ARRAY amount_minor_units (UTF8);
+            }",
+        )?);
+        let rows: Vec<[String; 11]> = self.rows().collect();
+        let properties = Arc::new(WriterProperties::builder().set_created_by("provenant settle".to_owned()).build());
+        let mut writer = SerializedFileWriter::new(Vec::new(), schema, properties)?;
+        let mut group = writer.next_row_group()?;
+        let mut index = 0;
+        while let Some(mut column) = group.next_column()? {
+            match index {
+                5 => {
+                    let values: Vec<i64> = rows.iter().map(|row| row[5].parse().unwrap_or_default()).collect();
+                    column.typed::<Int64Type>().write_batch(&values, None, None)?;
+                }
+                9 => {
+                    let values: Vec<i32> = rows.iter().map(|row| row[9].parse().unwrap_or_default()).collect();
+                    column.typed::<Int32Type>().write_batch(&values, None, None)?;
+                }
+                _ => {
+                    let values: Vec<ByteArray> = rows.iter().map(|row| ByteArray::from(row[index].as_str())).collect();
+                    column.typed::<ByteArrayType>().write_batch(&values, None, None)?;
+                }
+            }
+            column.close()?;
+            index += 1;
+        }
+        group.close()?;
+        Ok(writer.into_inner()?)
+    }
+}
+
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\r', '\n']) { format!("\"{}\"", field.replace('"', "\"\"")) } else { field.to_owned() }
+}

@@ -1,0 +1,37 @@
+"""Opens a settlement report's CSV and Parquet renderings in pandas and pyarrow, as a finance
+team would, and checks them against each other and the ledger's rules: the same rows and
+columns, amounts that are exact integers, and every settlement balancing to zero.
+
+usage: read_reports.py REPORT.csv REPORT.parquet EXPECTED_ROWS
+"""
+
+import sys
+
+import pandas
+import pyarrow.parquet
+
+COLUMNS = [
+    "period_id", "settlement_id", "inference_event_id", "request_id", "model_id",
+    "revenue_policy_version", "occurred_at", "account", "currency", "exponent", "amount_minor_units",
+]
+
+
+def main(csv_path, parquet_path, expected_rows):
+    # Amounts are 128-bit integers written as text: read them as text, sum them as Python ints.
+    from_csv = pandas.read_csv(csv_path, dtype={"amount_minor_units": str, "settlement_id": str})
+    table = pyarrow.parquet.read_table(parquet_path)
+    from_parquet = pandas.read_parquet(parquet_path)
+    assert list(from_csv.columns) == COLUMNS, list(from_csv.columns)
+    assert table.column_names == COLUMNS, table.column_names
+    assert len(from_csv) == len(from_parquet) == table.num_rows == expected_rows, (len(from_csv), table.num_rows, expected_rows)
+    assert list(from_csv["amount_minor_units"]) == list(from_parquet["amount_minor_units"])
+    for frame in (from_csv, from_parquet):
+        sums = {}
+        for settlement, amount in zip(frame["settlement_id"], frame["amount_minor_units"]):
+            sums[settlement] = sums.get(settlement, 0) + int(amount)
+        assert all(total == 0 for total in sums.values()), sums
+    print(f"ok: {expected_rows} rows in CSV (pandas) and Parquet (pyarrow, pandas), every settlement balanced")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
