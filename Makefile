@@ -59,6 +59,8 @@ bench:
 	mkdir -p target/bench
 	scripts/with-test-services.sh --nats-only target/release/bus-bench --output target/bench/bus.json
 	scripts/with-test-services.sh --nats-only target/release/datanet-bench --output target/bench/datanet.json
+	# Inference events settled per second (SQLite, PostgreSQL) beside raw consume; a 10^6-settlement report.
+	scripts/with-test-services.sh target/release/settle-bench --output target/bench/settle.json
 	# Burn vs PyTorch (pip torch, CPU, in .tools/torch-venv): run it on an idle machine.
 	target/release/train-bench --output target/bench/train.json
 	# Multi-adapter decoding (batched) beside merge-per-request, cold loads, 1,000 adapters' memory.
