@@ -227,8 +227,9 @@ async fn fees_settle_into_a_balanced_ledger_exactly_once_and_replay_to_the_same_
         publish(&bus, &served("req-4", "infer", false, "0", None)).await;
         // The first again, byte for byte (a producer's retry) …
         bus.publish(&first_envelope, &first, Expect::Any).await.expect("retry");
-        // … and under the same event id with another body, past the de-duplication window
-        // (no Nats-Msg-Id): recorded for review, paid never.
+        running.reconciled(4).await;
+        // The first under the same event id with another body, past the de-duplication window
+        // (no Nats-Msg-Id), after it was settled: recorded for review, paid never.
         let mut tampered = first.clone();
         tampered.fee = Some(Money { currency: "EUR".into(), exponent: 2, minor_units: "999999".into() });
         let mut headers = async_nats::HeaderMap::new();
@@ -243,6 +244,14 @@ async fn fees_settle_into_a_balanced_ledger_exactly_once_and_replay_to_the_same_
             .await
             .expect("stored");
 
+        let deadline = Instant::now() + WAIT;
+        let reviews = loop {
+            let (_, reviews) = running.get(FINANCE_KEY, "/v1/reviews").await;
+            if reviews["items"].as_array().is_some_and(|items| !items.is_empty()) || Instant::now() > deadline {
+                break reviews;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let reconciliation = running.reconciled(4).await;
         assert_eq!(reconciliation["settled_inferences"], json!(4));
         assert_eq!(reconciliation["journal_matches_balances"], json!(true));
@@ -273,7 +282,6 @@ async fn fees_settle_into_a_balanced_ledger_exactly_once_and_replay_to_the_same_
         assert_eq!(balance(&accounts, "fees:caller:app"), "-1254");
 
         // The same event id with another body waits for a person.
-        let (_, reviews) = running.get(FINANCE_KEY, "/v1/reviews").await;
         assert_eq!(reviews["items"].as_array().map(Vec::len), Some(1), "{reviews}");
         assert_eq!(reviews["items"][0]["code"], "inference.conflicting_duplicate");
         assert_eq!(reviews["items"][0]["inference_event_id"], first_envelope.event_id.to_string());
