@@ -16,6 +16,7 @@ use parquet::schema::parser::parse_message_type;
 use serde::Serialize;
 
 use crate::domain::period::Period;
+use crate::domain::split::Totals;
 use crate::projections::ledger::{postings, transactions};
 
 pub const FORMAT: &str = "provenant.settlement-report.v1";
@@ -121,8 +122,7 @@ fn units(text: &str) -> i128 {
 
 /// Builds the report from the period's transactions (in stream order) and their postings.
 pub fn build(period: Period, through_sequence: u64, settled: &[(transactions::Model, Vec<postings::Model>)]) -> Report {
-    // Per currency: [fees, payable, protocol, pooled, held].
-    let mut currencies: BTreeMap<(String, u32), [i128; 5]> = BTreeMap::new();
+    let mut currencies: BTreeMap<(String, u32), Totals> = BTreeMap::new();
     let mut payouts: BTreeMap<(String, String, u32), (i128, u64)> = BTreeMap::new();
     let mut models: BTreeMap<(String, String, u32), (i128, u64)> = BTreeMap::new();
     let mut evidence = Vec::with_capacity(settled.len());
@@ -135,17 +135,8 @@ pub fn build(period: Period, through_sequence: u64, settled: &[(transactions::Mo
         let totals = currencies.entry(currency.clone()).or_default();
         for line in lines {
             let amount = units(&line.amount);
-            let slot = match line.account.split(':').next() {
-                Some("fees") => 0,
-                Some("payable") => 1,
-                Some("pool") => 3,
-                _ => 4,
-            };
-            totals[slot] += amount;
-            if line.account == crate::domain::split::account::PROTOCOL {
-                totals[2] += amount;
-            }
-            if slot != 0 {
+            totals.add(&line.account, amount);
+            if !line.account.starts_with("fees:") {
                 let payout = payouts.entry((line.account.clone(), currency.0.clone(), currency.1)).or_default();
                 payout.0 += amount;
                 payout.1 += 1;
@@ -173,14 +164,14 @@ pub fn build(period: Period, through_sequence: u64, settled: &[(transactions::Mo
         settlement_count: settled.len() as u64,
         currencies: currencies
             .into_iter()
-            .map(|((currency, exponent), [fees, payable, protocol, pooled, held])| CurrencyTotals {
+            .map(|((currency, exponent), totals)| CurrencyTotals {
                 currency,
                 exponent,
-                fees_in: (-fees).to_string(),
-                payable: payable.to_string(),
-                protocol: protocol.to_string(),
-                pooled: pooled.to_string(),
-                held: held.to_string(),
+                fees_in: totals.fees_in().to_string(),
+                payable: totals.payable.to_string(),
+                protocol: totals.protocol.to_string(),
+                pooled: totals.pooled.to_string(),
+                held: totals.held.to_string(),
             })
             .collect(),
         payouts: payouts

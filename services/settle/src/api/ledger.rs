@@ -15,7 +15,7 @@ use sea_orm::{AccessMode, DatabaseBackend, IsolationLevel, TransactionTrait as _
 use serde::Serialize;
 
 use super::{AppState, unavailable};
-use crate::domain::split::account;
+use crate::domain::split::{Totals, account};
 use crate::projections::inferences;
 use crate::projections::ledger::{self, balances};
 
@@ -197,23 +197,12 @@ pub async fn reconciliation(State(state): State<AppState>, caller: Principal) ->
     }
     .map_err(unavailable)?;
     let rows = ledger::all_balances(&snapshot).await.map_err(unavailable)?;
-    // Per currency: [fees, payable, protocol, pooled, held].
-    let mut sums: BTreeMap<(String, u32), [i128; 5]> = BTreeMap::new();
+    let mut sums: BTreeMap<(String, u32), Totals> = BTreeMap::new();
     let mut from_balances: BTreeMap<(String, String), i128> = BTreeMap::new();
     for row in &rows {
         let amount = row.amount().map_err(unavailable)?;
         from_balances.insert((row.account.clone(), amount.currency.clone()), amount.minor_units);
-        let slot = sums.entry((amount.currency.clone(), amount.exponent)).or_default();
-        let index = match row.account.split(':').next() {
-            Some("fees") => 0,
-            Some("payable") => 1,
-            Some("pool") => 3,
-            _ => 4,
-        };
-        slot[index] += amount.minor_units;
-        if row.account == account::PROTOCOL {
-            slot[2] += amount.minor_units;
-        }
+        sums.entry((amount.currency.clone(), amount.exponent)).or_default().add(&row.account, amount.minor_units);
     }
     let mut from_journal: BTreeMap<(String, String), i128> = BTreeMap::new();
     for (account, amount) in ledger::all_posting_amounts(&snapshot).await.map_err(unavailable)? {
@@ -221,15 +210,15 @@ pub async fn reconciliation(State(state): State<AppState>, caller: Principal) ->
     }
     let currencies = sums
         .into_iter()
-        .map(|((currency, exponent), [fees, payable, protocol, pooled, held])| CurrencyReconciliation {
+        .map(|((currency, exponent), totals)| CurrencyReconciliation {
             currency,
             exponent,
-            fees_in: (-fees).to_string(),
-            payable: payable.to_string(),
-            protocol: protocol.to_string(),
-            pooled: pooled.to_string(),
-            held: held.to_string(),
-            balanced: -fees == payable + pooled + held,
+            fees_in: totals.fees_in().to_string(),
+            payable: totals.payable.to_string(),
+            protocol: totals.protocol.to_string(),
+            pooled: totals.pooled.to_string(),
+            held: totals.held.to_string(),
+            balanced: totals.balanced(),
         })
         .collect();
     let ledger_transactions = ledger::count_transactions(&snapshot).await.map_err(unavailable)?;

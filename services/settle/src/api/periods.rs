@@ -191,18 +191,7 @@ async fn issue_report(state: &AppState, report: &Report) -> Result<(String, Vec<
             }),
         });
     }
-    let views = artifacts
-        .iter()
-        .filter_map(|artifact| {
-            let blob = artifact.blob.as_ref()?;
-            Some(Artifact {
-                format: artifact.format.clone(),
-                sha256: blob.sha256.clone(),
-                size_bytes: blob.size_bytes,
-                bucket: blob.bucket.clone(),
-            })
-        })
-        .collect();
+    let views = artifacts.iter().filter_map(Artifact::from_proto).collect();
     let event = SettlementReportIssued {
         report_id: report.period_id.clone(),
         period_id: report.period_id.clone(),

@@ -49,6 +49,44 @@ pub mod account {
     }
 }
 
+/// What a currency's postings add up to, by kind of account: the figures a reconciliation and a
+/// report state (fees in = payable + pooled + held, exactly).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// The fee accounts' balance (negative: what callers were charged).
+    pub fees: i128,
+    /// Owed to contributors, builders, Datanet owners and the protocol.
+    pub payable: i128,
+    /// Of which the protocol's.
+    pub protocol: i128,
+    /// In models' base pools.
+    pub pooled: i128,
+    /// Held until an inference is attributed.
+    pub held: i128,
+}
+
+impl Totals {
+    pub fn add(&mut self, account: &str, minor_units: i128) {
+        match account.split(':').next() {
+            Some("fees") => self.fees += minor_units,
+            Some("payable") => self.payable += minor_units,
+            Some("pool") => self.pooled += minor_units,
+            _ => self.held += minor_units,
+        }
+        if account == account::PROTOCOL {
+            self.protocol += minor_units;
+        }
+    }
+
+    pub fn fees_in(&self) -> i128 {
+        -self.fees
+    }
+
+    pub fn balanced(&self) -> bool {
+        self.fees_in() == self.payable + self.pooled + self.held
+    }
+}
+
 /// Who stands behind a model, beyond the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parties {

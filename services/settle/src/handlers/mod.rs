@@ -264,19 +264,7 @@ impl Handler for PeriodProjector {
             }
             SettlementReportIssued::TYPE => {
                 let event: SettlementReportIssued = delivery.decode(&self.upcasters)?;
-                let artifacts: Vec<Artifact> = event
-                    .artifacts
-                    .iter()
-                    .filter_map(|artifact| {
-                        let blob = artifact.blob.as_ref()?;
-                        Some(Artifact {
-                            format: artifact.format.clone(),
-                            sha256: blob.sha256.clone(),
-                            size_bytes: blob.size_bytes,
-                            bucket: blob.bucket.clone(),
-                        })
-                    })
-                    .collect();
+                let artifacts: Vec<Artifact> = event.artifacts.iter().filter_map(Artifact::from_proto).collect();
                 if periods::record_report(transaction, &event.period_id, &event.report_sha256, &artifacts).await? {
                     Ok(())
                 } else {

@@ -36,6 +36,19 @@ pub struct Artifact {
     pub bucket: String,
 }
 
+impl Artifact {
+    /// An artifact as `SettlementReportIssued` names it; `None` without its blob.
+    pub fn from_proto(artifact: &provenant_events::proto::settlement::v1::ReportArtifact) -> Option<Artifact> {
+        let blob = artifact.blob.as_ref()?;
+        Some(Artifact {
+            format: artifact.format.clone(),
+            sha256: blob.sha256.clone(),
+            size_bytes: blob.size_bytes,
+            bucket: blob.bucket.clone(),
+        })
+    }
+}
+
 impl Model {
     pub fn artifacts(&self) -> Vec<Artifact> {
         serde_json::from_str(&self.artifacts).unwrap_or_default()
