@@ -22,9 +22,10 @@ use crate::projections::ledger::{postings, transactions};
 pub const FORMAT: &str = "provenant.settlement-report.v1";
 
 /// The columns of the CSV and Parquet evidence tables: one row per posting.
-pub const EVIDENCE_COLUMNS: [&str; 11] = [
+pub const EVIDENCE_COLUMNS: [&str; 12] = [
     "period_id",
     "settlement_id",
+    "kind",
     "inference_event_id",
     "request_id",
     "model_id",
@@ -76,6 +77,8 @@ pub struct EvidencePosting {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Evidence {
     pub settlement_id: String,
+    /// "inference", or "reversal" (every posting of the reversed settlement negated).
+    pub kind: String,
     pub inference_event_id: String,
     pub request_id: String,
     pub model_id: String,
@@ -144,6 +147,7 @@ pub fn build(period: Period, through_sequence: u64, settled: &[(transactions::Mo
         }
         evidence.push(Evidence {
             settlement_id: transaction.settlement_id.clone(),
+            kind: transaction.kind.clone(),
             inference_event_id: transaction.inference_event_id.clone(),
             request_id: transaction.request_id.clone(),
             model_id: transaction.model_id.clone(),
@@ -207,12 +211,13 @@ impl Report {
     }
 
     /// One row per posting, with its settlement's evidence.
-    fn rows(&self) -> impl Iterator<Item = [String; 11]> + '_ {
+    fn rows(&self) -> impl Iterator<Item = [String; 12]> + '_ {
         self.evidence.iter().flat_map(move |settlement| {
             settlement.postings.iter().map(move |posting| {
                 [
                     self.period_id.clone(),
                     settlement.settlement_id.clone(),
+                    settlement.kind.clone(),
                     settlement.inference_event_id.clone(),
                     settlement.request_id.clone(),
                     settlement.model_id.clone(),
@@ -247,6 +252,7 @@ impl Report {
             "message settlement_evidence {
                 REQUIRED BYTE_ARRAY period_id (UTF8);
                 REQUIRED BYTE_ARRAY settlement_id (UTF8);
+                REQUIRED BYTE_ARRAY kind (UTF8);
                 REQUIRED BYTE_ARRAY inference_event_id (UTF8);
                 REQUIRED BYTE_ARRAY request_id (UTF8);
                 REQUIRED BYTE_ARRAY model_id (UTF8);
@@ -258,19 +264,19 @@ impl Report {
                 REQUIRED BYTE_ARRAY amount_minor_units (UTF8);
             }",
         )?);
-        let rows: Vec<[String; 11]> = self.rows().collect();
+        let rows: Vec<[String; 12]> = self.rows().collect();
         let properties = Arc::new(WriterProperties::builder().set_created_by("provenant settle".to_owned()).build());
         let mut writer = SerializedFileWriter::new(Vec::new(), schema, properties)?;
         let mut group = writer.next_row_group()?;
         let mut index = 0;
         while let Some(mut column) = group.next_column()? {
             match index {
-                5 => {
-                    let values: Vec<i64> = rows.iter().map(|row| row[5].parse().unwrap_or_default()).collect();
+                6 => {
+                    let values: Vec<i64> = rows.iter().map(|row| row[6].parse().unwrap_or_default()).collect();
                     column.typed::<Int64Type>().write_batch(&values, None, None)?;
                 }
-                9 => {
-                    let values: Vec<i32> = rows.iter().map(|row| row[9].parse().unwrap_or_default()).collect();
+                10 => {
+                    let values: Vec<i32> = rows.iter().map(|row| row[10].parse().unwrap_or_default()).collect();
                     column.typed::<Int32Type>().write_batch(&values, None, None)?;
                 }
                 _ => {

@@ -11,7 +11,7 @@ import pandas
 import pyarrow.parquet
 
 COLUMNS = [
-    "period_id", "settlement_id", "inference_event_id", "request_id", "model_id",
+    "period_id", "settlement_id", "kind", "inference_event_id", "request_id", "model_id",
     "revenue_policy_version", "occurred_at", "account", "currency", "exponent", "amount_minor_units",
 ]
 

@@ -223,7 +223,7 @@ async fn fees_settle_into_a_balanced_ledger_exactly_once_and_replay_to_the_same_
         let first = served("req-1", "infer", false, "1001", Some(receipt()));
         let first_envelope = publish(&bus, &first).await;
         publish(&bus, &served("req-2", "infer", true, "3", None)).await;
-        publish(&bus, &served("req-3", "gateway", false, "250", None)).await;
+        let gateway_envelope = publish(&bus, &served("req-3", "gateway", false, "250", None)).await;
         publish(&bus, &served("req-4", "infer", false, "0", None)).await;
         // The first again, byte for byte (a producer's retry) …
         bus.publish(&first_envelope, &first, Expect::Any).await.expect("retry");
@@ -286,6 +286,39 @@ async fn fees_settle_into_a_balanced_ledger_exactly_once_and_replay_to_the_same_
         assert_eq!(reviews["items"][0]["code"], "inference.conflicting_duplicate");
         assert_eq!(reviews["items"][0]["inference_event_id"], first_envelope.event_id.to_string());
 
+        // A correction is a reversing entry: every posting of req-3 (the gateway's 250) negated.
+        let reversed = settle::handlers::settlement_id_for(&gateway_envelope.event_id.to_string());
+        let reverse = |settlement: String, reason: &'static str| {
+            let running = &running;
+            async move {
+                running
+                    .call(
+                        reqwest::Method::POST,
+                        FINANCE_KEY,
+                        &format!("/v1/settlements/{settlement}/reverse"),
+                        Some(json!({"reason": reason})),
+                    )
+                    .await
+            }
+        };
+        assert_eq!(reverse(reversed.clone(), " ").await.1["error"]["code"], "reversal.reason_invalid");
+        let (status, reversal) = reverse(reversed.clone(), "the gateway billed a test request").await;
+        assert_eq!(
+            (status, reversal["kind"].as_str(), reversal["fee"]["minor_units"].as_str()),
+            (201, Some("reversal"), Some("-250")),
+            "{reversal}"
+        );
+        assert_eq!(reverse(reversed.clone(), "again").await.1["error"]["code"], "settlement.already_reversed");
+        let reversal_id = reversal["settlement_id"].as_str().expect("id").to_owned();
+        assert_eq!(reverse(reversal_id, "undo").await.1["error"]["code"], "settlement.is_reversal");
+        let (_, accounts) = running.get(FINANCE_KEY, "/v1/ledger/accounts?limit=500").await;
+        assert_eq!(balance(&accounts, "payable:protocol"), "100");
+        assert_eq!(balance(&accounts, &format!("held:unattributed:{BASE}")), "0");
+        let (_, reconciliation) = running.get(FINANCE_KEY, "/v1/reconciliation").await;
+        assert_eq!(reconciliation["currencies"][0]["fees_in"], "1004", "{reconciliation}");
+        assert_eq!(reconciliation["currencies"][0]["balanced"], json!(true));
+        assert_eq!((reconciliation["ledger_transactions"].as_u64(), reconciliation["ledger_matches_log"].as_bool()), (Some(5), Some(true)));
+
         // A settlement in full, and a contributor's own statement (theirs only).
         let settlement_id = settle::handlers::settlement_id_for(&first_envelope.event_id.to_string());
         let (status, settlement) = running.get(FINANCE_KEY, &format!("/v1/settlements/{settlement_id}")).await;
@@ -311,7 +344,7 @@ async fn fees_settle_into_a_balanced_ledger_exactly_once_and_replay_to_the_same_
         settle_migration::Migrator::up(&rebuilt, None).await.expect("migrates");
         let replay =
             Consumer::new(bus.clone(), rebuilt.clone(), LedgerProjector::default(), fast_consumer()).replay().await.expect("replays");
-        assert_eq!(replay.stats.applied, 4);
+        assert_eq!(replay.stats.applied, 5, "four settlements and one reversal");
         assert_eq!(ledger_rows(&rebuilt).await, expected, "{backend:?}: the ledger is a function of the log");
         fresh.drop_database().await.expect("drop");
         database.drop_database().await.expect("drop");

@@ -5,17 +5,22 @@ use std::collections::BTreeMap;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use provenant_bus::Context;
+use provenant_bus::{Context, Envelope, Error as BusError, Expect};
 use provenant_events::money::Amount;
+use provenant_events::proto::common::v1::{Principal as ProtoPrincipal, PrincipalKind};
+use provenant_events::proto::settlement::v1::{Posting, SettlementReversed};
 use provenant_runtime::ApiError;
+use provenant_runtime::api_error::ApiJson;
 use provenant_runtime::identity::{Principal, Role};
 use provenant_runtime::openapi::{ErrorResponses, ToSchema};
 use provenant_runtime::pagination::{DEFAULT_LIMIT, MAX_LIMIT, PageQuery, PageRequest};
+use provenant_runtime::read_your_writes::{DEFAULT_WAIT, await_projection};
 use sea_orm::{AccessMode, DatabaseBackend, IsolationLevel, TransactionTrait as _};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{AppState, unavailable};
 use crate::domain::split::{Totals, account};
+use crate::handlers::{open_period_at, reversal_event_id, reversal_id_for};
 use crate::projections::inferences;
 use crate::projections::ledger::{self, balances};
 
@@ -72,17 +77,23 @@ pub async fn settlement(
     Path(settlement_id): Path<String>,
 ) -> Result<axum::Json<SettlementView>, ApiError> {
     finance(&caller)?;
-    let (transaction, lines) = ledger::find_transaction(&state.database, &settlement_id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "settlement.not_found", format!("no settlement {settlement_id:?}")))?;
+    let found = ledger::find_transaction(&state.database, &settlement_id).await.map_err(unavailable)?;
+    let (transaction, lines) = found.ok_or_else(|| settlement_not_found(&settlement_id))?;
+    Ok(axum::Json(settlement_view(transaction, &lines)?))
+}
+
+fn settlement_not_found(settlement_id: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "settlement.not_found", format!("no settlement {settlement_id:?}"))
+}
+
+fn settlement_view(transaction: ledger::transactions::Model, lines: &[ledger::postings::Model]) -> Result<SettlementView, ApiError> {
     let postings = lines
         .iter()
         .map(|line| {
             Ok(PostingView { account: line.account.clone(), amount: (&money(&line.currency, line.exponent, &line.amount)?).into() })
         })
         .collect::<Result<_, ApiError>>()?;
-    Ok(axum::Json(SettlementView {
+    Ok(SettlementView {
         fee: (&money(&transaction.currency, transaction.exponent, &transaction.fee)?).into(),
         settlement_id: transaction.settlement_id,
         kind: transaction.kind,
@@ -93,7 +104,77 @@ pub async fn settlement(
         revenue_policy_version: u64::try_from(transaction.policy_version).unwrap_or(0),
         occurred_at: transaction.occurred_at,
         postings,
-    }))
+    })
+}
+
+/// Why a settlement is reversed (for the evidence).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReversalRequest {
+    #[schema(min_length = 1, max_length = 1000)]
+    pub reason: String,
+}
+
+/// Reverse a settlement (finance): a new transaction with every posting negated, booked in the
+/// open month. Nothing is edited, a closed period's report stays as issued, and a settlement is
+/// reversed at most once.
+#[utoipa::path(post, path = "/v1/settlements/{settlement_id}/reverse", operation_id = "reverse_settlement", tag = "ledger", security(("api_key" = [])),
+    params(("settlement_id" = String, Path, description = "The settlement to reverse")),
+    request_body = ReversalRequest,
+    responses((status = 201, description = "The reversing transaction", body = SettlementView), ErrorResponses))]
+pub async fn reverse(
+    State(state): State<AppState>,
+    caller: Principal,
+    Path(settlement_id): Path<String>,
+    ApiJson(request): ApiJson<ReversalRequest>,
+) -> Result<(StatusCode, axum::Json<SettlementView>), ApiError> {
+    finance(&caller)?;
+    let reason = request.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 1_000 || reason.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reversal.reason_invalid",
+            "a reason is 1 to 1,000 printable characters",
+        ));
+    }
+    let found = ledger::find_transaction(&state.database, &settlement_id).await.map_err(unavailable)?;
+    let (original, lines) = found.ok_or_else(|| settlement_not_found(&settlement_id))?;
+    if original.kind != "inference" {
+        return Err(ApiError::new(StatusCode::CONFLICT, "settlement.is_reversal", "a reversal is not reversed; settle again instead"));
+    }
+    let period_id = open_period_at(&state.bus, state.close_grace, chrono::Utc::now())
+        .await
+        .map_err(|error| ApiError::internal("bus.unavailable", error))?;
+    let postings = lines
+        .iter()
+        .map(|line| {
+            let amount = money(&line.currency, line.exponent, &line.amount)?;
+            Ok(Posting { account: line.account.clone(), amount: Some(Amount { minor_units: -amount.minor_units, ..amount }.to_proto()) })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    let reversal_id = reversal_id_for(&settlement_id);
+    let event = SettlementReversed {
+        settlement_id: reversal_id.clone(),
+        reversed_settlement_id: settlement_id.clone(),
+        reason: reason.to_owned(),
+        postings,
+        period_id,
+        reversed_by: Some(ProtoPrincipal { id: caller.id.clone(), kind: PrincipalKind::Finance.into() }),
+    };
+    let mut envelope = Envelope::new(&event, state.bus.producer());
+    envelope.event_id = reversal_event_id(&settlement_id);
+    state.bus.publish(&envelope, &event, Expect::NoEvents).await.map_err(|error| match error {
+        BusError::Conflict { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "settlement.already_reversed", format!("{settlement_id} is reversed"))
+        }
+        other => ApiError::internal("bus.unavailable", other),
+    })?;
+    await_projection(DEFAULT_WAIT, || async { ledger::find_transaction(&state.database, &reversal_id).await.ok().flatten().is_some() })
+        .await;
+    let booked = ledger::find_transaction(&state.database, &reversal_id).await.map_err(unavailable)?;
+    let (transaction, lines) =
+        booked.ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ledger.behind", "reversed; the ledger shows it shortly"))?;
+    Ok((StatusCode::CREATED, axum::Json(settlement_view(transaction, &lines)?)))
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

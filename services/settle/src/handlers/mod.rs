@@ -15,7 +15,9 @@ use provenant_bus::{Bus, Context, Delivery, HandleError, Handler, Namespace, Upc
 use provenant_events::Event as _;
 use provenant_events::proto::datanet::v1::DatanetCreated;
 use provenant_events::proto::inference::v1::InferenceServed;
-use provenant_events::proto::settlement::v1::{InferenceSettled, RevenuePolicySet, SettlementPeriodClosed, SettlementReportIssued};
+use provenant_events::proto::settlement::v1::{
+    InferenceSettled, RevenuePolicySet, SettlementPeriodClosed, SettlementReportIssued, SettlementReversed,
+};
 use provenant_events::proto::training::v1::{ModelKind, ModelRegistered};
 use sea_orm::DatabaseTransaction;
 
@@ -24,7 +26,8 @@ use crate::domain::policy::{PolicyError, RevenuePolicy};
 use crate::projections::periods::{self, Artifact};
 use crate::projections::{catalog, policies};
 
-pub use on_inference_served::{settlement_event_id, settlement_id_for};
+pub(crate) use on_inference_served::open_period_at;
+pub use on_inference_served::{reversal_event_id, reversal_id_for, settlement_event_id, settlement_id_for};
 
 /// Registered models (`ModelRegistered`): kind, weights digest, builder, pinned Datanets.
 #[derive(Debug, Clone, Default)]
@@ -188,7 +191,7 @@ impl Handler for Settler {
     }
 }
 
-/// Books every `InferenceSettled` into the ledger.
+/// Books every `InferenceSettled` (and every reversal) into the ledger.
 #[derive(Debug, Clone, Default)]
 pub struct LedgerProjector {
     upcasters: Upcasters,
@@ -216,6 +219,10 @@ impl Handler for LedgerProjector {
             InferenceSettled::TYPE => {
                 let event: InferenceSettled = delivery.decode(&self.upcasters)?;
                 on_inference_settled::handle(transaction, delivery, event).await
+            }
+            SettlementReversed::TYPE => {
+                let event: SettlementReversed = delivery.decode(&self.upcasters)?;
+                on_inference_settled::handle_reversal(transaction, delivery, event).await
             }
             _ => Ok(()),
         }

@@ -4,7 +4,7 @@
 //! expects an empty subject: a retry after a crash (before or after the append) finds its own
 //! settlement and adds nothing, so each inference event is settled exactly once.
 
-use provenant_bus::{Context, Delivery, Envelope, Error as BusError, Expect, HandleError};
+use provenant_bus::{Bus, Context, Delivery, Envelope, Error as BusError, Expect, HandleError};
 use provenant_events::money::Amount;
 use provenant_events::proto::inference::v1::InferenceServed;
 use provenant_events::proto::settlement::v1::{InferenceSettled, Posting};
@@ -96,36 +96,48 @@ pub fn settlement_id_for(inference_event_id: &str) -> String {
     derived_uuid("settlement", inference_event_id).to_string()
 }
 
+/// The reversal of a settlement (one at most).
+pub fn reversal_id_for(settlement_id: &str) -> String {
+    derived_uuid("reversal", settlement_id).to_string()
+}
+
+/// The event id of that reversal's `SettlementReversed`.
+pub fn reversal_event_id(settlement_id: &str) -> Uuid {
+    derived_uuid("reversal-event", settlement_id)
+}
+
 /// The event id of that settlement's `InferenceSettled`.
 pub fn settlement_event_id(inference_event_id: &str) -> Uuid {
     derived_uuid("settlement-event", inference_event_id)
 }
 
-fn derived_uuid(purpose: &str, inference_event_id: &str) -> Uuid {
-    let digest = Sha256::new().chain_update(purpose).chain_update([0]).chain_update(inference_event_id).finalize();
+fn derived_uuid(purpose: &str, source_id: &str) -> Uuid {
+    let digest = Sha256::new().chain_update(purpose).chain_update([0]).chain_update(source_id).finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     Uuid::new_v8(bytes)
 }
 
 /// The period a settlement belongs to: the calendar month (UTC) the inference was served in,
-/// or, when that month is closed already, the next month that is not. Read from the stream,
-/// not a projection, so that a just-closed period is seen; skipped while the month cannot have
-/// been closed yet (a month closes only `close_grace_seconds` after it ends), which is nearly
-/// every event, so that the common case costs no round trip.
+/// or, when that month is closed already, the next month that is not.
 async fn open_period(settler: &Settler, delivery: &Delivery) -> Result<String, HandleError> {
-    let mut period = Period::containing(delivery.envelope.occurred_at);
     let grace = chrono::Duration::seconds(i64::try_from(settler.settings.close_grace_seconds).unwrap_or(i64::MAX / 1_000));
+    open_period_at(&settler.bus, grace, delivery.envelope.occurred_at).await.map_err(|error| HandleError::Transient(error.into()))
+}
+
+/// The first month from the one holding `instant` that is not closed. Read from the stream, not
+/// a projection, so that a just-closed period is seen; skipped while the month cannot have been
+/// closed yet (a month closes only `grace` after it ends), which is nearly every event, so that
+/// the common case costs no round trip.
+pub(crate) async fn open_period_at(bus: &Bus, grace: chrono::Duration, instant: chrono::DateTime<chrono::Utc>) -> Result<String, BusError> {
+    let mut period = Period::containing(instant);
     if chrono::Utc::now() + CLOCK_SKEW < period.ends_at() + grace {
         return Ok(period.id());
     }
-    loop {
-        match settler.bus.last_sequence(Context::Settlement, "period", &period.id()).await {
-            Ok(Some(_)) => period = period.next(),
-            Ok(None) => return Ok(period.id()),
-            Err(error) => return Err(HandleError::Transient(error.into())),
-        }
+    while bus.last_sequence(Context::Settlement, "period", &period.id()).await?.is_some() {
+        period = period.next();
     }
+    Ok(period.id())
 }
 
 /// How far the closer's clock may run ahead of the settler's.

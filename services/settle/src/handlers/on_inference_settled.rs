@@ -1,8 +1,8 @@
-//! `InferenceSettled` → one balanced ledger transaction.
+//! `InferenceSettled` → one balanced ledger transaction; `SettlementReversed` → its mirror.
 
 use provenant_bus::{Delivery, HandleError};
 use provenant_events::money::Amount;
-use provenant_events::proto::settlement::v1::InferenceSettled;
+use provenant_events::proto::settlement::v1::{InferenceSettled, SettlementReversed};
 use sea_orm::DatabaseTransaction;
 
 use crate::projections::ledger::{self, Entry, transactions};
@@ -39,6 +39,46 @@ pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, even
             policy_version: i64::try_from(event.revenue_policy_version).unwrap_or(i64::MAX),
             occurred_at: delivery.envelope.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             stream_sequence: i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX),
+        },
+        postings,
+    };
+    ledger::record(transaction, entry).await?;
+    Ok(())
+}
+
+/// `SettlementReversed` → a new transaction with every posting of the original negated (a
+/// correction is a reversing entry; nothing is edited).
+pub async fn handle_reversal(transaction: &DatabaseTransaction, delivery: &Delivery, event: SettlementReversed) -> Result<(), HandleError> {
+    let invalid = |message: String| HandleError::rejected("reversal.invalid", message);
+    let Some((original, lines)) = ledger::find_transaction(transaction, &event.reversed_settlement_id).await? else {
+        // The original precedes its reversal in the same stream, so the ledger has it.
+        return Err(invalid(format!("settlement {} is not in the ledger", event.reversed_settlement_id)));
+    };
+    let mut postings = Vec::with_capacity(event.postings.len());
+    for posting in &event.postings {
+        let amount = posting.amount.as_ref().ok_or_else(|| invalid("a posting without an amount".into()))?;
+        let amount = Amount::from_proto(amount).map_err(|error| invalid(error.to_string()))?;
+        postings.push((posting.account.clone(), amount));
+    }
+    let mirrors = postings.len() == lines.len()
+        && postings.iter().zip(&lines).all(|((account, amount), line)| {
+            account == &line.account
+                && amount.currency == line.currency
+                && provenant_events::money::parse_minor_units(&line.amount).is_ok_and(|original| original == -amount.minor_units)
+        });
+    if !mirrors {
+        return Err(invalid(format!("the postings do not mirror those of {}", original.settlement_id)));
+    }
+    let fee = provenant_events::money::parse_minor_units(&original.fee).map_err(|error| invalid(error.to_string()))?;
+    let entry = Entry {
+        transaction: transactions::Model {
+            settlement_id: event.settlement_id,
+            kind: "reversal".into(),
+            period_id: event.period_id,
+            fee: (-fee).to_string(),
+            occurred_at: delivery.envelope.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            stream_sequence: i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX),
+            ..original
         },
         postings,
     };

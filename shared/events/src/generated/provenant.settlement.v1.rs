@@ -60,6 +60,12 @@ pub struct SettlementReversed {
     pub reason: ::prost::alloc::string::String,
     #[prost(message, repeated, tag = "4")]
     pub postings: ::prost::alloc::vec::Vec<Posting>,
+    /// The period the reversal is booked in (the open month when it was made; closed periods are
+    /// never edited).
+    #[prost(string, tag = "5")]
+    pub period_id: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "6")]
+    pub reversed_by: ::core::option::Option<super::super::common::v1::Principal>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct PayoutTotal {
