@@ -67,7 +67,7 @@ fn parse_period(period_id: &str) -> Result<Period, ApiError> {
 /// month. Closing a closed period whose report is missing (a crash between the two events)
 /// issues the report.
 #[utoipa::path(post, path = "/v1/periods/{period_id}/close", operation_id = "close_period", tag = "periods", security(("api_key" = [])),
-    params(("period_id" = String, Path, description = "A month, YYYY-MM")),
+    params(("period_id" = String, Path, description = "A month, YYYY-MM", pattern = "^[2-9][0-9]{3}-(0[1-9]|1[0-2])$")),
     responses((status = 201, description = "Closed, report issued", body = PeriodView), ErrorResponses))]
 pub async fn close(State(state): State<AppState>, caller: Principal, Path(period_id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     caller.require(Role::Finance)?;
@@ -219,7 +219,7 @@ pub async fn list(State(state): State<AppState>, caller: Principal) -> Result<ax
 /// Download a closed period's report: `json` (canonical; its SHA-256 is the event's), `csv` or
 /// `parquet` (one row per posting, with its settlement's evidence) (finance).
 #[utoipa::path(get, path = "/v1/periods/{period_id}/reports/{format}", operation_id = "download_report", tag = "periods", security(("api_key" = [])),
-    params(("period_id" = String, Path, description = "A month, YYYY-MM"), ("format" = String, Path, description = "json, csv or parquet")),
+    params(("period_id" = String, Path, description = "A month, YYYY-MM", pattern = "^[2-9][0-9]{3}-(0[1-9]|1[0-2])$"), ("format" = String, Path, description = "json, csv or parquet", pattern = "^(json|csv|parquet)$")),
     responses((status = 200, description = "The report file", content((serde_json::Value = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))), ErrorResponses))]
 pub async fn download(
     State(state): State<AppState>,
