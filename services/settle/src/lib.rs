@@ -28,8 +28,3 @@ mod startup;
 
 pub use configuration::{BASE_YAML, Config};
 pub use startup::{Application, open_database};
-
-/// Embedded defaults, then configuration files, then `PROVENANT_…` variables.
-pub fn load_config() -> Result<Config, provenant_config::Error> {
-    Config::load()
-}

@@ -80,18 +80,20 @@ pub async fn close(State(state): State<AppState>, caller: Principal, Path(period
             format!("{} can be closed from {}", period.id(), closable_at.to_rfc3339()),
         ));
     }
-    let closed = match state.bus.last_delivery(Context::Settlement, "period", &period.id()).await.map_err(bus_error)? {
+    // The period's rows are read once: the close event's totals and the report come from them.
+    let (closed, report) = match state.bus.last_delivery(Context::Settlement, "period", &period.id()).await.map_err(bus_error)? {
         Some(delivery) => {
             if state.bus.last_sequence(Context::Settlement, "report", &period.id()).await.map_err(bus_error)?.is_some() {
                 return Err(ApiError::new(StatusCode::CONFLICT, "period.already_closed", format!("{} is closed", period.id())));
             }
-            delivery
+            let closed = delivery
                 .decode::<SettlementPeriodClosed>(&provenant_bus::Upcasters::contract())
-                .map_err(|error| ApiError::internal("event.unreadable", error))?
+                .map_err(|error| ApiError::internal("event.unreadable", error))?;
+            let report = report_for(&state, period, closed.through_sequence).await?;
+            (closed, report)
         }
         None => append_close(&state, &caller, period).await?,
     };
-    let report = report_for(&state, period, closed.through_sequence).await?;
     let (report_sha256, artifacts) = issue_report(&state, &report).await?;
     // Read-your-writes for the period list; the answer does not depend on it.
     await_projection(DEFAULT_WAIT, || async {
@@ -113,7 +115,7 @@ pub async fn close(State(state): State<AppState>, caller: Principal, Path(period
 
 /// Waits for the ledger to hold every settlement in the log, then fixes the period at the
 /// latest one and appends `SettlementPeriodClosed`.
-async fn append_close(state: &AppState, caller: &Principal, period: Period) -> Result<SettlementPeriodClosed, ApiError> {
+async fn append_close(state: &AppState, caller: &Principal, period: Period) -> Result<(SettlementPeriodClosed, Report), ApiError> {
     let caught_up = await_projection(std::time::Duration::from_secs(10), || async {
         let in_log = state.bus.count_messages(Context::Settlement, "settlement").await.ok();
         let in_ledger = ledger::count_transactions(&state.database).await.ok();
@@ -156,7 +158,7 @@ async fn append_close(state: &AppState, caller: &Principal, period: Period) -> R
         BusError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "period.already_closed", format!("{} is closed", period.id())),
         other => bus_error(other),
     })?;
-    Ok(event)
+    Ok((event, report))
 }
 
 fn money(currency: &str, exponent: u32, minor_units: &str) -> Result<provenant_events::proto::common::v1::Money, ApiError> {
