@@ -180,6 +180,19 @@ impl Transformer {
         ((picked * keep.clone()).sum().neg(), keep.sum())
     }
 
+    /// The linear layer `target` of block `layer`.
+    pub(crate) fn linear(&self, layer: usize, target: LoraTarget) -> &Linear {
+        let block = &self.blocks[layer];
+        match target {
+            LoraTarget::AttentionQuery => &block.attention.query,
+            LoraTarget::AttentionKey => &block.attention.key,
+            LoraTarget::AttentionValue => &block.attention.value,
+            LoraTarget::AttentionOutput => &block.attention.output,
+            LoraTarget::MlpUp => &block.mlp.up,
+            LoraTarget::MlpDown => &block.mlp.down,
+        }
+    }
+
     /// Give every parameter an id derived from its path.
     ///
     /// Burn draws parameter ids at random, and they are written into records and key the
