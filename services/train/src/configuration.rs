@@ -32,6 +32,40 @@ pub struct WorkersConfig {
     /// Deliveries of one job before it fails with `worker.attempts_exhausted`.
     pub max_attempts: u32,
     pub progress_interval_ms: u64,
+    /// The attribution index every job builds at its end.
+    #[serde(default)]
+    pub attribution: AttributionConfig,
+}
+
+/// How the attribution index is built (`shared/attribution`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttributionConfig {
+    /// Projected width of each side of a layer: a plain layer's block is `per_side²` wide.
+    pub per_side: usize,
+    /// `f16` or `int8`.
+    pub precision: attribution::Precision,
+    /// Fisher damping, as a fraction of each block's mean diagonal.
+    pub damping: f64,
+    /// Held-out examples featurised as phantom controls, at most.
+    pub max_phantoms: usize,
+    /// Examples per featurisation pass.
+    pub batch_examples: usize,
+    /// The receipt rules recorded in the index.
+    pub rules: attribution::ReceiptRules,
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        Self {
+            per_side: 4,
+            precision: attribution::Precision::F16,
+            damping: 0.1,
+            max_phantoms: 256,
+            batch_examples: 16,
+            rules: attribution::ReceiptRules::default(),
+        }
+    }
 }
 
 /// The largest job the service accepts.

@@ -7,13 +7,64 @@ mod common;
 use std::time::Duration;
 
 use common::{TestApp, scratch_job, sentences, spawn_app};
-use provenant_bus::{Bus, BusConfig};
+use std::collections::HashMap;
+
+use provenant_bus::{Bus, BusConfig, Context, Upcasters};
+use provenant_events::proto::training::v1::AttributionIndexBuilt;
 use serde_json::{Value, json};
 use train::queue::WorkQueue;
 use train::worker::{Stores, Worker};
 
 async fn blob(app: &TestApp, bucket: &str, sha256: &str) -> Vec<u8> {
     app.bus.blob_store(bucket).await.expect("bucket").get(sha256).await.expect("read").expect("stored").to_vec()
+}
+
+/// The `AttributionIndexBuilt` of a finished job, and its index loaded from the object store.
+async fn attribution_index(app: &TestApp, job_id: &str) -> (AttributionIndexBuilt, attribution::Index) {
+    let history = app.bus.aggregate_history(Context::Training, "index", &train::worker::index_id_of(job_id)).await.expect("history");
+    assert_eq!(history.len(), 1, "one index per job");
+    let event: AttributionIndexBuilt = history[0].decode(&Upcasters::contract()).expect("decodes");
+    let manifest_bytes = blob(app, "models", &event.manifest.as_ref().expect("manifest").sha256).await;
+    let manifest = attribution::Manifest::from_bytes(&manifest_bytes).expect("manifest");
+    let mut artifacts = HashMap::new();
+    for artifact in manifest.artifacts() {
+        artifacts.insert(artifact.sha256.clone(), blob(app, "models", &artifact.sha256).await);
+    }
+    (event, attribution::Index::assemble(&manifest_bytes, &artifacts).expect("a consistent index"))
+}
+
+/// Every job ends with an attribution index whose receipts pay for verbatim reuse.
+async fn check_attribution_index(app: &TestApp, job_id: &str, model: &Value) -> attribution::Manifest {
+    let (event, index) = attribution_index(app, job_id).await;
+    assert_eq!(event.model_id, model["model_id"]);
+    assert_eq!(event.model_weights_sha256, model["weights"]["sha256"]);
+    assert_eq!(event.index_sha256, attribution::sha256_hex(&index.manifest.to_bytes()));
+    let metrics: Value =
+        serde_json::from_slice(&blob(app, "models", model["metrics"]["sha256"].as_str().expect("metrics")).await).expect("json");
+    assert_eq!(event.example_count, metrics["training_examples"].as_u64().expect("count"));
+    assert_eq!(event.phantom_count, metrics["held_out_examples"].as_u64().expect("count"), "held-out examples are the phantoms");
+    assert_eq!((event.precision.as_str(), event.projection_dim), ("f16", 6 * 16), "one block of six 4x4 layer sketches");
+
+    // A query that continues a training example verbatim: its founder is paid for the span.
+    let config: model::ModelConfig =
+        serde_json::from_slice(&blob(app, "models", model["config"]["sha256"].as_str().expect("config")).await).expect("config");
+    let weights = blob(app, "models", model["weights"]["sha256"].as_str().expect("weights")).await;
+    let served = model::Transformer::from_bytes(&config, &weights, &model::backend::inference_device()).expect("loads");
+    let featurizer =
+        model::Featurizer::new(&served, index.manifest.projection.seed, index.manifest.projection.per_side).expect("featurizer");
+    assert_eq!(train::worker::block_layout(&featurizer), index.manifest.projection.blocks, "a query's projection matches the index's");
+    let row = index.table().row(3).clone();
+    let stream = index.example_tokens(3).to_vec();
+    let prompt = 6;
+    let features = featurizer.features(&served, &[model::Sequence { tokens: &stream, loss_from: prompt }]).expect("features");
+    let receipt = index.attribute(&features, &stream[prompt..]).expect("attributes");
+    let total: u64 = receipt.shares.iter().map(|share| share.share_ppb).sum::<u64>() + receipt.base_pool_ppb;
+    assert_eq!(total, attribution::WHOLE_PPB);
+    assert_eq!(receipt.shares[0].contributor_id, row.contributor_id, "{receipt:?}");
+    assert!(receipt.spans.iter().any(|span| span.contribution_id == row.contribution_id), "{receipt:?}");
+    assert!(receipt.span_coverage_ppb > 500_000_000, "{receipt:?}");
+    assert_eq!(receipt.top_examples.len(), 10);
+    index.manifest
 }
 
 #[tokio::test]
@@ -46,6 +97,7 @@ async fn a_job_registers_its_model_with_lineage_and_the_same_job_twice_gives_the
     assert_eq!(metrics["contributors"], 3);
     let weights = blob(&app, "models", model["weights"]["sha256"].as_str().expect("weights")).await;
     assert_eq!(provenant_bus::sha256_hex(&weights), model["weights"]["sha256"]);
+    let manifest = check_attribution_index(&app, &first, &model).await;
 
     // The same spec again: a new job, a new model, the same weights.
     let second = app.submit(&scratch_job("tiny-en", &snapshot, 8, 0)).await;
@@ -53,6 +105,9 @@ async fn a_job_registers_its_model_with_lineage_and_the_same_job_twice_gives_the
     assert_ne!(again["model_id"], model["model_id"]);
     assert_eq!(again["weights"]["sha256"], model["weights"]["sha256"], "training on the CPU is deterministic");
     assert_eq!(again["lineage"]["example_table_sha256"], lineage["example_table_sha256"]);
+    let (_, index_again) = attribution_index(&app, &second).await;
+    assert_eq!(index_again.manifest.features, manifest.features, "the same job twice gives the same attribution features");
+    assert_eq!(index_again.manifest.spans, manifest.spans);
 }
 
 #[tokio::test]

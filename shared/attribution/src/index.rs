@@ -160,7 +160,7 @@ pub fn build(input: IndexInput) -> Result<BuiltIndex, Error> {
     if input.features.len() != input.table.len() * dim {
         return Err(Error::Shape(format!("{} feature values for {} examples of {dim}", input.features.len(), input.table.len())));
     }
-    if input.phantoms.len() % dim != 0 {
+    if !input.phantoms.len().is_multiple_of(dim) {
         return Err(Error::Shape("phantom features do not make whole rows".into()));
     }
     let preconditioner = Preconditioner::fit(&input.features, dim, &ranges, input.damping)?;
@@ -231,6 +231,12 @@ impl Index {
         let phantoms = FeatureMatrix::from_bytes(fetch(&manifest.phantoms, "phantoms")?)?;
         let table = ExampleTable::from_bytes(fetch(&manifest.examples, "example table")?)?;
         let spans = SpanIndex::from_bytes(fetch(&manifest.spans, "span index")?)?;
+        if !table.is_empty() {
+            let last = table.row(table.len() - 1);
+            if last.token_offset + last.token_count > spans.len() as u64 {
+                return Err(Error::Corrupt { artifact: "example table", reason: "rows point past the token stream".into() });
+            }
+        }
         block_ranges(&manifest.projection)?;
         let dim = manifest.projection.dim;
         let agrees = features.dim() == dim
@@ -249,6 +255,14 @@ impl Index {
         &self.table
     }
 
+    /// The tokens of table row `row`, read from the training stream.
+    pub fn example_tokens(&self, row: usize) -> &[u32] {
+        let example = self.table.row(row);
+        let start = (example.token_offset as usize).min(self.spans.len());
+        let end = (start + example.token_count as usize).min(self.spans.len());
+        &self.spans.tokens()[start..end]
+    }
+
     /// Scores of every example and every phantom for a query's raw features.
     pub fn scores(&self, query: &[f32]) -> Result<(Vec<f32>, Vec<f32>), Error> {
         let phantoms = if self.phantoms.rows() == 0 { Vec::new() } else { self.phantoms.scores(query)? };
@@ -259,7 +273,8 @@ impl Index {
     /// the output's tokens (for span matching).
     pub fn attribute(&self, query: &[f32], output: &[u32]) -> Result<Attribution, Error> {
         let (scores, phantom_scores) = self.scores(query)?;
-        let evidence = Evidence { table: &self.table, scores: &scores, phantom_scores: &phantom_scores, spans: Some((&self.spans, output)) };
+        let evidence =
+            Evidence { table: &self.table, scores: &scores, phantom_scores: &phantom_scores, spans: Some((&self.spans, output)) };
         Ok(attribute(&evidence, &self.manifest.rules))
     }
 }

@@ -73,7 +73,7 @@ const CHUNK_ROWS: usize = 64;
 impl FeatureMatrix {
     /// Encodes `values` (`rows × dim`, row-major) at `precision`.
     pub fn encode(values: &[f32], dim: usize, precision: Precision) -> Result<Self, Error> {
-        if dim == 0 || values.len() % dim != 0 {
+        if dim == 0 || !values.len().is_multiple_of(dim) {
             return Err(Error::Shape(format!("{} values do not make rows of {dim}", values.len())));
         }
         if values.iter().any(|value| !value.is_finite()) {

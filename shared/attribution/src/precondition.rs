@@ -19,7 +19,7 @@ pub struct Preconditioner {
 impl Preconditioner {
     /// Fits the damped Fisher of every block over `rows` (row-major, `dim` wide).
     pub fn fit(rows: &[f32], dim: usize, blocks: &[Range<usize>], damping: f64) -> Result<Self, Error> {
-        if dim == 0 || rows.len() % dim != 0 {
+        if dim == 0 || !rows.len().is_multiple_of(dim) {
             return Err(Error::Shape(format!("{} values do not make rows of {dim}", rows.len())));
         }
         if !(damping > 0.0 && damping.is_finite()) {
@@ -149,12 +149,13 @@ mod tests {
 
     #[test]
     fn zero_blocks_and_bad_shapes() {
-        let preconditioner = Preconditioner::fit(&[0.0; 8], 4, &[0..4], 0.1).expect("an all-zero block still fits");
+        let whole = std::slice::from_ref(&(0..4));
+        let preconditioner = Preconditioner::fit(&[0.0; 8], 4, whole, 0.1).expect("an all-zero block still fits");
         let mut row = [0.0f32; 4];
         preconditioner.apply(&mut row);
         assert_eq!(row, [0.0; 4]);
-        assert!(Preconditioner::fit(&[0.0; 7], 4, &[0..4], 0.1).is_err());
-        assert!(Preconditioner::fit(&[0.0; 8], 4, &[0..5], 0.1).is_err());
-        assert!(Preconditioner::fit(&[f32::NAN; 8], 4, &[0..4], 0.1).is_err());
+        assert!(Preconditioner::fit(&[0.0; 7], 4, whole, 0.1).is_err());
+        assert!(Preconditioner::fit(&[0.0; 8], 4, std::slice::from_ref(&(0..5)), 0.1).is_err());
+        assert!(Preconditioner::fit(&[f32::NAN; 8], 4, whole, 0.1).is_err());
     }
 }

@@ -298,7 +298,8 @@ mod tests {
         // Bob's two examples cancel; carol is inside the noise margin.
         let scores = [5.0, 3.0, 2.0, -2.0, 0.1];
         let phantoms = [0.2, -0.2, 0.2, -0.2];
-        let attribution = attribute(&Evidence { table: &table, scores: &scores, phantom_scores: &phantoms, spans: None }, &ReceiptRules::default());
+        let attribution =
+            attribute(&Evidence { table: &table, scores: &scores, phantom_scores: &phantoms, spans: None }, &ReceiptRules::default());
         assert_eq!(total(&attribution), WHOLE_PPB);
         assert_eq!(share(&attribution, "bob"), 0);
         assert_eq!(share(&attribution, "carol"), 0);
@@ -314,8 +315,10 @@ mod tests {
     fn a_copier_joins_the_founders_cluster_and_a_sybil_split_never_gains() {
         // Mallory copies alice's text: same cluster, so the score goes to alice.
         let copied = table(&[("alice", "a"), ("mallory", "a"), ("bob", "b")]);
-        let attribution =
-            attribute(&Evidence { table: &copied, scores: &[1.0, 1.0, 1.0], phantom_scores: &[0.1, -0.1], spans: None }, &ReceiptRules::default());
+        let attribution = attribute(
+            &Evidence { table: &copied, scores: &[1.0, 1.0, 1.0], phantom_scores: &[0.1, -0.1], spans: None },
+            &ReceiptRules::default(),
+        );
         assert_eq!(share(&attribution, "mallory"), 0);
         assert!(share(&attribution, "alice") > share(&attribution, "bob"));
 
@@ -325,7 +328,8 @@ mod tests {
         let names = ["d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9"];
         let split = table(&(0..10).map(|i| (names[i], names[i])).collect::<Vec<_>>());
         let whole = attribute(&Evidence { table: &one, scores: &scores, phantom_scores: &phantoms, spans: None }, &ReceiptRules::default());
-        let sybils = attribute(&Evidence { table: &split, scores: &scores, phantom_scores: &phantoms, spans: None }, &ReceiptRules::default());
+        let sybils =
+            attribute(&Evidence { table: &split, scores: &scores, phantom_scores: &phantoms, spans: None }, &ReceiptRules::default());
         let sybil_total: u64 = sybils.shares.iter().map(|share| share.share_ppb).sum();
         assert!(sybil_total <= share(&whole, "dave"), "split {sybil_total} vs whole {}", share(&whole, "dave"));
     }
@@ -340,10 +344,8 @@ mod tests {
         // The output copies bob's ten tokens and adds five of its own.
         let output: Vec<u32> = (100..110).chain(900..905).collect();
         let rules = ReceiptRules { min_span_tokens: 4, ..ReceiptRules::default() };
-        let attribution = attribute(
-            &Evidence { table: &table, scores: &[0.0, 0.0, 0.0], phantom_scores: &[], spans: Some((&index, &output)) },
-            &rules,
-        );
+        let attribution =
+            attribute(&Evidence { table: &table, scores: &[0.0, 0.0, 0.0], phantom_scores: &[], spans: Some((&index, &output)) }, &rules);
         assert_eq!(attribution.span_coverage_ppb, 666_666_667);
         assert_eq!(share(&attribution, "bob"), 666_666_667);
         assert_eq!(attribution.base_pool_ppb, 333_333_333);

@@ -87,7 +87,8 @@ impl SpanIndex {
             let at = |index: usize| self.tokens.get(self.suffixes[index] as usize + len).copied();
             // Suffixes in [first, end) share the first `len` tokens; those too short to have a
             // token at `len` sort first.
-            let lower = first + self.suffixes[first..end].partition_point(|&s| self.tokens.get(s as usize + len).is_none_or(|&t| t < token));
+            let lower =
+                first + self.suffixes[first..end].partition_point(|&s| self.tokens.get(s as usize + len).is_none_or(|&t| t < token));
             let upper = lower + self.suffixes[lower..end].partition_point(|&s| self.tokens.get(s as usize + len) == Some(&token));
             if lower == upper {
                 break;

@@ -43,8 +43,7 @@ impl ExampleTable {
         if rows.windows(2).any(|pair| pair[1].token_offset < pair[0].token_offset + pair[0].token_count) {
             return Err(Error::Shape("example rows must be in stream order without overlaps".into()));
         }
-        let founders: HashMap<&str, &str> =
-            rows.iter().map(|row| (row.contribution_id.as_str(), row.contributor_id.as_str())).collect();
+        let founders: HashMap<&str, &str> = rows.iter().map(|row| (row.contribution_id.as_str(), row.contributor_id.as_str())).collect();
         let mut cluster_index: HashMap<&str, usize> = HashMap::new();
         let mut clusters = Vec::new();
         let mut cluster_owner = Vec::new();
@@ -83,7 +82,9 @@ impl ExampleTable {
         let rows = bytes
             .split(|&byte| byte == b'\n')
             .filter(|line| !line.is_empty())
-            .map(|line| serde_json::from_slice(line).map_err(|error| Error::Corrupt { artifact: "example table", reason: error.to_string() }))
+            .map(|line| {
+                serde_json::from_slice(line).map_err(|error| Error::Corrupt { artifact: "example table", reason: error.to_string() })
+            })
             .collect::<Result<Vec<ExampleRow>, Error>>()?;
         Self::new(rows)
     }

@@ -85,7 +85,7 @@ impl JobWriter<'_> {
 }
 
 /// A stable id derived from the job, so that a retried append is recognised as a duplicate.
-fn derived_id(job_id: &str, purpose: &str) -> uuid::Uuid {
+pub(super) fn derived_id(job_id: &str, purpose: &str) -> uuid::Uuid {
     let digest = Sha256::digest(format!("provenant/{purpose}/{job_id}").as_bytes());
     uuid::Uuid::new_v8(digest[..16].try_into().expect("16 bytes"))
 }
@@ -93,6 +93,11 @@ fn derived_id(job_id: &str, purpose: &str) -> uuid::Uuid {
 /// The id of the model a job registers.
 pub fn model_id_of(job_id: &str) -> String {
     derived_id(job_id, "model").to_string()
+}
+
+/// The id of the attribution index a job builds.
+pub fn index_id_of(job_id: &str) -> String {
+    derived_id(job_id, "attribution-index").to_string()
 }
 
 /// Which code trained a model: the service version and the backend (CPU and GPU runs of the
@@ -404,7 +409,7 @@ async fn publish_checkpoint(
     writer.append(&event, None).await
 }
 
-fn blob_ref(stored: provenant_bus::StoredBlob, media_type: &str) -> BlobRef {
+pub(super) fn blob_ref(stored: provenant_bus::StoredBlob, media_type: &str) -> BlobRef {
     BlobRef { sha256: stored.sha256, size_bytes: stored.size_bytes, bucket: stored.bucket, media_type: media_type.to_owned() }
 }
 
@@ -463,6 +468,7 @@ async fn register(
         worker.stores.models.put(&bytes).await.map(|stored| blob_ref(stored, media_type)).map_err(JobError::transient)
     };
     let weights = store(weights, media_type).await?;
+    let weights_sha256 = weights.sha256.clone();
     let tokenizer = store(Tokenizer::byte_level().to_json().into_bytes(), "application/json").await?;
     let config_json = serde_json::to_vec(model.config()).map_err(|error| JobError::fail("model.unserialisable", error))?;
     let config = store(config_json, "application/json").await?;
@@ -489,7 +495,7 @@ async fn register(
             hyperparameters: spec_proto.hyperparameters,
             seed: spec.train.seed,
             code_version: code_version(),
-            base_weights_sha256: registration.base_weights_sha256,
+            base_weights_sha256: registration.base_weights_sha256.clone(),
             job_id: job_id.clone(),
         }),
         held_out_perplexity_milli: held_out.map(|evaluation| (evaluation.perplexity * 1_000.0).round() as u64).unwrap_or(0),
@@ -515,6 +521,18 @@ async fn register(
         }
         Err(error) => return Err(JobError::transient(error)),
     }
+    let subject = super::attribution::Subject {
+        model: model.clone(),
+        model_id: model_id.clone(),
+        model_weights_sha256: weights_sha256,
+        base_weights_sha256: registration.base_weights_sha256.clone(),
+        seed: spec.train.seed,
+    };
+    let (dataset_copy, config) = (dataset.clone(), worker.config.attribution.clone());
+    let built = tokio::task::spawn_blocking(move || super::attribution::build(&subject, &dataset_copy, &config))
+        .await
+        .map_err(|error| JobError::transient(anyhow::anyhow!("attribution thread failed: {error}")))??;
+    super::attribution::publish(worker, &writer.cause, &job_id, built).await?;
     info!(
         job_id,
         model_id,

@@ -13,10 +13,13 @@
 //!   trains; when it dies the heartbeats stop and the server hands the message to another
 //!   worker after the ack wait.
 
+mod attribution;
 mod data;
 mod job;
 
-pub use job::model_id_of;
+pub use attribution::block_layout;
+
+pub use job::{index_id_of, model_id_of};
 
 use std::sync::Arc;
 use std::time::Duration;
