@@ -16,6 +16,7 @@
 //! Start reading at [`Application`], then [`api::completions`].
 
 pub mod api;
+pub mod attribution;
 pub mod batching;
 pub mod catalog;
 pub mod configuration;

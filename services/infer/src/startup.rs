@@ -7,6 +7,7 @@ use provenant_runtime::Shutdown;
 use provenant_runtime::identity::Directory;
 
 use crate::api::{self, AppState};
+use crate::attribution::{Attributor, IndexFollower, Indexes};
 use crate::catalog::{Catalog, ModelFollower, PriceFollower};
 use crate::configuration::Config;
 use crate::models::ModelCache;
@@ -49,14 +50,20 @@ impl Application {
         let prices = provenant_bus::follow::follow(&bus, Context::Inference, "pricing", prices, shutdown.clone())
             .await
             .context("failed to load the prices")?;
+        let indexes = Indexes::default();
+        let index_follower = IndexFollower { indexes: indexes.clone(), upcasters: Upcasters::contract() };
+        let index_follower = provenant_bus::follow::follow(&bus, Context::Training, "index", index_follower, shutdown.clone())
+            .await
+            .context("failed to load the attribution indexes")?;
         let store = bus.blob_store(MODELS_BUCKET).await.context("failed to open the models bucket")?;
+        let attributor = Arc::new(Attributor::new(store.clone(), indexes));
         let serving = &config.serving;
         let cache =
             Arc::new(ModelCache::new(store, serving.adapter_cache_entries, serving.pinned_adapters.clone(), serving.max_batch_size));
-        let routes = api::router(AppState { bus, catalog, cache, directory, serving: config.serving.clone() });
+        let routes = api::router(AppState { bus, catalog, cache, attributor, directory, serving: config.serving.clone() });
         let readiness = frame.readiness();
         let served = frame.serve(routes, readiness, shutdown).await;
-        for follower in [identity, models, prices] {
+        for follower in [identity, models, prices, index_follower] {
             follower.abort();
         }
         served

@@ -435,3 +435,137 @@ async fn concurrent_requests_for_different_adapters_share_batches_and_answer_as_
     assert_eq!(one_at_a_time[index], expected, "{it}");
     app.stop().await;
 }
+
+/// Builds and publishes an attribution index for `model` (as the train service does at the end
+/// of a job) over `(contributor, text)` examples, with `phantoms` as never-trained controls.
+async fn publish_index(bus: &Bus, model: &Transformer, model_id: &str, examples: &[(&str, &str)], phantoms: &[&str]) -> String {
+    let tokenizer = Tokenizer::byte_level();
+    let featurizer = model::Featurizer::new(model, 5, 4).expect("featurizer");
+    let frozen = model.inference();
+    let features_of = |texts: Vec<Vec<u32>>| {
+        let sequences: Vec<model::Sequence<'_>> = texts.iter().map(|tokens| model::Sequence::whole(tokens)).collect();
+        featurizer.features(&frozen, &sequences).expect("features")
+    };
+    let encoded: Vec<Vec<u32>> = examples.iter().map(|(_, text)| tokenizer.encode_document(text)).collect();
+    let mut rows = Vec::new();
+    let mut stream = Vec::new();
+    for (number, ((contributor, _), tokens)) in examples.iter().zip(&encoded).enumerate() {
+        rows.push(attribution::ExampleRow {
+            example: number as u64,
+            contribution_id: format!("contribution-{number}"),
+            contributor_id: (*contributor).to_owned(),
+            duplicate_cluster_id: format!("contribution-{number}"),
+            token_offset: stream.len() as u64,
+            token_count: tokens.len() as u64,
+        });
+        stream.extend_from_slice(tokens);
+    }
+    let blocks = featurizer
+        .blocks()
+        .iter()
+        .map(|block| attribution::BlockLayout { name: block.name(), offset: block.offset, len: block.len })
+        .collect();
+    let built = attribution::build(attribution::IndexInput {
+        model_id: model_id.to_owned(),
+        model_weights_sha256: String::new(),
+        base_weights_sha256: String::new(),
+        projection: attribution::Projection { seed: 5, per_side: 4, dim: featurizer.dim(), blocks },
+        features: features_of(encoded.clone()),
+        phantoms: features_of(phantoms.iter().map(|text| tokenizer.encode_document(text)).collect()),
+        table: attribution::ExampleTable::new(rows).expect("table"),
+        tokens: stream,
+        precision: attribution::Precision::F16,
+        damping: 0.1,
+        rules: attribution::ReceiptRules { min_span_tokens: 12, ..Default::default() },
+    })
+    .expect("builds");
+    let store = bus.blob_store(infer::MODELS_BUCKET).await.expect("bucket");
+    for (_, bytes) in &built.artifacts {
+        store.put(bytes).await.expect("stored");
+    }
+    let manifest = store.put(&built.manifest_bytes).await.expect("stored");
+    let event = provenant_events::proto::training::v1::AttributionIndexBuilt {
+        index_id: uuid::Uuid::now_v7().to_string(),
+        model_id: model_id.to_owned(),
+        manifest: Some(BlobRef {
+            sha256: manifest.sha256,
+            size_bytes: manifest.size_bytes,
+            bucket: manifest.bucket,
+            media_type: String::new(),
+        }),
+        index_sha256: built.index_sha256.clone(),
+        example_count: built.manifest.example_count,
+        ..Default::default()
+    };
+    bus.publish(&Envelope::new(&event, "train"), &event, Expect::NoEvents).await.expect("published");
+    built.index_sha256
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_receipt_that_anyone_with_the_model_and_index_recomputes() {
+    let app = spawn_app().await;
+    app.price_base().await;
+    let index_sha256 = publish_index(
+        &app.bus,
+        &app.adapter,
+        &app.adapter_id,
+        &[("anna", GERMAN), ("bert", "Die Katze schlaeft auf dem warmen Dach in der Sonne. "), ("carl", ITALIAN)],
+        &["Ein Zug faehrt durch den Tunnel nach Norden. ", "Das Brot ist frisch und warm. "],
+    )
+    .await;
+    let prompt = "Der Waerter";
+    let request = json!({"model": "en/de", "prompt": prompt, "max_tokens": 40, "temperature": 0});
+    // The index arrives by following the log: ask until answers carry receipts.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let (status, answer) = app.post(CALLER_KEY, "/v1/completions", &request).await;
+        assert_eq!(status, 200, "{answer}");
+        if !answer["provenant"]["receipt"].is_null() {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "no receipt in 15 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let receipt: attribution::Receipt = serde_json::from_value(body["provenant"]["receipt"].clone()).expect("a receipt");
+    assert_eq!(receipt.index_sha256, index_sha256);
+    assert_eq!(receipt.method, attribution::METHOD);
+    assert_eq!(receipt.adapter_weights_sha256, provenant_bus::sha256_hex(&app.adapter.adapter_to_bytes().expect("adapter")));
+    let total: u64 = receipt.attribution.shares.iter().map(|share| share.share_ppb).sum::<u64>() + receipt.attribution.base_pool_ppb;
+    assert_eq!(total, attribution::WHOLE_PPB, "{receipt:?}");
+    assert_eq!(receipt.attribution.top_examples.len(), 3);
+
+    // The event carries the same receipt.
+    let request_id = body["provenant"]["request_id"].as_str().expect("id");
+    let event = app.served_event(request_id).await;
+    assert_eq!(event.receipt.as_ref(), Some(&receipt.to_proto()));
+
+    // Recomputed from the model and the index alone: the same shares, bit for bit.
+    let store = app.bus.blob_store(infer::MODELS_BUCKET).await.expect("bucket");
+    let text = body["choices"][0]["text"].as_str().expect("text");
+    let model = alone(&app.base, Some(&app.adapter));
+    let mut tokens = prompt_tokens(prompt);
+    let prompt_len = tokens.len();
+    let output: Vec<u32> = text.bytes().map(u32::from).collect();
+    tokens.extend_from_slice(&output);
+    let index = load_index(&store, &index_sha256).await;
+    let featurizer = model::Featurizer::new(&model, 5, 4).expect("featurizer");
+    let features = featurizer.features(&model, &[model::Sequence { tokens: &tokens, loss_from: prompt_len }]).expect("features");
+    assert_eq!(index.attribute(&features, &output).expect("attributes"), receipt.attribution);
+
+    // A model without an index answers without a receipt.
+    let (_, plain) = app.post(CALLER_KEY, "/v1/completions", &json!({"model": "en", "prompt": prompt, "max_tokens": 5})).await;
+    assert!(plain["provenant"]["receipt"].is_null(), "{plain}");
+    app.stop().await;
+}
+
+/// An index loaded from the object store: its manifest is stored under the index's digest.
+async fn load_index(store: &provenant_bus::BlobStore, index_sha256: &str) -> attribution::Index {
+    let get = |sha256: String| async move { store.get(&sha256).await.expect("reads").expect("stored").to_vec() };
+    let manifest_bytes = get(index_sha256.to_owned()).await;
+    let manifest = attribution::Manifest::from_bytes(&manifest_bytes).expect("manifest");
+    let mut artifacts = std::collections::HashMap::new();
+    for artifact in manifest.artifacts() {
+        artifacts.insert(artifact.sha256.clone(), get(artifact.sha256.clone()).await);
+    }
+    attribution::Index::assemble(&manifest_bytes, &artifacts).expect("assembles")
+}

@@ -17,7 +17,7 @@ pub mod table;
 pub use index::{ArtifactRef, BlockLayout, BuiltIndex, Index, IndexInput, METHOD, Manifest, Projection, build, sha256_hex};
 pub use matrix::{FeatureMatrix, Precision};
 pub use precondition::Preconditioner;
-pub use receipt::{Attribution, ExampleScore, ReceiptRules, Share, SpanCredit, WHOLE_PPB};
+pub use receipt::{Attribution, ExampleScore, Receipt, ReceiptRules, Share, SpanCredit, WHOLE_PPB};
 pub use spans::SpanIndex;
 pub use table::{ExampleRow, ExampleTable};
 

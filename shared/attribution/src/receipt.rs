@@ -81,6 +81,63 @@ pub struct Attribution {
     pub span_coverage_ppb: u64,
 }
 
+/// A receipt: the attribution of one answer and what it was computed from, so that anyone
+/// holding the model and the index can recompute it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub receipt_id: String,
+    pub method: String,
+    /// The base model's weights.
+    pub model_weights_sha256: String,
+    /// The adapter's weights; empty when the base answered alone.
+    pub adapter_weights_sha256: String,
+    pub index_sha256: String,
+    #[serde(flatten)]
+    pub attribution: Attribution,
+}
+
+impl Receipt {
+    /// The receipt as `InferenceServed` carries it.
+    pub fn to_proto(&self) -> provenant_events::proto::inference::v1::AttributionReceipt {
+        use provenant_events::proto::inference::v1 as proto;
+        let attribution = &self.attribution;
+        proto::AttributionReceipt {
+            receipt_id: self.receipt_id.clone(),
+            model_weights_sha256: self.model_weights_sha256.clone(),
+            adapter_weights_sha256: self.adapter_weights_sha256.clone(),
+            index_sha256: self.index_sha256.clone(),
+            method: self.method.clone(),
+            top_examples: attribution
+                .top_examples
+                .iter()
+                .map(|example| proto::ExampleScore {
+                    example_id: example.example.to_string(),
+                    contribution_id: example.contribution_id.clone(),
+                    contributor_id: example.contributor_id.clone(),
+                    score_ppb: example.score_ppb,
+                })
+                .collect(),
+            shares: attribution
+                .shares
+                .iter()
+                .map(|share| proto::ContributorShare { contributor_id: share.contributor_id.clone(), share_ppb: share.share_ppb })
+                .collect(),
+            base_pool_ppb: attribution.base_pool_ppb,
+            spans: attribution
+                .spans
+                .iter()
+                .map(|span| proto::SpanMatch {
+                    contribution_id: span.contribution_id.clone(),
+                    duplicate_cluster_id: span.duplicate_cluster_id.clone(),
+                    output_token_start: span.output_token_start,
+                    length_tokens: span.length_tokens,
+                })
+                .collect(),
+            noise_floor_ppb: attribution.noise_floor_ppb,
+        }
+    }
+}
+
 /// Inputs of one attribution.
 pub struct Evidence<'a> {
     pub table: &'a ExampleTable,

@@ -52,6 +52,14 @@ pub struct FeatureBlock {
     pub len: usize,
 }
 
+impl FeatureBlock {
+    /// The block's stable name, as indexes record it: `blocks.<layer>.<target>/<factor>`.
+    pub fn name(&self) -> String {
+        let snake = |value: serde_json::Value| value.as_str().map(str::to_owned).unwrap_or_default();
+        format!("blocks.{}.{}/{}", self.layer, snake(serde_json::json!(self.target)), snake(serde_json::json!(self.factor)))
+    }
+}
+
 /// One example to featurise: its tokens, and from which target position its loss counts
 /// (0 for a training example; the prompt's length for a (prompt, output) query, so that only
 /// the output is explained).

@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 
+use attribution::Receipt;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -19,11 +20,13 @@ use provenant_runtime::identity::{Principal, Role};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{Caller, OpenAiError, OpenAiErrorResponses, OpenAiJson};
 use super::requests::{ChatCompletionRequest, CompletionRequest, Decoding};
+use crate::attribution::Answered;
 use crate::batching::Job;
 use crate::catalog::{Price, Resolved};
 use crate::generation::{Generated, GenerationRequest, prompt_tokens};
@@ -55,7 +58,9 @@ pub struct Provenance {
     pub adapter_model_id: String,
     pub fee: FeeView,
     pub pricing_policy_version: u64,
-    /// The attribution receipt (not yet computed: the Proof of Attribution issue).
+    /// The attribution receipt: contributor shares in parts per billion, the base pool, the
+    /// top examples, verbatim spans, and the model and index digests it was computed from.
+    /// Absent when the model has no attribution index.
     #[schema(value_type = Option<Object>)]
     pub receipt: Option<Value>,
 }
@@ -230,6 +235,26 @@ async fn record(state: &AppState, prepared: &Prepared, generated: Generated) -> 
         .map_err(|error| OpenAiError::unavailable("fee_overflow", error))?;
     let base = &prepared.resolved.base;
     let adapter = prepared.resolved.adapter.as_ref();
+    let output: Vec<u32> = generated.text.bytes().map(u32::from).collect();
+    let answered = Answered {
+        request_id: &prepared.request_id,
+        base: &prepared.serving.base.model,
+        base_weights_sha256: &base.weights_sha256,
+        adapter: adapter.map(|adapter| (adapter.model_id.as_str(), adapter.weights_sha256.as_str())),
+        base_model_id: &base.model_id,
+        prompt: &prepared.generation.prompt,
+        output: &output,
+    };
+    // An answer is never refused for want of a receipt: without one, settlement holds the
+    // attributable part of the fee until the inference is attributed.
+    let receipt = match state.attributor.receipt(answered).await {
+        Ok(receipt) => receipt,
+        Err(error) => {
+            warn!(request_id = prepared.request_id, %error, "answer recorded without a receipt");
+            metrics::counter!("infer_receipts_failed_total").increment(1);
+            None
+        }
+    };
     let event = InferenceServed {
         request_id: prepared.request_id.clone(),
         producer: state.bus.producer().to_owned(),
@@ -244,7 +269,7 @@ async fn record(state: &AppState, prepared: &Prepared, generated: Generated) -> 
         output_tokens: generated.output_tokens,
         fee: Some(fee.to_proto()),
         pricing_policy_version: prepared.price.version,
-        receipt: None,
+        receipt: receipt.as_ref().map(Receipt::to_proto),
     };
     let envelope = Envelope::new(&event, state.bus.producer());
     let published =
@@ -264,7 +289,7 @@ async fn record(state: &AppState, prepared: &Prepared, generated: Generated) -> 
         adapter_model_id: event.adapter_model_id,
         fee: FeeView::from(&fee),
         pricing_policy_version: prepared.price.version,
-        receipt: None,
+        receipt: receipt.map(|receipt| serde_json::to_value(receipt).expect("a receipt always serialises")),
     };
     Ok(Recorded { generated, usage, provenance })
 }

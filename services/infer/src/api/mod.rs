@@ -14,6 +14,7 @@ use provenant_runtime::identity::Directory;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::attribution::Attributor;
 use crate::catalog::Catalog;
 use crate::configuration::ServingConfig;
 use crate::models::ModelCache;
@@ -23,6 +24,7 @@ pub struct AppState {
     pub bus: Bus,
     pub catalog: Catalog,
     pub cache: Arc<ModelCache>,
+    pub attributor: Arc<Attributor>,
     pub directory: Arc<Directory>,
     pub serving: ServingConfig,
 }

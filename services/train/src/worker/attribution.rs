@@ -86,16 +86,7 @@ pub(super) fn build(subject: &Subject, dataset: &Dataset, config: &AttributionCo
 
 /// The featurizer's blocks as the manifest names them; a query's featurizer must match.
 pub fn block_layout(featurizer: &Featurizer) -> Vec<BlockLayout> {
-    let name = |value: serde_json::Value| value.as_str().unwrap_or_default().to_owned();
-    featurizer
-        .blocks()
-        .iter()
-        .map(|block| BlockLayout {
-            name: format!("blocks.{}.{}/{}", block.layer, name(serde_json::json!(block.target)), name(serde_json::json!(block.factor))),
-            offset: block.offset,
-            len: block.len,
-        })
-        .collect()
+    featurizer.blocks().iter().map(|block| BlockLayout { name: block.name(), offset: block.offset, len: block.len }).collect()
 }
 
 /// Stores the artifacts and the manifest, and appends `AttributionIndexBuilt` once (a retry

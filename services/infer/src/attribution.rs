@@ -1,0 +1,198 @@
+//! Receipts: every answer is attributed within its request, against the attribution index the
+//! training job built for the model that answered (the adapter's for an adapter, the base's
+//! otherwise).
+//!
+//! A query is one forward and backward pass on (prompt, output) with probes, giving the
+//! output's projected gradient; one matrix–vector product scores it against every training
+//! example and phantom; the span index finds verbatim reuse; `shared/attribution` turns both
+//! into contributor shares. Indexes are followed from the log (`AttributionIndexBuilt`) and
+//! loaded from the object store on first use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use attribution::{Index, METHOD, Receipt};
+use model::{Featurizer, Sequence, Transformer};
+use provenant_bus::follow::Apply;
+use provenant_bus::{BlobStore, Delivery, Event, Upcasters};
+use provenant_events::proto::training::v1::AttributionIndexBuilt;
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+use tracing::warn;
+
+/// The index named for one model.
+#[derive(Debug, Clone)]
+struct IndexEntry {
+    manifest_sha256: String,
+    index_sha256: String,
+}
+
+/// Followed `AttributionIndexBuilt` events, by model id.
+#[derive(Debug, Clone, Default)]
+pub struct Indexes {
+    inner: Arc<RwLock<HashMap<String, IndexEntry>>>,
+}
+
+impl Indexes {
+    /// Records an index; the first one built for a model stays (one job, one index).
+    pub fn add(&self, event: &AttributionIndexBuilt) -> Result<(), String> {
+        let manifest_sha256 = event.manifest.as_ref().map(|blob| blob.sha256.clone()).unwrap_or_default();
+        if event.model_id.is_empty() || manifest_sha256.is_empty() || event.index_sha256.is_empty() {
+            return Err(format!("index {} names no model, manifest or digest", event.index_id));
+        }
+        let mut inner = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.entry(event.model_id.clone()).or_insert(IndexEntry { manifest_sha256, index_sha256: event.index_sha256.clone() });
+        Ok(())
+    }
+
+    fn get(&self, model_id: &str) -> Option<IndexEntry> {
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(model_id).cloned()
+    }
+}
+
+/// Feeds `AttributionIndexBuilt` into [`Indexes`].
+pub struct IndexFollower {
+    pub indexes: Indexes,
+    pub upcasters: Upcasters,
+}
+
+impl Apply for IndexFollower {
+    fn apply(&mut self, delivery: &Delivery) {
+        if delivery.envelope.event_type != AttributionIndexBuilt::TYPE {
+            return;
+        }
+        let outcome = delivery
+            .decode::<AttributionIndexBuilt>(&self.upcasters)
+            .map_err(|error| error.to_string())
+            .and_then(|event| self.indexes.add(&event));
+        if let Err(reason) = outcome {
+            warn!(sequence = delivery.stream_sequence, %reason, "index follower: index skipped");
+        }
+    }
+}
+
+/// Why a receipt could not be computed (the answer is then recorded without one, and
+/// settlement holds its attributable part until it is attributed).
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("object store: {0}")]
+    Store(#[from] provenant_bus::Error),
+    #[error("artifact {0} of the attribution index is not stored")]
+    Missing(String),
+    #[error("attribution index unusable: {0}")]
+    Unusable(String),
+}
+
+/// A model with its index, ready to answer queries.
+struct Loaded {
+    index: Index,
+    model: Transformer,
+    featurizer: Featurizer,
+}
+
+/// What answered a request.
+pub struct Answered<'a> {
+    pub request_id: &'a str,
+    /// The base model, as the batcher holds it.
+    pub base: &'a Arc<Transformer>,
+    pub base_weights_sha256: &'a str,
+    /// The adapter's model id and weights digest, when one answered.
+    pub adapter: Option<(&'a str, &'a str)>,
+    pub base_model_id: &'a str,
+    pub prompt: &'a [u32],
+    pub output: &'a [u32],
+}
+
+/// Loads indexes on first use and writes receipts.
+pub struct Attributor {
+    store: BlobStore,
+    indexes: Indexes,
+    loaded: Mutex<HashMap<String, Arc<OnceCell<Arc<Loaded>>>>>,
+}
+
+impl Attributor {
+    pub fn new(store: BlobStore, indexes: Indexes) -> Self {
+        Self { store, indexes, loaded: Mutex::default() }
+    }
+
+    /// The receipt of one answer, or `None` when no index has been built for its model.
+    pub async fn receipt(&self, answered: Answered<'_>) -> Result<Option<Receipt>, ReceiptError> {
+        let model_id = answered.adapter.map_or(answered.base_model_id, |(adapter_id, _)| adapter_id);
+        let Some(entry) = self.indexes.get(model_id) else { return Ok(None) };
+        let slot =
+            Arc::clone(self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(model_id.to_owned()).or_default());
+        let loaded = slot.get_or_try_init(|| self.load(&entry, &answered)).await?;
+        let loaded = Arc::clone(loaded);
+        let mut tokens = answered.prompt.to_vec();
+        tokens.extend_from_slice(answered.output);
+        let (prompt_len, output) = (answered.prompt.len(), answered.output.to_vec());
+        let started = std::time::Instant::now();
+        let attribution = tokio::task::spawn_blocking(move || {
+            let features = if output.is_empty() {
+                // Nothing generated, nothing to explain: every score is zero.
+                vec![0.0; loaded.featurizer.dim()]
+            } else {
+                let sequence = Sequence { tokens: &tokens, loss_from: prompt_len };
+                loaded.featurizer.features(&loaded.model, &[sequence]).map_err(|error| ReceiptError::Unusable(error.to_string()))?
+            };
+            loaded.index.attribute(&features, &output).map_err(|error| ReceiptError::Unusable(error.to_string()))
+        })
+        .await
+        .map_err(|error| ReceiptError::Unusable(format!("the attribution task failed: {error}")))??;
+        metrics::histogram!("infer_receipt_seconds").record(started.elapsed().as_secs_f64());
+        Ok(Some(Receipt {
+            receipt_id: receipt_id(answered.request_id),
+            method: METHOD.to_owned(),
+            model_weights_sha256: answered.base_weights_sha256.to_owned(),
+            adapter_weights_sha256: answered.adapter.map(|(_, sha256)| sha256.to_owned()).unwrap_or_default(),
+            index_sha256: entry.index_sha256,
+            attribution,
+        }))
+    }
+
+    async fn load(&self, entry: &IndexEntry, answered: &Answered<'_>) -> Result<Arc<Loaded>, ReceiptError> {
+        let fetch = |sha256: String| async move {
+            let bytes = self.store.get(&sha256).await?.ok_or_else(|| ReceiptError::Missing(sha256.clone()))?;
+            Ok::<_, ReceiptError>(bytes.to_vec())
+        };
+        let manifest_bytes = fetch(entry.manifest_sha256.clone()).await?;
+        let manifest = attribution::Manifest::from_bytes(&manifest_bytes).map_err(|error| ReceiptError::Unusable(error.to_string()))?;
+        let mut artifacts = HashMap::new();
+        for artifact in manifest.artifacts() {
+            artifacts.insert(artifact.sha256.clone(), fetch(artifact.sha256.clone()).await?);
+        }
+        let adapter_bytes = match answered.adapter {
+            Some((_, sha256)) => Some(fetch(sha256.to_owned()).await?),
+            None => None,
+        };
+        let base = Transformer::clone(answered.base);
+        let loaded = tokio::task::spawn_blocking(move || {
+            let unusable = |error: &dyn std::fmt::Display| ReceiptError::Unusable(error.to_string());
+            let index = Index::assemble(&manifest_bytes, &artifacts).map_err(|error| unusable(&error))?;
+            let model = match adapter_bytes {
+                Some(bytes) => base.load_adapter(&bytes).map_err(|error| unusable(&error))?,
+                None => base,
+            };
+            let projection = &index.manifest.projection;
+            let featurizer = Featurizer::new(&model, projection.seed, projection.per_side).map_err(|error| unusable(&error))?;
+            let expected: Vec<(&str, usize, usize)> =
+                projection.blocks.iter().map(|block| (block.name.as_str(), block.offset, block.len)).collect();
+            let names: Vec<String> = featurizer.blocks().iter().map(model::FeatureBlock::name).collect();
+            let actual: Vec<(&str, usize, usize)> =
+                featurizer.blocks().iter().zip(&names).map(|(block, name)| (name.as_str(), block.offset, block.len)).collect();
+            if expected != actual {
+                return Err(ReceiptError::Unusable("the index was projected over other layers than this model has".into()));
+            }
+            Ok(Arc::new(Loaded { index, model, featurizer }))
+        })
+        .await
+        .map_err(|error| ReceiptError::Unusable(format!("the loading task failed: {error}")))??;
+        Ok(loaded)
+    }
+}
+
+/// A receipt's id: derived from its request, so recomputing it gives the same id.
+pub fn receipt_id(request_id: &str) -> String {
+    let digest = Sha256::digest(format!("provenant/receipt/{request_id}").as_bytes());
+    uuid::Uuid::new_v8(digest[..16].try_into().expect("16 bytes")).to_string()
+}
