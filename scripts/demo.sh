@@ -2,9 +2,10 @@
 # `make demo`: brings up the whole suite as one process (`provenant up`: the pinned NATS
 # server started by it, every service, SQLite files in .data/demo), checks every service's
 # health and readiness, drives the pipeline as far as it exists today (import, validation,
-# sealed snapshots, a base model and three LoRA adapters, priced completions from each, each fee
-# split into the settlement ledger), and stops it cleanly. Later issues add attribution
-# receipts, settlement periods and reports.
+# sealed snapshots, a base model and three LoRA adapters with their attribution indexes, a few
+# hundred priced completions each with its attribution receipt, one receipt recomputed by
+# `provenant attribution explain`, each fee split by its receipt into the settlement ledger),
+# and stops it cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -232,6 +233,7 @@ for request in "fortunes-en-base|The best way to" "fortunes-en-base/fortunes-de-
   model=${request%%|*} prompt=${request#*|}
   answer=$(curl -fsS "${builder_auth[@]}" -H 'content-type: application/json' "$infer/v1/completions" \
     -d "{\"model\": \"$model\", \"prompt\": \"$prompt\", \"max_tokens\": 60, \"temperature\": 0.7, \"seed\": 1}")
+  explained_request=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["provenant"]["request_id"])' <<<"$answer")
   python3 - "$answer" "$prompt" <<'PY'
 import json, sys
 answer, prompt = json.loads(sys.argv[1]), sys.argv[2]
@@ -240,18 +242,45 @@ fee = record["fee"]
 print(f"  {answer['model']}")
 print(f"    {prompt!r} -> {answer['choices'][0]['text']!r}")
 print(f"    {usage['prompt_tokens']}+{usage['completion_tokens']} tokens, fee {int(fee['minor_units']) / 10 ** fee['exponent']:.2f} {fee['currency']}, InferenceServed {record['event_id']}")
+receipt = record.get("receipt")
+if receipt:
+    shares = ", ".join(f"{share['contributor_id']} {share['share_ppb'] / 1e7:.2f} %" for share in receipt["shares"][:3]) or "none above the noise floor"
+    print(f"    receipt: {shares}; base pool {receipt['base_pool_ppb'] / 1e7:.2f} %, verbatim coverage {receipt['span_coverage_ppb'] / 1e7:.1f} %")
+else:
+    print("    no receipt (the model has no attribution index)")
 PY
 done
 chunks=$(curl -fsS -N "${builder_auth[@]}" -H 'content-type: application/json' "$infer/v1/chat/completions" \
   -d '{"model": "fortunes-en-base", "messages": [{"role": "user", "content": "Tell me a fortune"}], "max_tokens": 40, "stream": true, "seed": 2}' | grep -c '^data: ')
 echo "  a streamed chat completion: $chunks server-sent events, the last one [DONE]"
 
+requests=${DEMO_REQUESTS:-200}
+step "$requests more priced and attributed answers across the base and its adapters (4 at a time)"
+python3 - "$infer" "$builder_key" "$requests" <<'PY'
+import json, sys, time, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+infer, key, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+models = ["fortunes-en-base", "fortunes-en-base/fortunes-de-lora", "fortunes-en-base/fortunes-es-lora", "fortunes-en-base/fortunes-it-lora"]
+prompts = ["A ", "The ", "Der ", "El ", "Il ", "Q: ", "Life ", "Never "]
+def ask(number):
+    body = json.dumps({"model": models[number % 4], "prompt": prompts[number % len(prompts)], "max_tokens": 32, "temperature": 0.8, "seed": number}).encode()
+    request = urllib.request.Request(f"{infer}/v1/completions", body, {"authorization": f"Bearer {key}", "content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)["provenant"]
+started = time.monotonic()
+with ThreadPoolExecutor(4) as pool:
+    answers = list(pool.map(ask, range(count)))
+elapsed = time.monotonic() - started
+attributed = sum(1 for answer in answers if answer.get("receipt"))
+print(f"  {count} answers in {elapsed:.1f} s ({count / elapsed:.1f}/s), {attributed} with a receipt")
+PY
+
 step "settlement: each fee split by the revenue policy into a double-entry ledger"
 settle="http://127.0.0.1:${port[settle]}"
 finance_auth=(-H "authorization: Bearer $finance_key")
-for attempt in $(seq 1 100); do
+for attempt in $(seq 1 600); do
   reconciliation=$(curl -fsS "${finance_auth[@]}" "$settle/v1/reconciliation")
-  [ "$(json_field ledger_transactions <<<"$reconciliation")" = 5 ] && break
+  [ "$(json_field ledger_transactions <<<"$reconciliation")" = $(( requests + 5 )) ] && break
   sleep 0.1
 done
 policy=$(curl -fsS "${builder_auth[@]}" "$settle/v1/revenue-policies/$base_model")
@@ -272,6 +301,11 @@ for item in accounts["items"]:
     print(f"    {item['account']:<58} {int(balance['minor_units']) / 10 ** balance['exponent']:>8.2f} {balance['currency']}")
 print(f"  demo-builder's own statement: {[(b['account'], b['balance']['minor_units']) for b in statement['balances']]}")
 PY
+
+if [ -n "${explained_request:-}" ]; then
+  step "provenant attribution explain: one receipt recomputed from the model, its attribution index and the kept transcript"
+  target/debug/provenant attribution explain "$explained_request" --nats-url "nats://127.0.0.1:$PROVENANT_NATS__EMBEDDED_PORT" | sed 's/^/  /'
+fi
 
 step "a bad request gets a stable error code, not a 500"
 curl -sS -X POST "$ingest/v1/datanets" "${auth[@]}" -H 'content-type: application/json' -d '{"name":"","licence":"MIT"}'

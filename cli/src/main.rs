@@ -9,6 +9,7 @@
 
 mod api_key;
 mod embedded_nats;
+mod explain;
 mod import;
 mod train;
 mod up;
@@ -43,6 +44,15 @@ enum Command {
     /// Training jobs: submit, status, watch.
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// Proof of Attribution: receipts.
+    #[command(subcommand)]
+    Attribution(AttributionCommand),
+}
+
+#[derive(Subcommand)]
+enum AttributionCommand {
+    /// Show an answer's receipt and recompute it from the model and its attribution index.
+    Explain(explain::ExplainArguments),
 }
 
 #[derive(Subcommand)]
@@ -86,5 +96,6 @@ async fn main() -> anyhow::Result<()> {
         Command::ApiKey(ApiKeyCommand::New { principal, roles }) => api_key::print_new(&principal, &roles),
         Command::Datanet(DatanetCommand::Import(arguments)) => import::run(arguments).await,
         Command::Train(command) => train::run(command).await,
+        Command::Attribution(AttributionCommand::Explain(arguments)) => explain::run(arguments).await,
     }
 }

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use attribution::{Index, METHOD, Receipt};
+use attribution::{Attribution, Index, METHOD, Receipt};
 use model::{Featurizer, Sequence, Transformer};
 use provenant_bus::follow::Apply;
 use provenant_bus::{BlobStore, Delivery, Event, Upcasters};
@@ -83,11 +83,49 @@ pub enum ReceiptError {
     Unusable(String),
 }
 
-/// A model with its index, ready to answer queries.
-struct Loaded {
+/// A model with its index, ready to attribute answers: what a receipt is computed from, here
+/// and in `provenant attribution explain`.
+pub struct AttributedModel {
     index: Index,
     model: Transformer,
     featurizer: Featurizer,
+}
+
+impl AttributedModel {
+    /// Pairs a model (with its adapter attached, for an adapter) with its index; refused when
+    /// the index was projected over other layers than the model has.
+    pub fn new(index: Index, model: Transformer) -> Result<Self, ReceiptError> {
+        let unusable = |error: &dyn std::fmt::Display| ReceiptError::Unusable(error.to_string());
+        let projection = &index.manifest.projection;
+        let featurizer = Featurizer::new(&model, projection.seed, projection.per_side).map_err(|error| unusable(&error))?;
+        let expected: Vec<(&str, usize, usize)> = projection.blocks.iter().map(|block| (block.name.as_str(), block.offset, block.len)).collect();
+        let names: Vec<String> = featurizer.blocks().iter().map(model::FeatureBlock::name).collect();
+        let actual: Vec<(&str, usize, usize)> =
+            featurizer.blocks().iter().zip(&names).map(|(block, name)| (name.as_str(), block.offset, block.len)).collect();
+        if expected != actual {
+            return Err(ReceiptError::Unusable("the index was projected over other layers than this model has".into()));
+        }
+        Ok(Self { index, model, featurizer })
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The attribution of `output` (its tokens) as an answer to `prompt` (its tokens, BOS
+    /// first): one forward and backward pass, one scoring pass, span matching.
+    pub fn attribute(&self, prompt: &[u32], output: &[u32]) -> Result<Attribution, ReceiptError> {
+        let features = if output.is_empty() {
+            // Nothing generated, nothing to explain: every score is zero.
+            vec![0.0; self.featurizer.dim()]
+        } else {
+            let mut tokens = prompt.to_vec();
+            tokens.extend_from_slice(output);
+            let sequence = Sequence { tokens: &tokens, loss_from: prompt.len() };
+            self.featurizer.features(&self.model, &[sequence]).map_err(|error| ReceiptError::Unusable(error.to_string()))?
+        };
+        self.index.attribute(&features, output).map_err(|error| ReceiptError::Unusable(error.to_string()))
+    }
 }
 
 /// What answered a request.
@@ -107,7 +145,7 @@ pub struct Answered<'a> {
 pub struct Attributor {
     store: BlobStore,
     indexes: Indexes,
-    loaded: Mutex<HashMap<String, Arc<OnceCell<Arc<Loaded>>>>>,
+    loaded: Mutex<HashMap<String, Arc<OnceCell<Arc<AttributedModel>>>>>,
 }
 
 impl Attributor {
@@ -123,22 +161,11 @@ impl Attributor {
             Arc::clone(self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(model_id.to_owned()).or_default());
         let loaded = slot.get_or_try_init(|| self.load(&entry, &answered)).await?;
         let loaded = Arc::clone(loaded);
-        let mut tokens = answered.prompt.to_vec();
-        tokens.extend_from_slice(answered.output);
-        let (prompt_len, output) = (answered.prompt.len(), answered.output.to_vec());
+        let (prompt, output) = (answered.prompt.to_vec(), answered.output.to_vec());
         let started = std::time::Instant::now();
-        let attribution = tokio::task::spawn_blocking(move || {
-            let features = if output.is_empty() {
-                // Nothing generated, nothing to explain: every score is zero.
-                vec![0.0; loaded.featurizer.dim()]
-            } else {
-                let sequence = Sequence { tokens: &tokens, loss_from: prompt_len };
-                loaded.featurizer.features(&loaded.model, &[sequence]).map_err(|error| ReceiptError::Unusable(error.to_string()))?
-            };
-            loaded.index.attribute(&features, &output).map_err(|error| ReceiptError::Unusable(error.to_string()))
-        })
-        .await
-        .map_err(|error| ReceiptError::Unusable(format!("the attribution task failed: {error}")))??;
+        let attribution = tokio::task::spawn_blocking(move || loaded.attribute(&prompt, &output))
+            .await
+            .map_err(|error| ReceiptError::Unusable(format!("the attribution task failed: {error}")))??;
         metrics::histogram!("infer_receipt_seconds").record(started.elapsed().as_secs_f64());
         Ok(Some(Receipt {
             receipt_id: receipt_id(answered.request_id),
@@ -150,7 +177,7 @@ impl Attributor {
         }))
     }
 
-    async fn load(&self, entry: &IndexEntry, answered: &Answered<'_>) -> Result<Arc<Loaded>, ReceiptError> {
+    async fn load(&self, entry: &IndexEntry, answered: &Answered<'_>) -> Result<Arc<AttributedModel>, ReceiptError> {
         let fetch = |sha256: String| async move {
             let bytes = self.store.get(&sha256).await?.ok_or_else(|| ReceiptError::Missing(sha256.clone()))?;
             Ok::<_, ReceiptError>(bytes.to_vec())
@@ -167,23 +194,12 @@ impl Attributor {
         };
         let base = Transformer::clone(answered.base);
         let loaded = tokio::task::spawn_blocking(move || {
-            let unusable = |error: &dyn std::fmt::Display| ReceiptError::Unusable(error.to_string());
-            let index = Index::assemble(&manifest_bytes, &artifacts).map_err(|error| unusable(&error))?;
+            let index = Index::assemble(&manifest_bytes, &artifacts).map_err(|error| ReceiptError::Unusable(error.to_string()))?;
             let model = match adapter_bytes {
-                Some(bytes) => base.load_adapter(&bytes).map_err(|error| unusable(&error))?,
+                Some(bytes) => base.load_adapter(&bytes).map_err(|error| ReceiptError::Unusable(error.to_string()))?,
                 None => base,
             };
-            let projection = &index.manifest.projection;
-            let featurizer = Featurizer::new(&model, projection.seed, projection.per_side).map_err(|error| unusable(&error))?;
-            let expected: Vec<(&str, usize, usize)> =
-                projection.blocks.iter().map(|block| (block.name.as_str(), block.offset, block.len)).collect();
-            let names: Vec<String> = featurizer.blocks().iter().map(model::FeatureBlock::name).collect();
-            let actual: Vec<(&str, usize, usize)> =
-                featurizer.blocks().iter().zip(&names).map(|(block, name)| (name.as_str(), block.offset, block.len)).collect();
-            if expected != actual {
-                return Err(ReceiptError::Unusable("the index was projected over other layers than this model has".into()));
-            }
-            Ok(Arc::new(Loaded { index, model, featurizer }))
+            AttributedModel::new(index, model).map(Arc::new)
         })
         .await
         .map_err(|error| ReceiptError::Unusable(format!("the loading task failed: {error}")))??;

@@ -35,6 +35,15 @@ pub struct ServingConfig {
     /// Adapter model ids that are loaded at first use and never evicted.
     #[serde(default)]
     pub pinned_adapters: Vec<String>,
+    /// Keep every prompt and answer in the `transcripts` bucket, under the digests
+    /// `InferenceServed` names, so that a receipt can be recomputed later
+    /// (`provenant attribution explain`).
+    #[serde(default = "keep")]
+    pub keep_transcripts: bool,
+}
+
+fn keep() -> bool {
+    true
 }
 
 pub const BASE_YAML: &str = include_str!("../configuration/base.yaml");

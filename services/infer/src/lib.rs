@@ -26,7 +26,7 @@ pub mod pricing;
 mod startup;
 
 pub use configuration::{BASE_YAML, Config};
-pub use startup::{Application, MODELS_BUCKET};
+pub use startup::{Application, MODELS_BUCKET, TRANSCRIPTS_BUCKET};
 
 /// Embedded defaults, then configuration files, then `PROVENANT_…` variables.
 pub fn load_config() -> Result<Config, provenant_config::Error> {

@@ -15,6 +15,9 @@ use crate::models::ModelCache;
 /// The object store bucket the train service writes weights and configs to.
 pub const MODELS_BUCKET: &str = "models";
 
+/// Prompts and answers, under the digests `InferenceServed` names.
+pub const TRANSCRIPTS_BUCKET: &str = "transcripts";
+
 /// The infer service, connected and bound, ready to run.
 pub struct Application {
     config: Config,
@@ -57,10 +60,14 @@ impl Application {
             .context("failed to load the attribution indexes")?;
         let store = bus.blob_store(MODELS_BUCKET).await.context("failed to open the models bucket")?;
         let attributor = Arc::new(Attributor::new(store.clone(), indexes));
+        let transcripts = match config.serving.keep_transcripts {
+            true => Some(bus.blob_store(TRANSCRIPTS_BUCKET).await.context("failed to open the transcripts bucket")?),
+            false => None,
+        };
         let serving = &config.serving;
         let cache =
             Arc::new(ModelCache::new(store, serving.adapter_cache_entries, serving.pinned_adapters.clone(), serving.max_batch_size));
-        let routes = api::router(AppState { bus, catalog, cache, attributor, directory, serving: config.serving.clone() });
+        let routes = api::router(AppState { bus, catalog, cache, attributor, transcripts, directory, serving: config.serving.clone() });
         let readiness = frame.readiness();
         let served = frame.serve(routes, readiness, shutdown).await;
         for follower in [identity, models, prices, index_follower] {

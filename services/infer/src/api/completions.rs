@@ -271,6 +271,10 @@ async fn record(state: &AppState, prepared: &Prepared, generated: Generated) -> 
         pricing_policy_version: prepared.price.version,
         receipt: receipt.as_ref().map(Receipt::to_proto),
     };
+    if let Some(transcripts) = &state.transcripts {
+        let (prompt, answer) = tokio::join!(transcripts.put(prepared.decoding.prompt.as_bytes()), transcripts.put(generated.text.as_bytes()));
+        prompt.and(answer).map_err(|error| OpenAiError::unavailable("object_store_unavailable", error))?;
+    }
     let envelope = Envelope::new(&event, state.bus.producer());
     let published =
         state.bus.publish(&envelope, &event, Expect::NoEvents).await.map_err(|error| OpenAiError::unavailable("bus_unavailable", error))?;

@@ -25,6 +25,8 @@ pub struct AppState {
     pub catalog: Catalog,
     pub cache: Arc<ModelCache>,
     pub attributor: Arc<Attributor>,
+    /// Where prompts and answers are kept (when `serving.keep_transcripts`).
+    pub transcripts: Option<provenant_bus::BlobStore>,
     pub directory: Arc<Directory>,
     pub serving: ServingConfig,
 }
