@@ -65,6 +65,8 @@ bench:
 	target/release/train-bench --output target/bench/train.json
 	# Multi-adapter decoding (batched) beside merge-per-request, cold loads, 1,000 adapters' memory.
 	target/release/infer-bench --output target/bench/infer.json
+	# Attribution: scoring 10^4/10^5 examples (f16, int8) beside a plain memory read; a 256-token receipt; spans over 10^7 tokens.
+	target/release/attribution-bench --output target/bench/attribution.json
 
 clean-data:
 	rm -rf .data
