@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BUF := tools/node_modules/.bin/buf
 
-.PHONY: help tools demo up test lint lint-k8s fmt codegen bench clean-data
+.PHONY: help tools demo up test lint lint-k8s fmt codegen bench attribution-eval clean-data
 
 help:
 	@echo "make demo   - start NATS and every service, run the pipeline on real text, stop"
@@ -67,6 +67,13 @@ bench:
 	target/release/infer-bench --output target/bench/infer.json
 	# Attribution: scoring 10^4/10^5 examples (f16, int8) beside a plain memory read; a 256-token receipt; spans over 10^7 tokens.
 	target/release/attribution-bench --output target/bench/attribution.json
+
+# Attribution quality on real text (LDS over retrained subsets with the two-seed noise ceiling,
+# canary recall, gaming tests), beside baselines; trains dozens of small models, outside CI.
+attribution-eval:
+	scripts/bootstrap.sh --fortunes
+	$(CARGO) build --locked --release -p provenant-load-tests --bin attribution-eval
+	target/release/attribution-eval --output target/bench/attribution-eval.json
 
 clean-data:
 	rm -rf .data

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context as _, bail};
-use attribution::{Index, Manifest, METHOD, Receipt};
+use attribution::{Index, METHOD, Manifest, Receipt};
 use infer::attribution::{AttributedModel, receipt_id};
 use model::Transformer;
 use provenant_bus::{BlobStore, Bus, BusConfig, Context, Upcasters};

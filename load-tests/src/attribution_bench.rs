@@ -82,10 +82,13 @@ fn word_salad(rng: &mut StdRng, tokens: usize) -> Vec<u32> {
     // Zipf by inverse transform over harmonic weights.
     let weights: Vec<f64> = (1..=vocabulary.len()).map(|rank| 1.0 / rank as f64).collect();
     let total: f64 = weights.iter().sum();
-    let cumulative: Vec<f64> = weights.iter().scan(0.0, |sum, weight| {
-        *sum += weight / total;
-        Some(*sum)
-    }).collect();
+    let cumulative: Vec<f64> = weights
+        .iter()
+        .scan(0.0, |sum, weight| {
+            *sum += weight / total;
+            Some(*sum)
+        })
+        .collect();
     let mut stream = Vec::with_capacity(tokens + 16);
     while stream.len() < tokens {
         let draw: f64 = rng.random();
@@ -202,7 +205,11 @@ fn main() -> anyhow::Result<()> {
         let sequence = model::Sequence { tokens: &sequence, loss_from: prompt.len() };
         black_box(featurizer.features(&model, &[sequence]).expect("features"));
     });
-    println!("receipt for {} output tokens over {} examples: {receipt_ms:.1} ms (featurise {featurise_ms:.1} ms)", answer.len(), arguments.examples);
+    println!(
+        "receipt for {} output tokens over {} examples: {receipt_ms:.1} ms (featurise {featurise_ms:.1} ms)",
+        answer.len(),
+        arguments.examples
+    );
 
     let f16_at_largest = scoring
         .iter()

@@ -98,7 +98,8 @@ impl AttributedModel {
         let unusable = |error: &dyn std::fmt::Display| ReceiptError::Unusable(error.to_string());
         let projection = &index.manifest.projection;
         let featurizer = Featurizer::new(&model, projection.seed, projection.per_side).map_err(|error| unusable(&error))?;
-        let expected: Vec<(&str, usize, usize)> = projection.blocks.iter().map(|block| (block.name.as_str(), block.offset, block.len)).collect();
+        let expected: Vec<(&str, usize, usize)> =
+            projection.blocks.iter().map(|block| (block.name.as_str(), block.offset, block.len)).collect();
         let names: Vec<String> = featurizer.blocks().iter().map(model::FeatureBlock::name).collect();
         let actual: Vec<(&str, usize, usize)> =
             featurizer.blocks().iter().zip(&names).map(|(block, name)| (name.as_str(), block.offset, block.len)).collect();

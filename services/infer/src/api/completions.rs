@@ -272,7 +272,8 @@ async fn record(state: &AppState, prepared: &Prepared, generated: Generated) -> 
         receipt: receipt.as_ref().map(Receipt::to_proto),
     };
     if let Some(transcripts) = &state.transcripts {
-        let (prompt, answer) = tokio::join!(transcripts.put(prepared.decoding.prompt.as_bytes()), transcripts.put(generated.text.as_bytes()));
+        let (prompt, answer) =
+            tokio::join!(transcripts.put(prepared.decoding.prompt.as_bytes()), transcripts.put(generated.text.as_bytes()));
         prompt.and(answer).map_err(|error| OpenAiError::unavailable("object_store_unavailable", error))?;
     }
     let envelope = Envelope::new(&event, state.bus.producer());

@@ -278,6 +278,7 @@ mod tests {
             max_prompt_bytes: 100,
             adapter_cache_entries: 4,
             pinned_adapters: Vec::new(),
+            keep_transcripts: false,
         }
     }
 

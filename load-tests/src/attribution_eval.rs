@@ -1,0 +1,646 @@
+//! `attribution-eval` (`make attribution-eval`): how good the receipts are, on real text, next
+//! to baselines. Outside CI: it trains dozens of small models.
+//!
+//! Data: short English fortunes (Debian's `fortunes` package), one contributor per file; the
+//! LoRA case fine-tunes on German fortunes (`fortunes-de`) on top of an English base.
+//!
+//! - **LDS** (linear datamodeling score): models retrained on random 50 % subsets of the
+//!   training examples, each with two seeds. For every held-out query, the Spearman correlation
+//!   over subsets between the predicted effect (the sum of the query's attribution scores over
+//!   the subset) and the measured one (minus the query's loss under the subset's model); the
+//!   mean over queries. The **noise ceiling** is the same correlation between the two seeds'
+//!   losses: no method can predict retraining better than retraining predicts itself.
+//! - **Canary recall@10**: canary sentences planted, one per contributor, then queried
+//!   verbatim and paraphrased; is the canary among the ten best-scored examples?
+//! - **Gaming**: a contributor copying another's data (duplicates join the founder's cluster),
+//!   one contributor split into ten identities, and 10 % spam; each contributor's mean share.
+//!
+//! Every figure is computed for Provenant's scores (Fisher-preconditioned projected
+//! gradients) and for baselines: random scores, the plain gradient dot product (the same
+//! projected features, no preconditioning), and BM25 over the bytes' words.
+
+use std::collections::{HashMap, HashSet};
+
+use attribution::receipt::{Evidence, attribute};
+use attribution::{BlockLayout, ExampleRow, ExampleTable, Index, IndexInput, Precision, Projection, ReceiptRules};
+use clap::Parser;
+use model::backend::training_device;
+use model::{Control, Featurizer, LoraSpec, LoraTarget, ModelConfig, Sequence, StepReport, Tokenizer, TrainConfig, Trainer, Transformer};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(about = "Attribution quality: LDS, canary recall, gaming tests, beside baselines (JSON report)")]
+struct Arguments {
+    /// Where Debian's fortune files are.
+    #[arg(long, default_value = "/usr/share/games/fortunes")]
+    fortunes: std::path::PathBuf,
+    /// Training examples per contributor (file).
+    #[arg(long, default_value_t = 30)]
+    per_contributor: usize,
+    /// Random 50 % subsets retrained for LDS (each twice, with two seeds).
+    #[arg(long, default_value_t = 12)]
+    subsets: usize,
+    #[arg(long, default_value_t = 300)]
+    steps: u64,
+    #[arg(long, default_value_t = 200)]
+    lora_steps: u64,
+    /// Held-out queries for LDS.
+    #[arg(long, default_value_t = 32)]
+    queries: usize,
+    #[arg(long, default_value = "target/bench/attribution-eval.json")]
+    output: std::path::PathBuf,
+}
+
+const ENGLISH: [&str; 8] = ["art", "computers", "food", "science", "education", "love", "law", "literature"];
+const GERMAN: [&str; 6] = ["de/computer", "de/anekdoten", "de/wusstensie", "de/sprichworte", "de/zitate", "de/mathematiker"];
+
+/// One example: who contributed it and its text.
+#[derive(Debug, Clone)]
+struct Example {
+    contributor: String,
+    text: String,
+}
+
+fn fortunes(folder: &std::path::Path, file: &str, skip: usize, take: usize) -> Vec<String> {
+    let raw = std::fs::read(folder.join(file)).unwrap_or_default();
+    String::from_utf8_lossy(&raw)
+        .split("\n%\n")
+        .map(str::trim)
+        .filter(|text| text.len() > 20 && text.len() <= 160)
+        .skip(skip)
+        .take(take)
+        .map(str::to_owned)
+        .collect()
+}
+
+fn model_config() -> ModelConfig {
+    ModelConfig::new(259, 2, 2, 64, 128)
+}
+
+fn train_config(steps: u64, seed: u64, learning_rate: f64) -> TrainConfig {
+    TrainConfig { learning_rate, weight_decay: 0.01, batch_size: 8, sequence_length: 64, steps, seed, warmup_steps: 20 }
+}
+
+fn tokens_of(examples: &[&Example]) -> Vec<u32> {
+    let tokenizer = Tokenizer::byte_level();
+    examples.iter().flat_map(|example| tokenizer.encode_document(&example.text)).collect()
+}
+
+fn train_full(examples: &[&Example], steps: u64, seed: u64) -> anyhow::Result<Transformer> {
+    let mut trainer = Trainer::full(&model_config(), train_config(steps, seed, 3e-3), tokens_of(examples), &training_device())?;
+    trainer.run(&mut |_: &StepReport| Control::Continue)?;
+    Ok(trainer.into_model())
+}
+
+fn lora_spec() -> LoraSpec {
+    LoraSpec { rank: 4, alpha: 8.0, targets: LoraTarget::ALL.to_vec() }
+}
+
+fn train_lora(base: &Transformer, examples: &[&Example], steps: u64, seed: u64) -> anyhow::Result<Transformer> {
+    let mut trainer = Trainer::lora(base.clone(), &lora_spec(), train_config(steps, seed, 1e-2), tokens_of(examples))?;
+    trainer.run(&mut |_: &StepReport| Control::Continue)?;
+    Ok(trainer.into_model())
+}
+
+/// Mean next-token loss of each text under `model`.
+fn losses(model: &Transformer, texts: &[String]) -> anyhow::Result<Vec<f64>> {
+    let frozen = model.inference();
+    let tokenizer = Tokenizer::byte_level();
+    texts
+        .iter()
+        .map(|text| {
+            let tokens = tokenizer.encode_document(text);
+            Ok(model::evaluate(&frozen, &tokens)?.mean_loss)
+        })
+        .collect()
+}
+
+/// Raw projected gradient features of `texts`, row-major.
+fn features(featurizer: &Featurizer, model: &Transformer, texts: &[String]) -> anyhow::Result<Vec<f32>> {
+    let frozen = model.inference();
+    let tokenizer = Tokenizer::byte_level();
+    let encoded: Vec<Vec<u32>> = texts.iter().map(|text| tokenizer.encode_document(text)).collect();
+    let mut features = Vec::new();
+    for chunk in encoded.chunks(16) {
+        let sequences: Vec<Sequence<'_>> = chunk.iter().map(|tokens| Sequence::whole(tokens)).collect();
+        features.extend(featurizer.features(&frozen, &sequences)?);
+    }
+    Ok(features)
+}
+
+/// Everything scoring needs for one trained model.
+struct Scored {
+    index: Index,
+    /// Raw (unpreconditioned) training features, for the dot-product baseline.
+    raw: Vec<f32>,
+    dim: usize,
+    featurizer: Featurizer,
+    model: Transformer,
+}
+
+fn table_of(examples: &[&Example], clusters: &[String]) -> anyhow::Result<(ExampleTable, Vec<u32>)> {
+    let tokenizer = Tokenizer::byte_level();
+    let mut stream = Vec::new();
+    let mut rows = Vec::new();
+    for (number, (example, cluster)) in examples.iter().zip(clusters).enumerate() {
+        let tokens = tokenizer.encode_document(&example.text);
+        rows.push(ExampleRow {
+            example: number as u64,
+            contribution_id: format!("c{number}"),
+            contributor_id: example.contributor.clone(),
+            duplicate_cluster_id: cluster.clone(),
+            token_offset: stream.len() as u64,
+            token_count: tokens.len() as u64,
+        });
+        stream.extend(tokens);
+    }
+    Ok((ExampleTable::new(rows)?, stream))
+}
+
+fn own_clusters(count: usize) -> Vec<String> {
+    (0..count).map(|number| format!("c{number}")).collect()
+}
+
+fn score_model(model: Transformer, examples: &[&Example], clusters: &[String], phantoms: &[String]) -> anyhow::Result<Scored> {
+    let featurizer = Featurizer::new(&model, 11, 4)?;
+    let texts: Vec<String> = examples.iter().map(|example| example.text.clone()).collect();
+    let raw = features(&featurizer, &model, &texts)?;
+    let phantom_features = features(&featurizer, &model, phantoms)?;
+    let (table, stream) = table_of(examples, clusters)?;
+    let blocks = featurizer.blocks().iter().map(|block| BlockLayout { name: block.name(), offset: block.offset, len: block.len }).collect();
+    let dim = featurizer.dim();
+    let built = attribution::build(IndexInput {
+        model_id: "eval".into(),
+        model_weights_sha256: String::new(),
+        base_weights_sha256: String::new(),
+        projection: Projection { seed: 11, per_side: 4, dim, blocks },
+        features: raw.clone(),
+        phantoms: phantom_features,
+        table,
+        tokens: stream,
+        precision: Precision::F16,
+        damping: 0.1,
+        rules: ReceiptRules::default(),
+    })?;
+    let artifacts: HashMap<String, Vec<u8>> = built.artifacts.into_iter().collect();
+    Ok(Scored { index: Index::assemble(&built.manifest_bytes, &artifacts)?, raw, dim, featurizer, model })
+}
+
+/// How a method scores every training example for one query.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Method {
+    Provenant,
+    DotProduct,
+    Bm25,
+    Random,
+}
+
+const METHODS: [Method; 4] = [Method::Provenant, Method::DotProduct, Method::Bm25, Method::Random];
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Provenant => "provenant (preconditioned projected gradients)",
+            Method::DotProduct => "gradient dot product",
+            Method::Bm25 => "bm25",
+            Method::Random => "random",
+        }
+    }
+}
+
+struct Query {
+    /// Query features (prompt, answer) for the gradient methods.
+    features: Vec<f32>,
+    text: String,
+}
+
+fn query(scored: &Scored, prompt: &str, answer: &str) -> anyhow::Result<Query> {
+    let mut tokens = Tokenizer::byte_level().encode_document(prompt);
+    // `encode_document` ends with EOS: the answer continues the prompt's bytes instead.
+    tokens.pop();
+    let prompt_len = tokens.len();
+    tokens.extend(answer.bytes().map(u32::from));
+    let features = scored.featurizer.features(&scored.model.inference(), &[Sequence { tokens: &tokens, loss_from: prompt_len }])?;
+    Ok(Query { features, text: format!("{prompt}{answer}") })
+}
+
+fn scores(method: Method, scored: &Scored, bm25: &Bm25, query: &Query, rng: &mut StdRng) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+    Ok(match method {
+        Method::Provenant => scored.index.scores(&query.features)?,
+        Method::DotProduct => {
+            let scores = scored.raw.chunks_exact(scored.dim).map(|row| row.iter().zip(&query.features).map(|(a, b)| a * b).sum()).collect();
+            (scores, Vec::new())
+        }
+        Method::Bm25 => (bm25.scores(&query.text), Vec::new()),
+        Method::Random => ((0..scored.index.table().len()).map(|_| rng.random_range(-1.0f32..1.0)).collect(), Vec::new()),
+    })
+}
+
+/// BM25 over lower-cased words.
+struct Bm25 {
+    documents: Vec<HashMap<String, f32>>,
+    lengths: Vec<f32>,
+    document_frequency: HashMap<String, f32>,
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).map(str::to_lowercase).collect()
+}
+
+impl Bm25 {
+    fn new(texts: &[&str]) -> Self {
+        let mut documents = Vec::new();
+        let mut lengths = Vec::new();
+        let mut document_frequency: HashMap<String, f32> = HashMap::new();
+        for text in texts {
+            let words = words(text);
+            lengths.push(words.len() as f32);
+            let mut counts: HashMap<String, f32> = HashMap::new();
+            for word in words {
+                *counts.entry(word).or_default() += 1.0;
+            }
+            for word in counts.keys() {
+                *document_frequency.entry(word.clone()).or_default() += 1.0;
+            }
+            documents.push(counts);
+        }
+        Self { documents, lengths, document_frequency }
+    }
+
+    fn scores(&self, query: &str) -> Vec<f32> {
+        let (k1, b) = (1.2f32, 0.75f32);
+        let count = self.documents.len() as f32;
+        let average = self.lengths.iter().sum::<f32>() / count.max(1.0);
+        let terms: HashSet<String> = words(query).into_iter().collect();
+        self.documents
+            .iter()
+            .zip(&self.lengths)
+            .map(|(counts, &length)| {
+                terms
+                    .iter()
+                    .filter_map(|term| {
+                        let frequency = *counts.get(term)?;
+                        let df = self.document_frequency.get(term).copied().unwrap_or(0.0);
+                        let idf = ((count - df + 0.5) / (df + 0.5) + 1.0).ln();
+                        Some(idf * frequency * (k1 + 1.0) / (frequency + k1 * (1.0 - b + b * length / average)))
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+fn ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start;
+        while end + 1 < order.len() && values[order[end + 1]] == values[order[start]] {
+            end += 1;
+        }
+        let rank = (start + end) as f64 / 2.0;
+        for &index in &order[start..=end] {
+            ranks[index] = rank;
+        }
+        start = end + 1;
+    }
+    ranks
+}
+
+fn spearman(left: &[f64], right: &[f64]) -> f64 {
+    let (left, right) = (ranks(left), ranks(right));
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
+    let (ml, mr) = (mean(&left), mean(&right));
+    let covariance: f64 = left.iter().zip(&right).map(|(l, r)| (l - ml) * (r - mr)).sum();
+    let spread = |values: &[f64], m: f64| values.iter().map(|v| (v - m).powi(2)).sum::<f64>().sqrt();
+    let denominator = spread(&left, ml) * spread(&right, mr);
+    if denominator == 0.0 { 0.0 } else { covariance / denominator }
+}
+
+fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() { f64::NAN } else { values.iter().sum::<f64>() / values.len() as f64 }
+}
+
+/// LDS for every method, and the two-seed noise ceiling.
+#[allow(clippy::too_many_arguments, reason = "one experiment's inputs")]
+fn lds(
+    label: &str,
+    scored: &Scored,
+    train: &[&Example],
+    queries: &[String],
+    subsets: usize,
+    retrain: &dyn Fn(&[&Example], u64) -> anyhow::Result<Transformer>,
+    rng: &mut StdRng,
+) -> anyhow::Result<Value> {
+    let texts: Vec<&str> = train.iter().map(|example| example.text.as_str()).collect();
+    let bm25 = Bm25::new(&texts);
+    // Subset masks and each subset's losses on every query, for two seeds.
+    let mut masks = Vec::new();
+    let mut losses_by_seed = [Vec::new(), Vec::new()];
+    for subset in 0..subsets {
+        let mut chosen: Vec<usize> = (0..train.len()).collect();
+        chosen.shuffle(rng);
+        chosen.truncate(train.len() / 2);
+        let mask: HashSet<usize> = chosen.iter().copied().collect();
+        let members: Vec<&Example> = (0..train.len()).filter(|index| mask.contains(index)).map(|index| train[index]).collect();
+        for (seed, losses_of_seed) in losses_by_seed.iter_mut().enumerate() {
+            let model = retrain(&members, 100 + seed as u64)?;
+            losses_of_seed.push(losses(&model, queries)?);
+        }
+        masks.push(mask);
+        eprintln!("  {label}: subset {}/{subsets} retrained twice", subset + 1);
+    }
+    let mut results = serde_json::Map::new();
+    for method in METHODS {
+        let mut correlations = Vec::new();
+        for (number, text) in queries.iter().enumerate() {
+            let query = query(scored, "", text)?;
+            let (scores, _) = scores(method, scored, &bm25, &query, rng)?;
+            let predicted: Vec<f64> = masks.iter().map(|mask| mask.iter().map(|&index| f64::from(scores[index])).sum()).collect();
+            let actual: Vec<f64> = losses_by_seed[0].iter().map(|losses| -losses[number]).collect();
+            correlations.push(spearman(&predicted, &actual));
+        }
+        results.insert(method.name().to_owned(), json!(mean(&correlations)));
+    }
+    let ceiling: Vec<f64> = (0..queries.len())
+        .map(|number| {
+            let first: Vec<f64> = losses_by_seed[0].iter().map(|losses| losses[number]).collect();
+            let second: Vec<f64> = losses_by_seed[1].iter().map(|losses| losses[number]).collect();
+            spearman(&first, &second)
+        })
+        .collect();
+    Ok(json!({"subsets": subsets, "queries": queries.len(), "lds": results, "noise_ceiling": mean(&ceiling)}))
+}
+
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// Mean share (ppb) per contributor over `queries` (each a whole answer). Provenant's figure
+/// is its real receipt (phantom noise margin, verbatim spans); a baseline's scores go through
+/// the same share rules, without phantoms or spans (it has neither).
+fn mean_shares(scored: &Scored, bm25: &Bm25, queries: &[String], method: Method, rng: &mut StdRng) -> anyhow::Result<HashMap<String, f64>> {
+    let mut totals: HashMap<String, f64> = HashMap::new();
+    for text in queries {
+        let query = query(scored, "", text)?;
+        let attribution = match method {
+            Method::Provenant => scored.index.attribute(&query.features, &text.bytes().map(u32::from).collect::<Vec<_>>())?,
+            _ => {
+                let (scores, _) = scores(method, scored, bm25, &query, rng)?;
+                attribute(
+                    &Evidence { table: scored.index.table(), scores: &scores, phantom_scores: &[], spans: None },
+                    &ReceiptRules::default(),
+                )
+            }
+        };
+        for share in attribution.shares {
+            *totals.entry(share.contributor_id).or_default() += share.share_ppb as f64 / queries.len() as f64;
+        }
+    }
+    Ok(totals)
+}
+
+#[allow(clippy::print_stderr, reason = "progress of a long evaluation")]
+fn main() -> anyhow::Result<()> {
+    let arguments = Arguments::parse();
+    let mut rng = StdRng::seed_from_u64(2026);
+    let per = arguments.per_contributor;
+    let load_before = provenant_load_tests::load_average();
+    let mut train: Vec<Example> = Vec::new();
+    let mut held_out: Vec<String> = Vec::new();
+    for file in ENGLISH {
+        let texts = fortunes(&arguments.fortunes, file, 0, per + 8);
+        if texts.len() < per + 8 {
+            anyhow::bail!("{} has too few short fortunes (install the fortunes package: scripts/bootstrap.sh --fortunes)", file);
+        }
+        train.extend(texts[..per].iter().map(|text| Example { contributor: file.to_owned(), text: text.clone() }));
+        held_out.extend(texts[per..].iter().cloned());
+    }
+    held_out.shuffle(&mut rng);
+    let (phantoms, queries) = held_out.split_at(held_out.len() / 2);
+    let queries: Vec<String> = queries.iter().take(arguments.queries).cloned().collect();
+    let phantoms = phantoms.to_vec();
+
+    // Canaries: one per contributor, each planted once.
+    let canaries: Vec<(String, String)> = ENGLISH
+        .iter()
+        .enumerate()
+        .map(|(number, file)| {
+            let code: u32 = rng.random_range(1000..10000);
+            (
+                format!("The secret word of {file} canary {number} is quartz-{code}, remember it well."),
+                format!("Remember it well: {file} canary {number} has the secret word quartz-{code}."),
+            )
+        })
+        .collect();
+    let mut planted: Vec<Example> = train.clone();
+    let canary_rows: Vec<usize> = canaries
+        .iter()
+        .zip(ENGLISH)
+        .map(|((text, _), file)| {
+            planted.push(Example { contributor: file.to_owned(), text: text.clone() });
+            planted.len() - 1
+        })
+        .collect();
+    let planted_refs: Vec<&Example> = planted.iter().collect();
+    eprintln!("training the English model on {} examples ({} canaries)", planted.len(), canaries.len());
+    let base = train_full(&planted_refs, arguments.steps, 1)?;
+    let scored = score_model(base.clone(), &planted_refs, &own_clusters(planted.len()), &phantoms)?;
+    let bm25 = Bm25::new(&planted.iter().map(|example| example.text.as_str()).collect::<Vec<_>>());
+
+    // Canary recall@10, verbatim and paraphrased, for every method.
+    let mut canary_results = serde_json::Map::new();
+    for method in METHODS {
+        let mut hits = [0usize; 2];
+        for ((verbatim, paraphrase), &row) in canaries.iter().zip(&canary_rows) {
+            for (kind, text) in [verbatim, paraphrase].into_iter().enumerate() {
+                let split = floor_char_boundary(text, 20);
+                let query = query(&scored, &text[..split], &text[split..])?;
+                let (scores, _) = scores(method, &scored, &bm25, &query, &mut rng)?;
+                let mut order: Vec<usize> = (0..scores.len()).collect();
+                order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+                if order[..10].contains(&row) {
+                    hits[kind] += 1;
+                }
+            }
+        }
+        let count = canaries.len() as f64;
+        canary_results.insert(method.name().to_owned(), json!({"verbatim": hits[0] as f64 / count, "paraphrased": hits[1] as f64 / count}));
+    }
+    // What the receipt pays: does the canary's contributor get the largest share?
+    let mut paid = [0usize; 2];
+    for ((verbatim, paraphrase), file) in canaries.iter().zip(ENGLISH) {
+        for (kind, text) in [verbatim, paraphrase].into_iter().enumerate() {
+            let split = floor_char_boundary(text, 20);
+            let query = query(&scored, &text[..split], &text[split..])?;
+            let receipt = scored.index.attribute(&query.features, &text[split..].bytes().map(u32::from).collect::<Vec<_>>())?;
+            if receipt.shares.first().is_some_and(|share| share.contributor_id == file) {
+                paid[kind] += 1;
+            }
+        }
+    }
+    let count = canaries.len() as f64;
+    canary_results.insert(
+        "receipt_pays_the_canary_contributor_most".to_owned(),
+        json!({"verbatim": paid[0] as f64 / count, "paraphrased": paid[1] as f64 / count}),
+    );
+    eprintln!("canaries: {}", serde_json::to_string(&canary_results)?);
+
+    // LDS: the from-scratch model.
+    let train_refs: Vec<&Example> = train.iter().collect();
+    let full = train_full(&train_refs, arguments.steps, 1)?;
+    let full_scored = score_model(full, &train_refs, &own_clusters(train.len()), &phantoms)?;
+    let steps = arguments.steps;
+    let lds_scratch = lds(
+        "from scratch",
+        &full_scored,
+        &train_refs,
+        &queries,
+        arguments.subsets,
+        &|members, seed| train_full(members, steps, seed),
+        &mut rng,
+    )?;
+    eprintln!("LDS from scratch: {lds_scratch}");
+
+    // LDS: a LoRA adapter on German fortunes over the English base.
+    let mut german: Vec<Example> = Vec::new();
+    let mut german_held_out: Vec<String> = Vec::new();
+    for file in GERMAN {
+        let texts = fortunes(&arguments.fortunes, file, 0, 20 + 6);
+        let cut = texts.len().saturating_sub(6);
+        german.extend(texts[..cut].iter().map(|text| Example { contributor: file.to_owned(), text: text.clone() }));
+        german_held_out.extend(texts[cut..].iter().cloned());
+    }
+    let german_refs: Vec<&Example> = german.iter().collect();
+    let (german_phantoms, german_queries) = german_held_out.split_at(german_held_out.len() / 2);
+    let adapter = train_lora(&full_scored.model, &german_refs, arguments.lora_steps, 1)?;
+    let adapter_scored = score_model(adapter, &german_refs, &own_clusters(german.len()), german_phantoms)?;
+    let lora_steps = arguments.lora_steps;
+    let english_base = full_scored.model.clone();
+    let lds_lora = lds(
+        "LoRA",
+        &adapter_scored,
+        &german_refs,
+        german_queries,
+        arguments.subsets,
+        &|members, seed| train_lora(&english_base, members, lora_steps, seed),
+        &mut rng,
+    )?;
+    eprintln!("LDS LoRA: {lds_lora}");
+
+    // Gaming. Duplication: "copycat" re-submits art's first ten fortunes; validation puts each
+    // copy in its original's cluster, so the founder owns it.
+    let mut copied: Vec<Example> = train.clone();
+    let mut clusters = own_clusters(train.len());
+    let art_rows: Vec<usize> = (0..train.len()).filter(|&index| train[index].contributor == "art").take(10).collect();
+    for &row in &art_rows {
+        copied.push(Example { contributor: "copycat".into(), text: train[row].text.clone() });
+        clusters.push(format!("c{row}"));
+    }
+    let copied_refs: Vec<&Example> = copied.iter().collect();
+    let copied_model = train_full(&copied_refs, arguments.steps, 1)?;
+    let copied_scored = score_model(copied_model, &copied_refs, &clusters, &phantoms)?;
+    // The same data, but had the copies been accepted as the copycat's own (no clustering).
+    let unclustered = score_model(copied_scored.model.clone(), &copied_refs, &own_clusters(copied.len()), &phantoms)?;
+    let copy_bm25 = Bm25::new(&copied.iter().map(|example| example.text.as_str()).collect::<Vec<_>>());
+    let art_queries: Vec<String> = art_rows.iter().map(|&row| train[row].text.clone()).collect();
+
+    // Sybil: "science" split into ten identities (same model, same data; only the table differs).
+    let sybil: Vec<Example> = train
+        .iter()
+        .enumerate()
+        .map(|(index, example)| match example.contributor.as_str() {
+            "science" => Example { contributor: format!("science-{}", index % 10), text: example.text.clone() },
+            _ => example.clone(),
+        })
+        .collect();
+    let sybil_refs: Vec<&Example> = sybil.iter().collect();
+    let sybil_scored = score_model(full_scored.model.clone(), &sybil_refs, &own_clusters(sybil.len()), &phantoms)?;
+
+    // Spam: 10 % of the examples are random junk from one contributor.
+    let mut spammed = train.clone();
+    for _ in 0..train.len() / 9 {
+        let length = rng.random_range(40..120);
+        let junk: String = (0..length).map(|_| char::from(rng.random_range(b'!'..=b'~'))).collect();
+        spammed.push(Example { contributor: "spammer".into(), text: junk });
+    }
+    let spammed_refs: Vec<&Example> = spammed.iter().collect();
+    let spam_model = train_full(&spammed_refs, arguments.steps, 1)?;
+    let spam_scored = score_model(spam_model, &spammed_refs, &own_clusters(spammed.len()), &phantoms)?;
+    let spam_bm25 = Bm25::new(&spammed.iter().map(|example| example.text.as_str()).collect::<Vec<_>>());
+    let bm25_train = Bm25::new(&texts_of(&train));
+
+    let mut gaming = serde_json::Map::new();
+    for method in METHODS {
+        let share = |shares: &HashMap<String, f64>, who: &str| shares.get(who).copied().unwrap_or(0.0);
+        let ratio = |after: f64, before: f64| if before > 0.0 { after / before } else { f64::NAN };
+        // Duplication, on art's own texts: what art and the copycat together get after the copy,
+        // against what art got before it.
+        let before_copy = mean_shares(&full_scored, &bm25_train, &art_queries, method, &mut rng)?;
+        let after_copy = mean_shares(&copied_scored, &copy_bm25, &art_queries, method, &mut rng)?;
+        let unclustered_copy = mean_shares(&unclustered, &copy_bm25, &art_queries, method, &mut rng)?;
+        let after = share(&after_copy, "art") + share(&after_copy, "copycat");
+        let honest = mean_shares(&full_scored, &bm25_train, &queries, method, &mut rng)?;
+        let split = mean_shares(&sybil_scored, &bm25_train, &queries, method, &mut rng)?;
+        let sybil_total: f64 = split.iter().filter(|(who, _)| who.starts_with("science-")).map(|(_, share)| share).sum();
+        let spam = mean_shares(&spam_scored, &spam_bm25, &queries, method, &mut rng)?;
+        gaming.insert(
+            method.name().to_owned(),
+            json!({
+                "duplication": {
+                    "art_share_before_ppb": share(&before_copy, "art"),
+                    "art_plus_copycat_share_after_ppb": after,
+                    "copycat_share_ppb": share(&after_copy, "copycat"),
+                    "copycat_share_had_copies_their_own_clusters_ppb": share(&unclustered_copy, "copycat"),
+                    "gain": ratio(after, share(&before_copy, "art")),
+                },
+                "sybil": {
+                    "whole_share_ppb": share(&honest, "science"),
+                    "split_total_share_ppb": sybil_total,
+                    "gain": ratio(sybil_total, share(&honest, "science")),
+                },
+                "spam": {"spammer_share_ppb": share(&spam, "spammer"), "share": share(&spam, "spammer") / 1e9},
+            }),
+        );
+    }
+    eprintln!("gaming: {}", serde_json::to_string(&gaming)?);
+
+    let provenant = Method::Provenant.name();
+    let report = json!({
+        "benchmark": "attribution-eval",
+        "machine": provenant_load_tests::machine_load(&load_before),
+        "data": {
+            "training_examples": train.len(),
+            "contributors": ENGLISH,
+            "queries": queries.len(),
+            "phantoms": phantoms.len(),
+            "lora_training_examples": german.len(),
+            "model": {"layers": 2, "heads": 2, "width": 64, "context": 128, "steps": arguments.steps, "lora_rank": 4, "lora_steps": arguments.lora_steps},
+        },
+        "lds_from_scratch": lds_scratch,
+        "lds_lora": lds_lora,
+        "canary_recall_at_10": canary_results,
+        "gaming": gaming,
+        "targets": {
+            "lds_from_scratch": {"target": 0.10, "measured": lds_scratch["lds"][provenant]},
+            "lds_lora": {"target": 0.30, "measured": lds_lora["lds"][provenant]},
+            "canary_recall_verbatim": {"target": 0.9, "measured": canary_results[provenant]["verbatim"]},
+            "duplication_gain": {"target": 1.2, "measured": gaming[provenant]["duplication"]["gain"]},
+            "sybil_gain": {"target": 1.0, "measured": gaming[provenant]["sybil"]["gain"]},
+            "spam_share": {"target": 0.02, "measured": gaming[provenant]["spam"]["share"]},
+        },
+    });
+    provenant_load_tests::write_report(&arguments.output, &report, "targets")
+}
+
+fn texts_of(examples: &[Example]) -> Vec<&str> {
+    examples.iter().map(|example| example.text.as_str()).collect()
+}
