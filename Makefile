@@ -13,6 +13,7 @@ help:
 	@echo "make lint   - rustfmt, clippy, buf lint/breaking, generated-code check, then lint-k8s"
 	@echo "make lint-k8s - Helm chart, kustomize manifests, Dockerfile: helm lint, kubernetes-validate, checkov"
 	@echo "make bench  - benchmarks, JSON results in target/bench/"
+	@echo "make attribution-eval - attribution quality (LDS, canaries, gaming) beside baselines, JSON in target/bench/"
 	@echo "make codegen- regenerate Rust from schemas/ (commit the result)"
 
 tools:

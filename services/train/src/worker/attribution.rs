@@ -7,7 +7,7 @@
 
 use attribution::{BlockLayout, BuiltIndex, ExampleRow, ExampleTable, IndexInput, Projection};
 use model::{Featurizer, Sequence, Transformer};
-use provenant_bus::{Context, Envelope, Expect};
+use provenant_bus::Envelope;
 use provenant_events::proto::training::v1::AttributionIndexBuilt;
 use tracing::info;
 
@@ -114,18 +114,7 @@ pub(super) async fn publish(worker: &super::Worker, cause: &Envelope, job_id: &s
         precision: built.manifest.precision.name().to_owned(),
         span_index: spans,
     };
-    let mut envelope = Envelope::new(&event, worker.bus.producer()).caused_by(cause);
-    envelope.event_id = derived_id(job_id, "attribution-index-built");
-    match worker.bus.publish(&envelope, &event, Expect::NoEvents).await {
-        Ok(_) => {}
-        Err(provenant_bus::Error::Conflict { .. }) => {
-            let existing = worker.bus.last_event(Context::Training, "index", &index_id).await.map_err(JobError::transient)?;
-            if existing.and_then(|(_, id)| id) != Some(envelope.event_id.to_string()) {
-                return Err(JobError::fail("attribution.id_taken", format!("index {index_id} was written by someone else")));
-            }
-        }
-        Err(error) => return Err(JobError::transient(error)),
-    }
+    super::job::create_once(worker, cause, &event, derived_id(job_id, "attribution-index-built"), "attribution.id_taken").await?;
     info!(
         job_id,
         index_id,

@@ -95,6 +95,31 @@ pub fn model_id_of(job_id: &str) -> String {
     derived_id(job_id, "model").to_string()
 }
 
+/// Appends the first event of a new aggregate with an id derived from the job; a retry that
+/// finds its own event there goes on, anyone else's fails the job with `taken_code`.
+pub(super) async fn create_once<E: Event>(
+    worker: &Worker,
+    cause: &Envelope,
+    event: &E,
+    event_id: uuid::Uuid,
+    taken_code: &'static str,
+) -> Result<(), JobError> {
+    let mut envelope = Envelope::new(event, worker.bus.producer()).caused_by(cause);
+    envelope.event_id = event_id;
+    match worker.bus.publish(&envelope, event, Expect::NoEvents).await {
+        Ok(_) => Ok(()),
+        Err(provenant_bus::Error::Conflict { .. }) => {
+            let aggregate_id = event.aggregate_id();
+            let existing = worker.bus.last_event(E::CONTEXT, E::AGGREGATE, aggregate_id).await.map_err(JobError::transient)?;
+            match existing.and_then(|(_, id)| id) == Some(event_id.to_string()) {
+                true => Ok(()),
+                false => Err(JobError::fail(taken_code, format!("{} {aggregate_id} was written by someone else", E::AGGREGATE))),
+            }
+        }
+        Err(error) => Err(JobError::transient(error)),
+    }
+}
+
 /// The id of the attribution index a job builds.
 pub fn index_id_of(job_id: &str) -> String {
     derived_id(job_id, "attribution-index").to_string()
@@ -506,21 +531,8 @@ async fn register(
     };
     // The model is its own aggregate, created once: a worker that registered it and died
     // before completing the job finds it there (same derived event id) and goes on.
-    let envelope = {
-        let mut envelope = Envelope::new(&event, worker.bus.producer()).caused_by(&writer.cause);
-        envelope.event_id = derived_id(&job_id, "model-registered");
-        envelope
-    };
-    match worker.bus.publish(&envelope, &event, Expect::NoEvents).await {
-        Ok(_) => {}
-        Err(provenant_bus::Error::Conflict { .. }) => {
-            let existing = worker.bus.last_event(Context::Training, "model", &model_id).await.map_err(JobError::transient)?;
-            if existing.and_then(|(_, id)| id) != Some(envelope.event_id.to_string()) {
-                return Err(JobError::fail("model.id_taken", format!("model {model_id} was registered by someone else")));
-            }
-        }
-        Err(error) => return Err(JobError::transient(error)),
-    }
+    let event_id = derived_id(&job_id, "model-registered");
+    create_once(worker, &writer.cause, &event, event_id, "model.id_taken").await?;
     let subject = super::attribution::Subject {
         model: model.clone(),
         model_id: model_id.clone(),
