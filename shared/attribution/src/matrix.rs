@@ -145,9 +145,15 @@ impl FeatureMatrix {
                 }
             }
             Values::Int8 { values, scales } => {
-                for (row, scale) in values.chunks_exact(self.dim).zip(scales) {
-                    let sum: f32 = row.iter().zip(query).map(|(&value, &q)| f32::from(value) * q).sum();
-                    scores.push(sum * scale);
+                // Widen a chunk of rows to f32 first: the conversion and the dot product then
+                // both vectorise (converting inside the dot product did not, 2x slower).
+                let mut buffer = vec![0.0f32; CHUNK_ROWS * self.dim];
+                for (chunk, chunk_scales) in values.chunks(CHUNK_ROWS * self.dim).zip(scales.chunks(CHUNK_ROWS)) {
+                    let decoded = &mut buffer[..chunk.len()];
+                    for (slot, &value) in decoded.iter_mut().zip(chunk) {
+                        *slot = f32::from(value);
+                    }
+                    scores.extend(decoded.chunks_exact(self.dim).zip(chunk_scales).map(|(row, scale)| dot(row, query) * scale));
                 }
             }
         }
