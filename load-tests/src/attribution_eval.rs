@@ -41,8 +41,14 @@ struct Arguments {
     #[arg(long, default_value_t = 30)]
     per_contributor: usize,
     /// Random 50 % subsets retrained for LDS (each twice, with two seeds).
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 32)]
     subsets: usize,
+    /// Projected width per side of each layer (the index's `per_side`).
+    #[arg(long, default_value_t = 4)]
+    per_side: usize,
+    /// Fisher damping, as a fraction of each block's mean diagonal.
+    #[arg(long, default_value_t = 0.1)]
+    damping: f64,
     #[arg(long, default_value_t = 300)]
     steps: u64,
     #[arg(long, default_value_t = 200)]
@@ -164,8 +170,15 @@ fn own_clusters(count: usize) -> Vec<String> {
     (0..count).map(|number| format!("c{number}")).collect()
 }
 
-fn score_model(model: Transformer, examples: &[&Example], clusters: &[String], phantoms: &[String]) -> anyhow::Result<Scored> {
-    let featurizer = Featurizer::new(&model, 11, 4)?;
+/// How the index is built: the knobs `workers.attribution` sets in the train service.
+#[derive(Clone, Copy)]
+struct Knobs {
+    per_side: usize,
+    damping: f64,
+}
+
+fn score_model(model: Transformer, examples: &[&Example], clusters: &[String], phantoms: &[String], knobs: Knobs) -> anyhow::Result<Scored> {
+    let featurizer = Featurizer::new(&model, 11, knobs.per_side)?;
     let texts: Vec<String> = examples.iter().map(|example| example.text.clone()).collect();
     let raw = features(&featurizer, &model, &texts)?;
     let phantom_features = features(&featurizer, &model, phantoms)?;
@@ -176,13 +189,13 @@ fn score_model(model: Transformer, examples: &[&Example], clusters: &[String], p
         model_id: "eval".into(),
         model_weights_sha256: String::new(),
         base_weights_sha256: String::new(),
-        projection: Projection { seed: 11, per_side: 4, dim, blocks },
+        projection: Projection { seed: 11, per_side: knobs.per_side, dim, blocks },
         features: raw.clone(),
         phantoms: phantom_features,
         table,
         tokens: stream,
         precision: Precision::F16,
-        damping: 0.1,
+        damping: knobs.damping,
         rules: ReceiptRules::default(),
     })?;
     let artifacts: HashMap<String, Vec<u8>> = built.artifacts.into_iter().collect();
@@ -413,6 +426,7 @@ fn main() -> anyhow::Result<()> {
     let arguments = Arguments::parse();
     let mut rng = StdRng::seed_from_u64(2026);
     let per = arguments.per_contributor;
+    let knobs = Knobs { per_side: arguments.per_side, damping: arguments.damping };
     let load_before = provenant_load_tests::load_average();
     let mut train: Vec<Example> = Vec::new();
     let mut held_out: Vec<String> = Vec::new();
@@ -453,7 +467,7 @@ fn main() -> anyhow::Result<()> {
     let planted_refs: Vec<&Example> = planted.iter().collect();
     eprintln!("training the English model on {} examples ({} canaries)", planted.len(), canaries.len());
     let base = train_full(&planted_refs, arguments.steps, 1)?;
-    let scored = score_model(base.clone(), &planted_refs, &own_clusters(planted.len()), &phantoms)?;
+    let scored = score_model(base.clone(), &planted_refs, &own_clusters(planted.len()), &phantoms, knobs)?;
     let bm25 = Bm25::new(&planted.iter().map(|example| example.text.as_str()).collect::<Vec<_>>());
 
     // Canary recall@10, verbatim and paraphrased, for every method.
@@ -497,7 +511,7 @@ fn main() -> anyhow::Result<()> {
     // LDS: the from-scratch model.
     let train_refs: Vec<&Example> = train.iter().collect();
     let full = train_full(&train_refs, arguments.steps, 1)?;
-    let full_scored = score_model(full, &train_refs, &own_clusters(train.len()), &phantoms)?;
+    let full_scored = score_model(full, &train_refs, &own_clusters(train.len()), &phantoms, knobs)?;
     let steps = arguments.steps;
     let lds_scratch = lds(
         "from scratch",
@@ -522,7 +536,7 @@ fn main() -> anyhow::Result<()> {
     let german_refs: Vec<&Example> = german.iter().collect();
     let (german_phantoms, german_queries) = german_held_out.split_at(german_held_out.len() / 2);
     let adapter = train_lora(&full_scored.model, &german_refs, arguments.lora_steps, 1)?;
-    let adapter_scored = score_model(adapter, &german_refs, &own_clusters(german.len()), german_phantoms)?;
+    let adapter_scored = score_model(adapter, &german_refs, &own_clusters(german.len()), german_phantoms, knobs)?;
     let lora_steps = arguments.lora_steps;
     let english_base = full_scored.model.clone();
     let lds_lora = lds(
@@ -547,9 +561,9 @@ fn main() -> anyhow::Result<()> {
     }
     let copied_refs: Vec<&Example> = copied.iter().collect();
     let copied_model = train_full(&copied_refs, arguments.steps, 1)?;
-    let copied_scored = score_model(copied_model, &copied_refs, &clusters, &phantoms)?;
+    let copied_scored = score_model(copied_model, &copied_refs, &clusters, &phantoms, knobs)?;
     // The same data, but had the copies been accepted as the copycat's own (no clustering).
-    let unclustered = score_model(copied_scored.model.clone(), &copied_refs, &own_clusters(copied.len()), &phantoms)?;
+    let unclustered = score_model(copied_scored.model.clone(), &copied_refs, &own_clusters(copied.len()), &phantoms, knobs)?;
     let copy_bm25 = Bm25::new(&copied.iter().map(|example| example.text.as_str()).collect::<Vec<_>>());
     let art_queries: Vec<String> = art_rows.iter().map(|&row| train[row].text.clone()).collect();
 
@@ -563,7 +577,7 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     let sybil_refs: Vec<&Example> = sybil.iter().collect();
-    let sybil_scored = score_model(full_scored.model.clone(), &sybil_refs, &own_clusters(sybil.len()), &phantoms)?;
+    let sybil_scored = score_model(full_scored.model.clone(), &sybil_refs, &own_clusters(sybil.len()), &phantoms, knobs)?;
 
     // Spam: 10 % of the examples are random junk from one contributor.
     let mut spammed = train.clone();
@@ -574,7 +588,7 @@ fn main() -> anyhow::Result<()> {
     }
     let spammed_refs: Vec<&Example> = spammed.iter().collect();
     let spam_model = train_full(&spammed_refs, arguments.steps, 1)?;
-    let spam_scored = score_model(spam_model, &spammed_refs, &own_clusters(spammed.len()), &phantoms)?;
+    let spam_scored = score_model(spam_model, &spammed_refs, &own_clusters(spammed.len()), &phantoms, knobs)?;
     let spam_bm25 = Bm25::new(&spammed.iter().map(|example| example.text.as_str()).collect::<Vec<_>>());
     let bm25_train = Bm25::new(&texts_of(&train));
 
@@ -624,6 +638,7 @@ fn main() -> anyhow::Result<()> {
             "phantoms": phantoms.len(),
             "lora_training_examples": german.len(),
             "model": {"layers": 2, "heads": 2, "width": 64, "context": 128, "steps": arguments.steps, "lora_rank": 4, "lora_steps": arguments.lora_steps},
+            "index": {"per_side": knobs.per_side, "damping": knobs.damping},
         },
         "lds_from_scratch": lds_scratch,
         "lds_lora": lds_lora,
