@@ -177,7 +177,13 @@ struct Knobs {
     damping: f64,
 }
 
-fn score_model(model: Transformer, examples: &[&Example], clusters: &[String], phantoms: &[String], knobs: Knobs) -> anyhow::Result<Scored> {
+fn score_model(
+    model: Transformer,
+    examples: &[&Example],
+    clusters: &[String],
+    phantoms: &[String],
+    knobs: Knobs,
+) -> anyhow::Result<Scored> {
     let featurizer = Featurizer::new(&model, 11, knobs.per_side)?;
     let texts: Vec<String> = examples.iter().map(|example| example.text.clone()).collect();
     let raw = features(&featurizer, &model, &texts)?;
