@@ -256,7 +256,8 @@ echo "  a streamed chat completion: $chunks server-sent events, the last one [DO
 
 requests=${DEMO_REQUESTS:-200}
 step "$requests more priced and attributed answers across the base and its adapters (4 at a time)"
-python3 - "$infer" "$builder_key" "$requests" <<'PY'
+rm -f "$data/paying-answer.json"
+python3 - "$infer" "$builder_key" "$requests" "$data/paying-answer.json" <<'PY'
 import json, sys, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 infer, key, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -272,7 +273,10 @@ with ThreadPoolExecutor(4) as pool:
     answers = list(pool.map(ask, range(count)))
 elapsed = time.monotonic() - started
 attributed = sum(1 for answer in answers if answer.get("receipt"))
-print(f"  {count} answers in {elapsed:.1f} s ({count / elapsed:.1f}/s), {attributed} with a receipt")
+paying = [answer for answer in answers if answer.get("receipt") and answer["receipt"]["shares"]]
+print(f"  {count} answers in {elapsed:.1f} s ({count / elapsed:.1f}/s), {attributed} with a receipt, {len(paying)} paying a contributor above the noise floor")
+if paying:
+    json.dump(paying[0], open(sys.argv[4], "w"))
 PY
 
 step "settlement: each fee split by the revenue policy into a double-entry ledger"
@@ -301,6 +305,40 @@ for item in accounts["items"]:
     print(f"    {item['account']:<58} {int(balance['minor_units']) / 10 ** balance['exponent']:>8.2f} {balance['currency']}")
 print(f"  demo-builder's own statement: {[(b['account'], b['balance']['minor_units']) for b in statement['balances']]}")
 PY
+
+if [ -s "$data/paying-answer.json" ]; then
+  step "the evidence for one payout: contributor <- receipt <- inference <- model <- snapshot <- contributions"
+  python3 - "$data/paying-answer.json" "$settle" "$finance_key" "$PROVENANT_TRAIN_URL" "$builder_key" "$validate" "$key" <<'PY'
+import hashlib, json, sys, urllib.request, uuid
+answer, settle, finance_key, train, builder_key, validate, owner_key = json.load(open(sys.argv[1])), *sys.argv[2:]
+def get(url, key):
+    request = urllib.request.Request(url, headers={"authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+receipt = answer["receipt"]
+share = receipt["shares"][0]
+contributor = share["contributor_id"]
+# settle names a settlement after its inference event: UUIDv8 of SHA-256("settlement" 0 event id).
+digest = bytearray(hashlib.sha256(b"settlement\x00" + answer["event_id"].encode()).digest()[:16])
+digest[6] = (digest[6] & 0x0F) | 0x80
+digest[8] = (digest[8] & 0x3F) | 0x80
+settlement = get(f"{settle}/v1/settlements/{uuid.UUID(bytes=bytes(digest))}", finance_key)
+paid = [p for p in settlement["postings"] if p["account"] == f"payable:contributor:{contributor}"]
+amount = paid[0]["amount"] if paid else None
+print(f"  payout     {contributor}: {int(amount['minor_units']) / 10 ** amount['exponent'] if amount else 0:.4f} {settlement['fee']['currency']} in settlement {settlement['settlement_id']} (policy v{settlement['revenue_policy_version']}, period {settlement['period_id']})")
+print(f"  receipt    {receipt['receipt_id']}: {contributor} {share['share_ppb']} ppb of the contributors' part; index {receipt['index_sha256'][:16]}…, method {receipt['method']}")
+print(f"  inference  request {answer['request_id']}, InferenceServed {answer['event_id']}, fee {int(settlement['fee']['minor_units']) / 10 ** settlement['fee']['exponent']:.2f} {settlement['fee']['currency']}")
+model_id = answer["adapter_model_id"] or answer["model_id"]
+model = get(f"{train}/v1/models/{model_id}", builder_key)
+print(f"  model      {model['name']} ({model_id}), weights {model['weights']['sha256'][:16]}…, trained by job {model['lineage']['job_id']}")
+for pin in model["lineage"]["snapshots"]:
+    print(f"  snapshot   {pin['snapshot_id']} of Datanet {pin['datanet_id']}, Merkle root {pin['merkle_root'][:16]}…")
+    examples = [example for example in receipt["top_examples"] if example["contributor_id"] == contributor][:3]
+    for example in examples:
+        proof = get(f"{validate}/v1/snapshots/{pin['snapshot_id']}/proofs/{example['contribution_id']}", owner_key)
+        print(f"  contribution {example['contribution_id']} (score {example['score_ppb']} ppb): leaf {proof['leaf_index']} of {proof['tree_size']}, audit path of {len(proof['audit_path'])} hashes")
+PY
+fi
 
 if [ -n "${explained_request:-}" ]; then
   step "provenant attribution explain: one receipt recomputed from the model, its attribution index and the kept transcript"
