@@ -5,11 +5,9 @@
 
 #![allow(clippy::print_stdout, reason = "the receipt and the verdict are the command's output")]
 
-use std::collections::HashMap;
-
 use anyhow::{Context as _, bail};
-use attribution::{Index, METHOD, Manifest, Receipt};
-use infer::attribution::{AttributedModel, receipt_id};
+use attribution::{METHOD, Receipt};
+use infer::attribution::{AttributedModel, fetch_index};
 use model::Transformer;
 use provenant_bus::{BlobStore, Bus, BusConfig, Context, Upcasters};
 use provenant_events::proto::inference::v1::{AttributionReceipt, InferenceServed};
@@ -75,33 +73,21 @@ async fn recompute(bus: &Bus, served: &InferenceServed, recorded: &AttributionRe
         "" => None,
         sha256 => Some(blob(&models, sha256, "the adapter weights").await?),
     };
-    let manifest_bytes = blob(&models, &recorded.index_sha256, "the index manifest").await?;
-    let manifest = Manifest::from_bytes(&manifest_bytes)?;
-    let mut artifacts = HashMap::new();
-    for artifact in manifest.artifacts() {
-        artifacts.insert(artifact.sha256.clone(), blob(&models, &artifact.sha256, "an index artifact").await?);
-    }
+    let index = fetch_index(&models, &recorded.index_sha256).await?;
     let prompt_text = String::from_utf8(prompt).context("the kept prompt is not UTF-8")?;
-    let attribution = tokio::task::spawn_blocking(move || -> anyhow::Result<attribution::Attribution> {
-        let index = Index::assemble(&manifest_bytes, &artifacts)?;
+    let (request_id, base_sha256, adapter_sha256) =
+        (served.request_id.clone(), recorded.model_weights_sha256.clone(), recorded.adapter_weights_sha256.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Receipt> {
         let base = Transformer::from_bytes(&config, &weights, &model::backend::inference_device())?;
         let model = match adapter {
             Some(bytes) => base.load_adapter(&bytes)?,
             None => base,
         };
-        let attributed = AttributedModel::new(index, model)?;
         let output: Vec<u32> = output.iter().map(|&byte| u32::from(byte)).collect();
-        Ok(attributed.attribute(&infer::generation::prompt_tokens(&prompt_text), &output)?)
+        let prompt = infer::generation::prompt_tokens(&prompt_text);
+        Ok(AttributedModel::new(index, model)?.receipt(&request_id, &base_sha256, &adapter_sha256, &prompt, &output)?)
     })
-    .await??;
-    Ok(Receipt {
-        receipt_id: receipt_id(&served.request_id),
-        method: METHOD.to_owned(),
-        model_weights_sha256: recorded.model_weights_sha256.clone(),
-        adapter_weights_sha256: recorded.adapter_weights_sha256.clone(),
-        index_sha256: recorded.index_sha256.clone(),
-        attribution,
-    })
+    .await?
 }
 
 async fn blob(store: &BlobStore, sha256: &str, what: &str) -> anyhow::Result<Vec<u8>> {

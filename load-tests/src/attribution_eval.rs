@@ -142,7 +142,6 @@ struct Scored {
     index: Index,
     /// Raw (unpreconditioned) training features, for the dot-product baseline.
     raw: Vec<f32>,
-    dim: usize,
     featurizer: Featurizer,
     model: Transformer,
 }
@@ -205,7 +204,7 @@ fn score_model(
         rules: ReceiptRules::default(),
     })?;
     let artifacts: HashMap<String, Vec<u8>> = built.artifacts.into_iter().collect();
-    Ok(Scored { index: Index::assemble(&built.manifest_bytes, &artifacts)?, raw, dim, featurizer, model })
+    Ok(Scored { index: Index::assemble(&built.manifest_bytes, &artifacts)?, raw, featurizer, model })
 }
 
 /// How a method scores every training example for one query.
@@ -250,7 +249,11 @@ fn scores(method: Method, scored: &Scored, bm25: &Bm25, query: &Query, rng: &mut
     Ok(match method {
         Method::Provenant => scored.index.scores(&query.features)?,
         Method::DotProduct => {
-            let scores = scored.raw.chunks_exact(scored.dim).map(|row| row.iter().zip(&query.features).map(|(a, b)| a * b).sum()).collect();
+            let scores = scored
+                .raw
+                .chunks_exact(scored.featurizer.dim())
+                .map(|row| row.iter().zip(&query.features).map(|(a, b)| a * b).sum())
+                .collect();
             (scores, Vec::new())
         }
         Method::Bm25 => (bm25.scores(&query.text), Vec::new()),
@@ -270,7 +273,7 @@ fn words(text: &str) -> Vec<String> {
 }
 
 impl Bm25 {
-    fn new(texts: &[&str]) -> Self {
+    fn new<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
         let mut documents = Vec::new();
         let mut lengths = Vec::new();
         let mut document_frequency: HashMap<String, f32> = HashMap::new();
@@ -356,8 +359,7 @@ fn lds(
     retrain: &dyn Fn(&[&Example], u64) -> anyhow::Result<Transformer>,
     rng: &mut StdRng,
 ) -> anyhow::Result<Value> {
-    let texts: Vec<&str> = train.iter().map(|example| example.text.as_str()).collect();
-    let bm25 = Bm25::new(&texts);
+    let bm25 = Bm25::new(train.iter().map(|example| example.text.as_str()));
     // Subset masks and each subset's losses on every query, for two seeds.
     let mut masks = Vec::new();
     let mut losses_by_seed = [Vec::new(), Vec::new()];
@@ -474,7 +476,7 @@ fn main() -> anyhow::Result<()> {
     eprintln!("training the English model on {} examples ({} canaries)", planted.len(), canaries.len());
     let base = train_full(&planted_refs, arguments.steps, 1)?;
     let scored = score_model(base.clone(), &planted_refs, &own_clusters(planted.len()), &phantoms, knobs)?;
-    let bm25 = Bm25::new(&planted.iter().map(|example| example.text.as_str()).collect::<Vec<_>>());
+    let bm25 = Bm25::new(planted.iter().map(|example| example.text.as_str()));
 
     // Canary recall@10, verbatim and paraphrased, for every method.
     let mut canary_results = serde_json::Map::new();
@@ -570,7 +572,7 @@ fn main() -> anyhow::Result<()> {
     let copied_scored = score_model(copied_model, &copied_refs, &clusters, &phantoms, knobs)?;
     // The same data, but had the copies been accepted as the copycat's own (no clustering).
     let unclustered = score_model(copied_scored.model.clone(), &copied_refs, &own_clusters(copied.len()), &phantoms, knobs)?;
-    let copy_bm25 = Bm25::new(&copied.iter().map(|example| example.text.as_str()).collect::<Vec<_>>());
+    let copy_bm25 = Bm25::new(copied.iter().map(|example| example.text.as_str()));
     let art_queries: Vec<String> = art_rows.iter().map(|&row| train[row].text.clone()).collect();
 
     // Sybil: "science" split into ten identities (same model, same data; only the table differs).
@@ -595,8 +597,8 @@ fn main() -> anyhow::Result<()> {
     let spammed_refs: Vec<&Example> = spammed.iter().collect();
     let spam_model = train_full(&spammed_refs, arguments.steps, 1)?;
     let spam_scored = score_model(spam_model, &spammed_refs, &own_clusters(spammed.len()), &phantoms, knobs)?;
-    let spam_bm25 = Bm25::new(&spammed.iter().map(|example| example.text.as_str()).collect::<Vec<_>>());
-    let bm25_train = Bm25::new(&texts_of(&train));
+    let spam_bm25 = Bm25::new(spammed.iter().map(|example| example.text.as_str()));
+    let bm25_train = Bm25::new(train.iter().map(|example| example.text.as_str()));
 
     let mut gaming = serde_json::Map::new();
     for method in METHODS {
@@ -660,8 +662,4 @@ fn main() -> anyhow::Result<()> {
         },
     });
     provenant_load_tests::write_report(&arguments.output, &report, "targets")
-}
-
-fn texts_of(examples: &[Example]) -> Vec<&str> {
-    examples.iter().map(|example| example.text.as_str()).collect()
 }

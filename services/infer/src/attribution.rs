@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use attribution::{Attribution, Index, METHOD, Receipt};
+use attribution::{Attribution, BlockLayout, Index, METHOD, Receipt};
 use model::{Featurizer, Sequence, Transformer};
 use provenant_bus::follow::Apply;
 use provenant_bus::{BlobStore, Delivery, Event, Upcasters};
@@ -20,32 +20,29 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use tracing::warn;
 
-/// The index named for one model.
-#[derive(Debug, Clone)]
-struct IndexEntry {
-    manifest_sha256: String,
-    index_sha256: String,
-}
-
-/// Followed `AttributionIndexBuilt` events, by model id.
+/// Followed `AttributionIndexBuilt` events: each model's index digest, which is also where
+/// its manifest is stored.
 #[derive(Debug, Clone, Default)]
 pub struct Indexes {
-    inner: Arc<RwLock<HashMap<String, IndexEntry>>>,
+    inner: Arc<RwLock<HashMap<String, String>>>,
 }
 
 impl Indexes {
     /// Records an index; the first one built for a model stays (one job, one index).
     pub fn add(&self, event: &AttributionIndexBuilt) -> Result<(), String> {
         let manifest_sha256 = event.manifest.as_ref().map(|blob| blob.sha256.clone()).unwrap_or_default();
-        if event.model_id.is_empty() || manifest_sha256.is_empty() || event.index_sha256.is_empty() {
-            return Err(format!("index {} names no model, manifest or digest", event.index_id));
+        if event.model_id.is_empty() || manifest_sha256.is_empty() {
+            return Err(format!("index {} names no model or manifest", event.index_id));
+        }
+        if event.index_sha256 != manifest_sha256 {
+            return Err(format!("index {} digest is not its manifest's", event.index_id));
         }
         let mut inner = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        inner.entry(event.model_id.clone()).or_insert(IndexEntry { manifest_sha256, index_sha256: event.index_sha256.clone() });
+        inner.entry(event.model_id.clone()).or_insert(manifest_sha256);
         Ok(())
     }
 
-    fn get(&self, model_id: &str) -> Option<IndexEntry> {
+    fn get(&self, model_id: &str) -> Option<String> {
         self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(model_id).cloned()
     }
 }
@@ -91,26 +88,22 @@ pub struct AttributedModel {
     featurizer: Featurizer,
 }
 
+fn unusable(error: impl std::fmt::Display) -> ReceiptError {
+    ReceiptError::Unusable(error.to_string())
+}
+
 impl AttributedModel {
     /// Pairs a model (with its adapter attached, for an adapter) with its index; refused when
     /// the index was projected over other layers than the model has.
     pub fn new(index: Index, model: Transformer) -> Result<Self, ReceiptError> {
-        let unusable = |error: &dyn std::fmt::Display| ReceiptError::Unusable(error.to_string());
         let projection = &index.manifest.projection;
-        let featurizer = Featurizer::new(&model, projection.seed, projection.per_side).map_err(|error| unusable(&error))?;
-        let expected: Vec<(&str, usize, usize)> =
-            projection.blocks.iter().map(|block| (block.name.as_str(), block.offset, block.len)).collect();
-        let names: Vec<String> = featurizer.blocks().iter().map(model::FeatureBlock::name).collect();
-        let actual: Vec<(&str, usize, usize)> =
-            featurizer.blocks().iter().zip(&names).map(|(block, name)| (name.as_str(), block.offset, block.len)).collect();
-        if expected != actual {
-            return Err(ReceiptError::Unusable("the index was projected over other layers than this model has".into()));
+        let featurizer = Featurizer::new(&model, projection.seed, projection.per_side).map_err(unusable)?;
+        let layout: Vec<BlockLayout> =
+            featurizer.blocks().iter().map(|block| BlockLayout { name: block.name(), offset: block.offset, len: block.len }).collect();
+        if layout != projection.blocks {
+            return Err(unusable("the index was projected over other layers than this model has"));
         }
         Ok(Self { index, model, featurizer })
-    }
-
-    pub fn index(&self) -> &Index {
-        &self.index
     }
 
     /// The attribution of `output` (its tokens) as an answer to `prompt` (its tokens, BOS
@@ -123,10 +116,48 @@ impl AttributedModel {
             let mut tokens = prompt.to_vec();
             tokens.extend_from_slice(output);
             let sequence = Sequence { tokens: &tokens, loss_from: prompt.len() };
-            self.featurizer.features(&self.model, &[sequence]).map_err(|error| ReceiptError::Unusable(error.to_string()))?
+            self.featurizer.features(&self.model, &[sequence]).map_err(unusable)?
         };
-        self.index.attribute(&features, output).map_err(|error| ReceiptError::Unusable(error.to_string()))
+        self.index.attribute(&features, output).map_err(unusable)
     }
+
+    /// The receipt of request `request_id`: its attribution, named by the weights it was
+    /// computed with and by this index's digest.
+    pub fn receipt(
+        &self,
+        request_id: &str,
+        base_weights_sha256: &str,
+        adapter_weights_sha256: &str,
+        prompt: &[u32],
+        output: &[u32],
+    ) -> Result<Receipt, ReceiptError> {
+        Ok(Receipt {
+            receipt_id: receipt_id(request_id),
+            method: METHOD.to_owned(),
+            model_weights_sha256: base_weights_sha256.to_owned(),
+            adapter_weights_sha256: adapter_weights_sha256.to_owned(),
+            index_sha256: self.index.index_sha256.clone(),
+            attribution: self.attribute(prompt, output)?,
+        })
+    }
+}
+
+/// The index whose manifest is stored under `manifest_sha256`, with every artifact it names,
+/// each checked against its digest.
+pub async fn fetch_index(store: &BlobStore, manifest_sha256: &str) -> Result<Index, ReceiptError> {
+    let fetch = |sha256: String| async move {
+        let bytes = store.get(&sha256).await?.ok_or_else(|| ReceiptError::Missing(sha256.clone()))?;
+        Ok::<_, ReceiptError>(bytes.to_vec())
+    };
+    let manifest_bytes = fetch(manifest_sha256.to_owned()).await?;
+    let manifest = attribution::Manifest::from_bytes(&manifest_bytes).map_err(unusable)?;
+    let mut artifacts = HashMap::new();
+    for artifact in manifest.artifacts() {
+        artifacts.insert(artifact.sha256.clone(), fetch(artifact.sha256.clone()).await?);
+    }
+    tokio::task::spawn_blocking(move || Index::assemble(&manifest_bytes, &artifacts).map_err(unusable))
+        .await
+        .map_err(|error| unusable(format!("the loading task failed: {error}")))?
 }
 
 /// What answered a request.
@@ -157,59 +188,46 @@ impl Attributor {
     /// The receipt of one answer, or `None` when no index has been built for its model.
     pub async fn receipt(&self, answered: Answered<'_>) -> Result<Option<Receipt>, ReceiptError> {
         let model_id = answered.adapter.map_or(answered.base_model_id, |(adapter_id, _)| adapter_id);
-        let Some(entry) = self.indexes.get(model_id) else { return Ok(None) };
+        let Some(manifest_sha256) = self.indexes.get(model_id) else { return Ok(None) };
         let slot =
             Arc::clone(self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(model_id.to_owned()).or_default());
-        let loaded = slot.get_or_try_init(|| self.load(&entry, &answered)).await?;
+        let loaded = slot.get_or_try_init(|| self.load(&manifest_sha256, &answered)).await?;
         let loaded = Arc::clone(loaded);
+        let request_id = answered.request_id.to_owned();
+        let base_weights_sha256 = answered.base_weights_sha256.to_owned();
+        let adapter_weights_sha256 = answered.adapter.map(|(_, sha256)| sha256.to_owned()).unwrap_or_default();
         let (prompt, output) = (answered.prompt.to_vec(), answered.output.to_vec());
         let started = std::time::Instant::now();
-        let attribution = tokio::task::spawn_blocking(move || loaded.attribute(&prompt, &output))
-            .await
-            .map_err(|error| ReceiptError::Unusable(format!("the attribution task failed: {error}")))??;
+        let receipt = tokio::task::spawn_blocking(move || {
+            loaded.receipt(&request_id, &base_weights_sha256, &adapter_weights_sha256, &prompt, &output)
+        })
+        .await
+        .map_err(|error| unusable(format!("the attribution task failed: {error}")))??;
         metrics::histogram!("infer_receipt_seconds").record(started.elapsed().as_secs_f64());
-        Ok(Some(Receipt {
-            receipt_id: receipt_id(answered.request_id),
-            method: METHOD.to_owned(),
-            model_weights_sha256: answered.base_weights_sha256.to_owned(),
-            adapter_weights_sha256: answered.adapter.map(|(_, sha256)| sha256.to_owned()).unwrap_or_default(),
-            index_sha256: entry.index_sha256,
-            attribution,
-        }))
+        Ok(Some(receipt))
     }
 
-    async fn load(&self, entry: &IndexEntry, answered: &Answered<'_>) -> Result<Arc<AttributedModel>, ReceiptError> {
-        let fetch = |sha256: String| async move {
-            let bytes = self.store.get(&sha256).await?.ok_or_else(|| ReceiptError::Missing(sha256.clone()))?;
-            Ok::<_, ReceiptError>(bytes.to_vec())
-        };
-        let manifest_bytes = fetch(entry.manifest_sha256.clone()).await?;
-        let manifest = attribution::Manifest::from_bytes(&manifest_bytes).map_err(|error| ReceiptError::Unusable(error.to_string()))?;
-        let mut artifacts = HashMap::new();
-        for artifact in manifest.artifacts() {
-            artifacts.insert(artifact.sha256.clone(), fetch(artifact.sha256.clone()).await?);
-        }
+    async fn load(&self, manifest_sha256: &str, answered: &Answered<'_>) -> Result<Arc<AttributedModel>, ReceiptError> {
+        let index = fetch_index(&self.store, manifest_sha256).await?;
         let adapter_bytes = match answered.adapter {
-            Some((_, sha256)) => Some(fetch(sha256.to_owned()).await?),
+            Some((_, sha256)) => Some(self.store.get(sha256).await?.ok_or_else(|| ReceiptError::Missing(sha256.to_owned()))?),
             None => None,
         };
         let base = Transformer::clone(answered.base);
-        let loaded = tokio::task::spawn_blocking(move || {
-            let index = Index::assemble(&manifest_bytes, &artifacts).map_err(|error| ReceiptError::Unusable(error.to_string()))?;
+        tokio::task::spawn_blocking(move || {
             let model = match adapter_bytes {
-                Some(bytes) => base.load_adapter(&bytes).map_err(|error| ReceiptError::Unusable(error.to_string()))?,
+                Some(bytes) => base.load_adapter(&bytes).map_err(unusable)?,
                 None => base,
             };
             AttributedModel::new(index, model).map(Arc::new)
         })
         .await
-        .map_err(|error| ReceiptError::Unusable(format!("the loading task failed: {error}")))??;
-        Ok(loaded)
+        .map_err(|error| unusable(format!("the loading task failed: {error}")))?
     }
 }
 
 /// A receipt's id: derived from its request, so recomputing it gives the same id.
-pub fn receipt_id(request_id: &str) -> String {
+fn receipt_id(request_id: &str) -> String {
     let digest = Sha256::digest(format!("provenant/receipt/{request_id}").as_bytes());
     uuid::Uuid::new_v8(digest[..16].try_into().expect("16 bytes")).to_string()
 }

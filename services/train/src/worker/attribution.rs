@@ -25,23 +25,27 @@ pub(super) struct Subject {
     pub seed: u64,
 }
 
+/// The tokens of one example in its split's stream.
+fn tokens_of(stream: &[u32], offset: u64, count: u64) -> &[u32] {
+    &stream[offset as usize..(offset + count) as usize]
+}
+
 /// Featurises every example and builds the index (CPU-heavy: run it off the async runtime).
-pub(super) fn build(subject: &Subject, dataset: &Dataset, config: &AttributionConfig) -> Result<BuiltIndex, JobError> {
+pub(super) fn build(subject: &Subject, dataset: Dataset, config: &AttributionConfig) -> Result<BuiltIndex, JobError> {
     let failed = |error: &dyn std::fmt::Display| JobError::fail("attribution.failed", error);
     let featurizer = Featurizer::new(&subject.model, subject.seed, config.per_side).map_err(|error| failed(&error))?;
     // Probes need no parameter gradients: featurise the frozen inference copy.
     let frozen = subject.model.inference();
-    let slice = |stream: &[u32], offset: u64, count: u64| stream[offset as usize..(offset + count) as usize].to_vec();
     let trained: Vec<_> = dataset.examples.iter().filter(|example| example.split == Split::Train).collect();
     let phantoms: Vec<_> = dataset.examples.iter().filter(|example| example.split == Split::HeldOut).take(config.max_phantoms).collect();
-    let featurise = |sequences: Vec<Vec<u32>>| -> Result<Vec<f32>, JobError> {
+    let featurise = |sequences: Vec<&[u32]>| -> Result<Vec<f32>, JobError> {
         let mut features = Vec::with_capacity(sequences.len() * featurizer.dim());
         // An example too short to predict anything has no gradient: a zero row.
         for chunk in sequences.chunks(config.batch_examples.max(1)) {
             let usable: Vec<Sequence<'_>> = chunk.iter().filter(|tokens| tokens.len() >= 2).map(|tokens| Sequence::whole(tokens)).collect();
-            let mut computed =
+            let computed =
                 if usable.is_empty() { Vec::new() } else { featurizer.features(&frozen, &usable).map_err(|error| failed(&error))? };
-            let mut rows = computed.chunks_exact_mut(featurizer.dim());
+            let mut rows = computed.chunks_exact(featurizer.dim());
             for tokens in chunk {
                 match tokens.len() >= 2 {
                     true => features.extend_from_slice(rows.next().expect("one row per usable sequence")),
@@ -52,9 +56,9 @@ pub(super) fn build(subject: &Subject, dataset: &Dataset, config: &AttributionCo
         Ok(features)
     };
     let features =
-        featurise(trained.iter().map(|example| slice(&dataset.train_tokens, example.token_offset, example.token_count)).collect())?;
+        featurise(trained.iter().map(|example| tokens_of(&dataset.train_tokens, example.token_offset, example.token_count)).collect())?;
     let phantom_features =
-        featurise(phantoms.iter().map(|example| slice(&dataset.held_out_tokens, example.token_offset, example.token_count)).collect())?;
+        featurise(phantoms.iter().map(|example| tokens_of(&dataset.held_out_tokens, example.token_offset, example.token_count)).collect())?;
     let rows = trained
         .iter()
         .map(|example| ExampleRow {
@@ -76,7 +80,7 @@ pub(super) fn build(subject: &Subject, dataset: &Dataset, config: &AttributionCo
         features,
         phantoms: phantom_features,
         table,
-        tokens: dataset.train_tokens.clone(),
+        tokens: dataset.train_tokens,
         precision: config.precision,
         damping: config.damping,
         rules: config.rules.clone(),

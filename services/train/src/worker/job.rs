@@ -541,7 +541,7 @@ async fn register(
         seed: spec.train.seed,
     };
     let (dataset_copy, config) = (dataset.clone(), worker.config.attribution.clone());
-    let built = tokio::task::spawn_blocking(move || super::attribution::build(&subject, &dataset_copy, &config))
+    let built = tokio::task::spawn_blocking(move || super::attribution::build(&subject, dataset_copy, &config))
         .await
         .map_err(|error| JobError::transient(anyhow::anyhow!("attribution thread failed: {error}")))??;
     super::attribution::publish(worker, &writer.cause, &job_id, built).await?;
