@@ -273,7 +273,9 @@ with ThreadPoolExecutor(4) as pool:
     answers = list(pool.map(ask, range(count)))
 elapsed = time.monotonic() - started
 attributed = sum(1 for answer in answers if answer.get("receipt"))
-paying = [answer for answer in answers if answer.get("receipt") and answer["receipt"]["shares"]]
+# The answer whose receipt gives one contributor the largest share, for the evidence step.
+paying = sorted((answer for answer in answers if answer.get("receipt") and answer["receipt"]["shares"]),
+                key=lambda answer: -answer["receipt"]["shares"][0]["share_ppb"])
 print(f"  {count} answers in {elapsed:.1f} s ({count / elapsed:.1f}/s), {attributed} with a receipt, {len(paying)} paying a contributor above the noise floor")
 if paying:
     json.dump(paying[0], open(sys.argv[4], "w"))
