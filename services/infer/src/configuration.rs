@@ -1,4 +1,4 @@
-use provenant_bus::BusConfig;
+use provenant_bus::{BusConfig, ConsumerConfig};
 use provenant_runtime::HttpConfig;
 use provenant_runtime::identity::IdentityConfig;
 use provenant_telemetry::TelemetryConfig;
@@ -14,6 +14,33 @@ pub struct Config {
     pub serving: ServingConfig,
     #[serde(default)]
     pub identity: IdentityConfig,
+    #[serde(default)]
+    pub late_receipts: LateReceiptsConfig,
+}
+
+/// Attributing inference events that came without a receipt ([`crate::late_receipts`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LateReceiptsConfig {
+    pub enabled: bool,
+    /// Each event costs a forward and backward pass, so batches are small; `max_deliver` and
+    /// the backoff bound how long an event waits for its model's index.
+    pub consumer: ConsumerConfig,
+}
+
+impl Default for LateReceiptsConfig {
+    fn default() -> Self {
+        LateReceiptsConfig {
+            enabled: true,
+            consumer: ConsumerConfig {
+                batch_size: 8,
+                ack_wait_seconds: 60,
+                max_deliver: 12,
+                initial_backoff_ms: 2_000,
+                max_backoff_ms: 60_000,
+            },
+        }
+    }
 }
 
 /// How requests are decoded and how many adapters stay loaded.

@@ -12,7 +12,9 @@
 //! - Each answer's fee comes from the model's price ([`pricing`]) and is recorded in
 //!   `InferenceServed` before the answer (or a stream's last chunk) is sent.
 //!
-//! Not yet: external producers' inference events, attribution receipts (issue 6).
+//! - Every answer carries its attribution receipt ([`attribution`]); events that came without
+//!   one (external producers', or ours before the model's index existed) are attributed later
+//!   from their kept transcripts ([`late_receipts`]).
 //! Start reading at [`Application`], then [`api::completions`].
 
 pub mod api;
@@ -21,6 +23,7 @@ pub mod batching;
 pub mod catalog;
 pub mod configuration;
 pub mod generation;
+pub mod late_receipts;
 pub mod models;
 pub mod pricing;
 mod startup;

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use provenant_bus::{Context, ServiceFrame, Upcasters};
+use provenant_bus::{Consumer, Context, ServiceFrame, Upcasters};
 use provenant_runtime::Shutdown;
 use provenant_runtime::identity::Directory;
 
@@ -10,6 +10,7 @@ use crate::api::{self, AppState};
 use crate::attribution::{Attributor, IndexFollower, Indexes};
 use crate::catalog::{Catalog, ModelFollower, PriceFollower};
 use crate::configuration::Config;
+use crate::late_receipts::LateReceipts;
 use crate::models::ModelCache;
 
 /// The object store bucket the train service writes weights and configs to.
@@ -60,19 +61,39 @@ impl Application {
             .context("failed to load the attribution indexes")?;
         let store = bus.blob_store(MODELS_BUCKET).await.context("failed to open the models bucket")?;
         let attributor = Arc::new(Attributor::new(store.clone(), indexes));
-        let transcripts = match config.serving.keep_transcripts {
-            true => Some(bus.blob_store(TRANSCRIPTS_BUCKET).await.context("failed to open the transcripts bucket")?),
-            false => None,
-        };
+        let transcript_store = bus.blob_store(TRANSCRIPTS_BUCKET).await.context("failed to open the transcripts bucket")?;
+        let transcripts = config.serving.keep_transcripts.then(|| transcript_store.clone());
         let serving = &config.serving;
         let cache =
             Arc::new(ModelCache::new(store, serving.adapter_cache_entries, serving.pinned_adapters.clone(), serving.max_batch_size));
+        let late_receipts = match config.late_receipts.enabled {
+            true => {
+                let handler = LateReceipts {
+                    bus: bus.clone(),
+                    catalog: catalog.clone(),
+                    cache: Arc::clone(&cache),
+                    attributor: Arc::clone(&attributor),
+                    transcripts: transcript_store,
+                    upcasters: Upcasters::contract(),
+                };
+                let database = provenant_bus::store::in_memory().await.context("failed to open the consumer's bookkeeping")?;
+                Some(Consumer::new(bus.clone(), database, handler, config.late_receipts.consumer.clone()))
+            }
+            false => None,
+        };
         let routes = api::router(AppState { bus, catalog, cache, attributor, transcripts, directory, serving: config.serving.clone() });
         let readiness = frame.readiness();
-        let served = frame.serve(routes, readiness, shutdown).await;
+        let late_receipts = async {
+            match late_receipts {
+                Some(consumer) => provenant_bus::run_until_stopped(consumer, shutdown.clone()).await.map(|_| ()),
+                None => Ok(()),
+            }
+        };
+        let (served, late_receipts) = tokio::join!(frame.serve(routes, readiness, shutdown.clone()), late_receipts);
         for follower in [identity, models, prices, index_follower] {
             follower.abort();
         }
-        served
+        served?;
+        late_receipts.context("attributing receipt-less inferences failed")
     }
 }

@@ -5,14 +5,15 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use infer::generation::{GenerationRequest, Sampling, generate, prompt_tokens};
 use infer::{Application, Config};
 use model::backend::{inference_device, training_device};
 use model::{Control, LoraSpec, LoraTarget, ModelConfig, StepReport, Tokenizer, TrainConfig, Trainer, Transformer};
 use provenant_bus::{Bus, BusConfig, Context, Envelope, Expect, Upcasters};
 use provenant_events::proto::common::v1::{BlobRef, Principal, PrincipalKind};
-use provenant_events::proto::inference::v1::InferenceServed;
-use provenant_events::proto::training::v1::{ModelKind, ModelRegistered};
+use provenant_events::proto::inference::v1::{InferenceAttributed, InferenceServed};
+use provenant_events::proto::training::v1::{AttributionIndexBuilt, ModelKind, ModelRegistered};
 use provenant_runtime::Shutdown;
 use provenant_runtime::identity::{ApiKeyConfig, Role};
 use serde_json::{Value, json};
@@ -69,7 +70,7 @@ fn client(key: &str) -> reqwest::Client {
     reqwest::Client::builder().default_headers(headers).build().expect("client")
 }
 
-async fn register(bus: &Bus, model: &Transformer, model_id: &str, name: &str, base_id: Option<&str>) {
+async fn register(bus: &Bus, model: &Transformer, model_id: &str, name: &str, base_id: Option<&str>) -> ModelRegistered {
     let store = bus.blob_store(infer::MODELS_BUCKET).await.expect("bucket");
     let blob = |stored: provenant_bus::StoredBlob| {
         Some(BlobRef { sha256: stored.sha256, size_bytes: stored.size_bytes, bucket: stored.bucket, media_type: String::new() })
@@ -91,6 +92,7 @@ async fn register(bus: &Bus, model: &Transformer, model_id: &str, name: &str, ba
         ..Default::default()
     };
     bus.publish(&Envelope::new(&event, "train"), &event, Expect::NoEvents).await.expect("registered");
+    event
 }
 
 /// The service with the base registered before it starts (loaded by catch-up) and the
@@ -115,6 +117,14 @@ async fn spawn_app() -> TestApp {
         api_key("admin", vec![Role::Admin], ADMIN_KEY),
     ];
     config.serving.max_tokens_limit = 200;
+    // Late receipts wait for indexes briefly here (about 15 s), not minutes.
+    config.late_receipts.consumer = provenant_bus::ConsumerConfig {
+        batch_size: 8,
+        ack_wait_seconds: 10,
+        max_deliver: 20,
+        initial_backoff_ms: 100,
+        max_backoff_ms: 1_000,
+    };
     let bus = Bus::connect(&BusConfig { producer: "test".into(), ..config.bus.clone() }).await.expect("bus");
     bus.declare_streams().await.expect("streams");
     let (base, adapter, italian) = models();
@@ -438,7 +448,13 @@ async fn concurrent_requests_for_different_adapters_share_batches_and_answer_as_
 
 /// Builds and publishes an attribution index for `model` (as the train service does at the end
 /// of a job) over `(contributor, text)` examples, with `phantoms` as never-trained controls.
-async fn publish_index(bus: &Bus, model: &Transformer, model_id: &str, examples: &[(&str, &str)], phantoms: &[&str]) -> String {
+async fn publish_index(
+    bus: &Bus,
+    model: &Transformer,
+    model_id: &str,
+    examples: &[(&str, &str)],
+    phantoms: &[&str],
+) -> (String, AttributionIndexBuilt) {
     let tokenizer = Tokenizer::byte_level();
     let featurizer = model::Featurizer::new(model, 5, 4).expect("featurizer");
     let frozen = model.inference();
@@ -484,7 +500,7 @@ async fn publish_index(bus: &Bus, model: &Transformer, model_id: &str, examples:
         store.put(bytes).await.expect("stored");
     }
     let manifest = store.put(&built.manifest_bytes).await.expect("stored");
-    let event = provenant_events::proto::training::v1::AttributionIndexBuilt {
+    let event = AttributionIndexBuilt {
         index_id: uuid::Uuid::now_v7().to_string(),
         model_id: model_id.to_owned(),
         manifest: Some(BlobRef {
@@ -498,21 +514,14 @@ async fn publish_index(bus: &Bus, model: &Transformer, model_id: &str, examples:
         ..Default::default()
     };
     bus.publish(&Envelope::new(&event, "train"), &event, Expect::NoEvents).await.expect("published");
-    built.index_sha256
+    (built.index_sha256, event)
 }
 
 #[tokio::test]
 async fn every_answer_carries_a_receipt_that_anyone_with_the_model_and_index_recomputes() {
     let app = spawn_app().await;
     app.price_base().await;
-    let index_sha256 = publish_index(
-        &app.bus,
-        &app.adapter,
-        &app.adapter_id,
-        &[("anna", GERMAN), ("bert", "Die Katze schlaeft auf dem warmen Dach in der Sonne. "), ("carl", ITALIAN)],
-        &["Ein Zug faehrt durch den Tunnel nach Norden. ", "Das Brot ist frisch und warm. "],
-    )
-    .await;
+    let (index_sha256, _) = publish_index(&app.bus, &app.adapter, &app.adapter_id, &GERMAN_EXAMPLES, &GERMAN_PHANTOMS).await;
     let prompt = "Der Waerter";
     let request = json!({"model": "en/de", "prompt": prompt, "max_tokens": 40, "temperature": 0});
     // The index arrives by following the log: ask until answers carry receipts.
@@ -556,6 +565,187 @@ async fn every_answer_carries_a_receipt_that_anyone_with_the_model_and_index_rec
     let (_, plain) = app.post(CALLER_KEY, "/v1/completions", &json!({"model": "en", "prompt": prompt, "max_tokens": 5})).await;
     assert!(plain["provenant"]["receipt"].is_null(), "{plain}");
     app.stop().await;
+}
+
+/// The examples and phantoms of the German adapter's index in these tests.
+const GERMAN_EXAMPLES: [(&str, &str); 3] =
+    [("anna", GERMAN), ("bert", "Die Katze schlaeft auf dem warmen Dach in der Sonne. "), ("carl", ITALIAN)];
+const GERMAN_PHANTOMS: [&str; 2] = ["Ein Zug faehrt durch den Tunnel nach Norden. ", "Das Brot ist frisch und warm. "];
+
+#[tokio::test]
+async fn answers_served_without_a_receipt_are_attributed_later_from_their_transcripts() {
+    let app = spawn_app().await;
+    app.price_base().await;
+    // Before the adapter's index exists, an answer is served without a receipt.
+    let prompt = "Der Waerter";
+    let request = json!({"model": "en/de", "prompt": prompt, "max_tokens": 40, "temperature": 0});
+    let (status, body) = app.post(CALLER_KEY, "/v1/completions", &request).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["provenant"]["receipt"].is_null(), "{body}");
+    let request_id = body["provenant"]["request_id"].as_str().expect("id").to_owned();
+    let text = body["choices"][0]["text"].as_str().expect("text").to_owned();
+
+    // An external producer's answer from the same adapter, its transcript kept as ours are, and
+    // one whose transcript never was.
+    let transcripts = app.bus.blob_store(infer::TRANSCRIPTS_BUCKET).await.expect("bucket");
+    let (external_prompt, external_output) = ("Die Katze", " schlaeft auf dem warmen Dach.");
+    let kept_prompt = transcripts.put(external_prompt.as_bytes()).await.expect("kept");
+    let kept_output = transcripts.put(external_output.as_bytes()).await.expect("kept");
+    let ours = app.served_event(&request_id).await;
+    let external = InferenceServed {
+        request_id: "gateway-1".into(),
+        producer: "gateway".into(),
+        prompt_sha256: kept_prompt.sha256,
+        output_sha256: kept_output.sha256,
+        ..ours.clone()
+    };
+    let lost =
+        InferenceServed { request_id: "gateway-2".into(), output_sha256: provenant_bus::sha256_hex(b"never kept"), ..external.clone() };
+    for event in [&external, &lost] {
+        app.bus.publish(&Envelope::new(event, "gateway"), event, Expect::NoEvents).await.expect("published");
+    }
+
+    // Once the index is built, each gets its receipt on its own subject, after the inference.
+    let (index_sha256, _) = publish_index(&app.bus, &app.adapter, &app.adapter_id, &GERMAN_EXAMPLES, &GERMAN_PHANTOMS).await;
+    let store = app.bus.blob_store(infer::MODELS_BUCKET).await.expect("bucket");
+    let index = load_index(&store, &index_sha256).await;
+    let model = alone(&app.base, Some(&app.adapter));
+    let featurizer = model::Featurizer::new(&model, 5, 4).expect("featurizer");
+    for (request_id, prompt, output) in [(request_id.as_str(), prompt, text.as_str()), ("gateway-1", external_prompt, external_output)] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let history = loop {
+            let history = app.bus.aggregate_history(Context::Inference, "request", request_id).await.expect("reads");
+            if history.len() > 1 {
+                break history;
+            }
+            assert!(Instant::now() < deadline, "{request_id} was not attributed in 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let attributed: InferenceAttributed = history[1].decode(&Upcasters::contract()).expect("an InferenceAttributed");
+        assert_eq!(attributed.inference_event_id, history[0].envelope.event_id.to_string());
+        assert_eq!(history[1].envelope.causation_id, Some(history[0].envelope.event_id));
+        let receipt = attributed.receipt.expect("a receipt");
+        // What anyone with the model and the index computes for that prompt and answer.
+        let mut tokens = prompt_tokens(prompt);
+        let prompt_len = tokens.len();
+        let output: Vec<u32> = output.bytes().map(u32::from).collect();
+        tokens.extend_from_slice(&output);
+        let features = featurizer.features(&model, &[model::Sequence { tokens: &tokens, loss_from: prompt_len }]).expect("features");
+        let expected = attribution::Receipt {
+            receipt_id: receipt.receipt_id.clone(),
+            method: attribution::METHOD.to_owned(),
+            model_weights_sha256: ours.base_weights_sha256.clone(),
+            adapter_weights_sha256: ours.adapter_weights_sha256.clone(),
+            index_sha256: index_sha256.clone(),
+            attribution: index.attribute(&features, &output).expect("attributes"),
+        };
+        assert_eq!(receipt, expected.to_proto(), "{request_id}");
+    }
+
+    // The one without a transcript is refused with its reason, and nothing is appended for it.
+    let stream = app.bus.jetstream().get_stream(app.bus.namespace().dead_letter_stream()).await.expect("dead-letter stream");
+    let reader = stream.create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default()).await.expect("reader");
+    let mut messages = reader.messages().await.expect("messages");
+    let letter = loop {
+        let message =
+            tokio::time::timeout(Duration::from_secs(30), messages.next()).await.expect("a dead letter").expect("open").expect("message");
+        let letter = provenant_bus::DeadLetter::from_message(message.headers.as_ref(), message.payload.clone());
+        if letter.consumer == infer::late_receipts::LateReceipts::NAME {
+            break letter;
+        }
+    };
+    assert_eq!(letter.reason_code, "attribution.transcript_missing", "{}", letter.reason);
+    assert_eq!(app.bus.aggregate_history(Context::Inference, "request", "gateway-2").await.expect("reads").len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_receipt_appended_before_a_crash_is_not_appended_again_after_the_restart() {
+    provenant_test_support::init_logs();
+    // A one-second de-duplication window, so that the restart below comes after it: the
+    // conditional append, not the server's message-id memory, must keep the receipt single.
+    let config = BusConfig {
+        subject_root: provenant_test_support::unique_root(),
+        duplicate_window_seconds: 1,
+        ..BusConfig::new(&provenant_test_support::nats_url(), "infer")
+    };
+    let bus = Bus::connect(&config).await.expect("bus");
+    bus.declare_streams().await.expect("streams");
+    let (base, adapter, _) = models();
+    let (base_id, adapter_id) = (uuid::Uuid::now_v7().to_string(), uuid::Uuid::now_v7().to_string());
+    let catalog = infer::catalog::Catalog::default();
+    catalog.register(&register(&bus, &base, &base_id, "en", None).await, 0).expect("base");
+    let registered = register(&bus, &adapter, &adapter_id, "de", Some(&base_id)).await;
+    catalog.register(&registered, 0).expect("adapter");
+    let indexes = infer::attribution::Indexes::default();
+    indexes.add(&publish_index(&bus, &adapter, &adapter_id, &GERMAN_EXAMPLES, &GERMAN_PHANTOMS).await.1).expect("index");
+    let transcripts = bus.blob_store(infer::TRANSCRIPTS_BUCKET).await.expect("bucket");
+    let models = bus.blob_store(infer::MODELS_BUCKET).await.expect("bucket");
+    let served = InferenceServed {
+        request_id: "crash-1".into(),
+        producer: "gateway".into(),
+        caller: Some(Principal { id: "app".into(), kind: PrincipalKind::Contributor.into() }),
+        model_id: base_id.clone(),
+        base_weights_sha256: catalog.model(&base_id).expect("base").weights_sha256,
+        adapter_model_id: adapter_id.clone(),
+        adapter_weights_sha256: registered.weights.as_ref().expect("weights").sha256.clone(),
+        prompt_sha256: transcripts.put(b"Der Waerter").await.expect("kept").sha256,
+        output_sha256: transcripts.put(" zuendete die Lampe an".as_bytes()).await.expect("kept").sha256,
+        prompt_tokens: 12,
+        output_tokens: 22,
+        ..Default::default()
+    };
+    bus.publish(&Envelope::new(&served, "gateway"), &served, Expect::NoEvents).await.expect("published");
+    let consumer = |bookkeeping| {
+        let handler = infer::late_receipts::LateReceipts {
+            bus: bus.clone(),
+            catalog: catalog.clone(),
+            cache: std::sync::Arc::new(infer::models::ModelCache::new(models.clone(), 4, Vec::new(), 4)),
+            attributor: std::sync::Arc::new(infer::attribution::Attributor::new(models.clone(), indexes.clone())),
+            transcripts: transcripts.clone(),
+            upcasters: Upcasters::contract(),
+        };
+        let config = provenant_bus::ConsumerConfig {
+            batch_size: 8,
+            ack_wait_seconds: 1,
+            max_deliver: 4,
+            initial_backoff_ms: 50,
+            max_backoff_ms: 200,
+        };
+        provenant_bus::Consumer::new(bus.clone(), bookkeeping, handler, config)
+    };
+    let history = || bus.aggregate_history(Context::Inference, "request", "crash-1");
+
+    // The receipt is appended, then the process dies before it commits and acks.
+    let crashed = consumer(provenant_bus::store::in_memory().await.expect("db"))
+        .crash_at(provenant_bus::CrashPoint::BeforeCommit)
+        .run(std::future::pending())
+        .await;
+    assert!(matches!(crashed, Err(provenant_bus::Error::InjectedCrash(_))), "{crashed:?}");
+    let history_before = history().await.expect("reads");
+    assert_eq!(history_before.len(), 2);
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Restarted with empty bookkeeping (it lived in memory), it gets the inference again and
+    // finds its own receipt; nothing is appended twice and nothing is refused.
+    let shutdown = Shutdown::new();
+    let restarted = tokio::spawn(consumer(provenant_bus::store::in_memory().await.expect("db")).run(shutdown.clone().cancelled_owned()));
+    let stream = bus.jetstream().get_stream(bus.namespace().stream(Context::Inference)).await.expect("stream");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = stream.consumer_info(infer::late_receipts::LateReceipts::NAME).await.expect("consumer");
+        if info.num_pending == 0 && info.num_ack_pending == 0 && info.ack_floor.stream_sequence >= history_before[1].stream_sequence {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restarted consumer did not catch up: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    let stats = restarted.await.expect("joins").expect("runs");
+    assert_eq!((stats.dead_lettered, stats.retried), (0, 0), "{stats:?}");
+    let history = history().await.expect("reads");
+    assert_eq!(history.len(), 2, "one receipt, not two");
+    assert_eq!(history[1].envelope.event_id, infer::late_receipts::attribution_event_id(&history[0].envelope.event_id.to_string()));
 }
 
 /// An index loaded from the object store: its manifest is stored under the index's digest.

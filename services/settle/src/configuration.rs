@@ -29,6 +29,10 @@ pub struct Config {
 pub struct SettlementConfig {
     /// Producer name → the model ids it may report inferences for (`"*"`: any).
     pub producers: BTreeMap<String, Vec<String>>,
+    /// Producers whose `InferenceAttributed` (a receipt computed after the fact) pays out the
+    /// contributors' part held for an inference that came without one.
+    #[serde(default = "default_attributors")]
+    pub attributors: Vec<String>,
     pub max_prompt_tokens: u32,
     pub max_output_tokens: u32,
     /// Beneficiary → parts per billion, for models without a policy of their own.
@@ -54,6 +58,10 @@ impl SettlementConfig {
             allowed.iter().any(|model| model == "*") || model_ids.iter().all(|id| allowed.iter().any(|model| model == id))
         })
     }
+}
+
+fn default_attributors() -> Vec<String> {
+    vec!["infer".to_owned()]
 }
 
 pub const BASE_YAML: &str = include_str!("../configuration/base.yaml");

@@ -77,7 +77,9 @@ pub struct EvidencePosting {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Evidence {
     pub settlement_id: String,
-    /// "inference", or "reversal" (every posting of the reversed settlement negated).
+    /// "inference"; "attribution" (the held contributors' part of an inference's settlement,
+    /// paid out by its late receipt; fee 0); or "reversal" (every posting of the reversed
+    /// settlement negated).
     pub kind: String,
     pub inference_event_id: String,
     pub request_id: String,
@@ -132,9 +134,12 @@ pub fn build(period: Period, through_sequence: u64, settled: &[(transactions::Mo
     for (transaction, lines) in settled {
         let currency = (transaction.currency.clone(), exponent(transaction.exponent));
         let fee = units(&transaction.fee);
-        let model = models.entry((transaction.model_id.clone(), currency.0.clone(), currency.1)).or_default();
-        model.0 += fee;
-        model.1 += 1;
+        // A release moves money already counted as its inference's revenue.
+        if transaction.kind != "attribution" && !(transaction.kind == "reversal" && fee == 0) {
+            let model = models.entry((transaction.model_id.clone(), currency.0.clone(), currency.1)).or_default();
+            model.0 += fee;
+            model.1 += 1;
+        }
         let totals = currencies.entry(currency.clone()).or_default();
         for line in lines {
             let amount = units(&line.amount);

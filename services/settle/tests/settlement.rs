@@ -9,7 +9,7 @@ use provenant_bus::{Bus, BusConfig, Consumer, ConsumerConfig, CrashPoint, DeadLe
 use provenant_config::Secret;
 use provenant_events::proto::common::v1::{BlobRef, Money, Principal};
 use provenant_events::proto::datanet::v1::DatanetCreated;
-use provenant_events::proto::inference::v1::{AttributionReceipt, ContributorShare, InferenceServed};
+use provenant_events::proto::inference::v1::{AttributionReceipt, ContributorShare, InferenceAttributed, InferenceServed};
 use provenant_events::proto::training::v1::{Lineage, ModelKind, ModelRegistered, SnapshotPin};
 use provenant_runtime::Shutdown;
 use provenant_runtime::identity::{ApiKeyConfig, Role, hash_key};
@@ -412,6 +412,127 @@ async fn external_inference_events_are_checked_and_refusals_dead_lettered_with_t
     assert_eq!(reconciliation["currencies"][0]["fees_in"], "100", "nothing refused was booked");
     running.stop().await;
     database.drop_database().await.expect("drop");
+}
+
+/// A receipt computed after the fact for `request_id` (whose `InferenceServed` was `served`).
+fn attributed(request_id: &str, served: &Envelope, receipt: AttributionReceipt) -> InferenceAttributed {
+    InferenceAttributed { request_id: request_id.into(), inference_event_id: served.event_id.to_string(), receipt: Some(receipt) }
+}
+
+/// Polls the reconciliation until the ledger holds `transactions` and agrees with the log.
+async fn ledger_holds(running: &Running, transactions: u64) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, body) = running.get(FINANCE_KEY, "/v1/reconciliation").await;
+        if body["ledger_transactions"] == json!(transactions) && body["ledger_matches_log"] == json!(true) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "ledger never reached {transactions} transactions: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_late_receipt_pays_out_what_was_held_once_and_a_reversal_takes_the_payout_back() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (config, database) = config(backend).await;
+        let running = start(&config).await;
+        let bus = Bus::connect(&BusConfig { producer: "test".into(), ..config.bus.clone() }).await.expect("bus");
+        register_catalogue(&bus).await;
+
+        // 1,001 cents through bea's adapter without a receipt: the contributors' 601 are held.
+        let served_envelope = publish(&bus, &served("late-1", "infer", true, "1001", None)).await;
+        running.reconciled(1).await;
+        let (_, accounts) = running.get(FINANCE_KEY, "/v1/ledger/accounts?limit=500").await;
+        assert_eq!(balance(&accounts, &format!("held:unattributed:{ADAPTER}")), "601");
+
+        let signed = AttributionReceipt { model_weights_sha256: digest('a'), adapter_weights_sha256: digest('b'), ..receipt() };
+        let send = |event: InferenceAttributed, producer: &'static str| {
+            let bus = &bus;
+            async move {
+                let envelope = Envelope::new(&event, producer);
+                bus.publish(&envelope, &event, Expect::Any).await.expect("published");
+                envelope
+            }
+        };
+        // Refused: from a producer that may not attribute, with other weights, with shares that
+        // are not one whole.
+        send(attributed("late-1", &served_envelope, signed.clone()), "gateway").await;
+        let other_weights = AttributionReceipt { adapter_weights_sha256: digest('f'), ..signed.clone() };
+        send(attributed("late-1", &served_envelope, other_weights), "infer").await;
+        let not_whole = AttributionReceipt { base_pool_ppb: 0, ..signed.clone() };
+        send(attributed("late-1", &served_envelope, not_whole), "infer").await;
+        let letters = dead_letters(&bus, 3).await;
+        let codes: Vec<&str> = letters.iter().map(|letter| letter.reason_code.as_str()).collect();
+        assert_eq!(codes, ["attribution.unauthorised_producer", "attribution.weights_mismatch", "inference.receipt_invalid"]);
+
+        // The receipt, twice (a redelivery), and a second receipt: the held 601 are paid out once,
+        // split as a receipt with the inference would have split them.
+        let first = send(attributed("late-1", &served_envelope, signed.clone()), "infer").await;
+        let again = attributed("late-1", &served_envelope, signed.clone());
+        bus.publish(&first, &again, Expect::Any).await.expect("redelivered");
+        let second = AttributionReceipt {
+            shares: vec![ContributorShare { contributor_id: "eve".into(), share_ppb: 1_000_000_000 }],
+            base_pool_ppb: 0,
+            ..signed.clone()
+        };
+        send(attributed("late-1", &served_envelope, second), "infer").await;
+        ledger_holds(&running, 2).await;
+        // Let the second receipt be judged too before reading the balances.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let reconciliation = ledger_holds(&running, 2).await;
+        assert_eq!(reconciliation["currencies"][0]["balanced"], json!(true), "{reconciliation}");
+        assert_eq!(reconciliation["currencies"][0]["held"], "0", "{reconciliation}");
+        let (_, accounts) = running.get(FINANCE_KEY, "/v1/ledger/accounts?limit=500").await;
+        assert_eq!(balance(&accounts, &format!("held:unattributed:{ADAPTER}")), "0");
+        assert_eq!(balance(&accounts, "payable:contributor:ann"), "301");
+        assert_eq!(balance(&accounts, "payable:contributor:dan"), "174");
+        assert_eq!(balance(&accounts, "payable:contributor:eve"), "0");
+        assert_eq!(balance(&accounts, &format!("pool:base:{ADAPTER}")), "126");
+        let settlement_id = settle::handlers::settlement_id_for(&served_envelope.event_id.to_string());
+        let release_id = settle::handlers::release_id_for(&settlement_id);
+        let (status, release) = running.get(FINANCE_KEY, &format!("/v1/settlements/{release_id}")).await;
+        assert_eq!(
+            (status, release["kind"].as_str(), release["fee"]["minor_units"].as_str()),
+            (200, Some("attribution"), Some("0")),
+            "{release}"
+        );
+        let (status, refused) = running
+            .call(reqwest::Method::POST, FINANCE_KEY, &format!("/v1/settlements/{release_id}/reverse"), Some(json!({"reason": "no"})))
+            .await;
+        assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("settlement.is_attribution")), "{refused}");
+
+        // Reversing the inference's settlement takes the payout back with it.
+        let (status, reversal) = running
+            .call(
+                reqwest::Method::POST,
+                FINANCE_KEY,
+                &format!("/v1/settlements/{settlement_id}/reverse"),
+                Some(json!({"reason": "refunded"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{reversal}");
+        let reconciliation = ledger_holds(&running, 4).await;
+        assert_eq!(reconciliation["currencies"][0]["fees_in"], "0", "{reconciliation}");
+        let (_, accounts) = running.get(FINANCE_KEY, "/v1/ledger/accounts?limit=500").await;
+        for account in ["payable:contributor:ann", "payable:contributor:dan", "held:unattributed:adapter-de", "pool:base:adapter-de"] {
+            assert_eq!(balance(&accounts, account), "0", "{account}");
+        }
+
+        let live = config.database.url.expose().clone();
+        running.stop().await;
+        let live = provenant_bus::store::connect(&live).await.expect("db");
+        let expected = ledger_rows(&live).await;
+        let fresh = database.sibling().await.expect("fresh database");
+        let rebuilt = provenant_bus::store::connect(&fresh.url).await.expect("db");
+        settle_migration::Migrator::up(&rebuilt, None).await.expect("migrates");
+        let replay =
+            Consumer::new(bus.clone(), rebuilt.clone(), LedgerProjector::default(), fast_consumer()).replay().await.expect("replays");
+        assert_eq!(replay.stats.applied, 4, "a settlement, its release and both reversals");
+        assert_eq!(ledger_rows(&rebuilt).await, expected, "{backend:?}: the ledger is a function of the log");
+        fresh.drop_database().await.expect("drop");
+        database.drop_database().await.expect("drop");
+    }
 }
 
 #[tokio::test]

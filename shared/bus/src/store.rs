@@ -41,6 +41,20 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {
     Ok(database)
 }
 
+/// A database that lives as long as the process, with the bookkeeping tables: for a consumer
+/// whose effect is made idempotent by the log itself (a conditional append), so that its
+/// processed-events rows only spare repeated work after a redelivery and need not survive a
+/// restart. One connection, never recycled, because each in-memory SQLite connection is a
+/// database of its own.
+pub async fn in_memory() -> Result<DatabaseConnection, sea_orm::DbErr> {
+    use sea_orm_migration::{MigrationTrait as _, SchemaManager};
+    let mut options = ConnectOptions::new("sqlite::memory:");
+    options.sqlx_logging(false).max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+    let database = Database::connect(options).await?;
+    Migration.up(&SchemaManager::new(&database)).await?;
+    Ok(database)
+}
+
 /// A readiness check: ready while the database answers a ping.
 pub fn readiness_check(
     database: &DatabaseConnection,

@@ -87,6 +87,7 @@ events! {
     Settlement / "policy": settlement::RevenuePolicySet => model_id;
     Settlement / "settlement": settlement::InferenceSettled => settlement_id;
     Settlement / "settlement": settlement::SettlementReversed => settlement_id;
+    Settlement / "settlement": settlement::SettlementAttributed => settlement_id;
     Settlement / "period": settlement::SettlementPeriodClosed => period_id;
     Settlement / "report": settlement::SettlementReportIssued => report_id;
     Lineage / "checkpoint": lineage::CheckpointSealed => checkpoint_id;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppState, unavailable};
 use crate::domain::split::{Totals, account};
-use crate::handlers::{open_period_at, reversal_event_id, reversal_id_for};
+use crate::handlers::{open_period_at, reversal_event_id, reversal_id_for, reverse_release_of};
 use crate::projections::inferences;
 use crate::projections::ledger::{self, balances};
 
@@ -139,8 +139,18 @@ pub async fn reverse(
     }
     let found = ledger::find_transaction(&state.database, &settlement_id).await.map_err(unavailable)?;
     let (original, lines) = found.ok_or_else(|| settlement_not_found(&settlement_id))?;
-    if original.kind != "inference" {
-        return Err(ApiError::new(StatusCode::CONFLICT, "settlement.is_reversal", "a reversal is not reversed; settle again instead"));
+    match original.kind.as_str() {
+        "inference" => {}
+        "attribution" => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "settlement.is_attribution",
+                "a release is reversed with the settlement it pays out; reverse that one",
+            ));
+        }
+        _ => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "settlement.is_reversal", "a reversal is not reversed; settle again instead"));
+        }
     }
     let period_id = open_period_at(&state.bus, state.close_grace, chrono::Utc::now())
         .await
@@ -163,7 +173,16 @@ pub async fn reverse(
     };
     let mut envelope = Envelope::new(&event, state.bus.producer());
     envelope.event_id = reversal_event_id(&settlement_id);
-    state.bus.publish(&envelope, &event, Expect::NoEvents).await.map_err(|error| match error {
+    let published = state.bus.publish(&envelope, &event, Expect::NoEvents).await;
+    // A release of the settlement's held part goes with it (also when an earlier attempt
+    // appended the reversal); looked for after the append, so a release racing this reversal is
+    // caught here or by the settler (see reverse_release_of).
+    if matches!(published, Ok(_) | Err(BusError::Conflict { .. })) {
+        reverse_release_of(&state.bus, state.close_grace, &settlement_id, event.reversed_by.clone())
+            .await
+            .map_err(|error| ApiError::internal("bus.unavailable", error))?;
+    }
+    published.map_err(|error| match error {
         BusError::Conflict { .. } => {
             ApiError::new(StatusCode::CONFLICT, "settlement.already_reversed", format!("{settlement_id} is reversed"))
         }

@@ -124,7 +124,9 @@ fn check_digest(name: &str, digest: &str) -> Result<(), Refusal> {
     if well_formed { Ok(()) } else { Err(Refusal::new("inference.digest_invalid", format!("{name} must be 64 lowercase hex digits"))) }
 }
 
-fn check_receipt(receipt: &AttributionReceipt) -> Result<CheckedReceipt, Refusal> {
+/// The receipt's shares, checked: named contributors, each once, summing with the base pool to
+/// one whole.
+pub fn check_receipt(receipt: &AttributionReceipt) -> Result<CheckedReceipt, Refusal> {
     let invalid = |message: String| Refusal::new("inference.receipt_invalid", message);
     let mut shares: Vec<(String, u64)> = receipt.shares.iter().map(|share| (share.contributor_id.clone(), share.share_ppb)).collect();
     shares.sort();

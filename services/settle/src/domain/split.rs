@@ -140,6 +140,21 @@ pub fn postings(
     Ok(lines)
 }
 
+/// The postings that pay out `held` (minor units, > 0), the contributors' part held for an
+/// inference of `model_id` that came without a receipt, by the receipt computed later: the held
+/// account debited, then the credits in account order, exactly as [`postings`] would have
+/// split that part had the receipt come with the inference.
+pub fn release_postings(held: i128, model_id: &str, receipt: &CheckedReceipt) -> Result<Vec<Posting>, AllocationError> {
+    let mut lines = vec![Posting { account: account::unattributed(model_id), minor_units: -held }];
+    let mut credits: BTreeMap<String, i128> = BTreeMap::new();
+    for (account, units) in largest_remainder(held, &contributor_weights(receipt, model_id))? {
+        *credits.entry(account).or_default() += units;
+    }
+    lines.extend(credits.into_iter().map(|(account, minor_units)| Posting { account, minor_units }));
+    lines.retain(|posting| posting.minor_units != 0);
+    Ok(lines)
+}
+
 /// Contributor accounts weighted by their shares; shares under the noise floor join the base
 /// pool, which also takes the receipt's unexplained mass. The weights sum to one whole.
 fn contributor_weights(receipt: &CheckedReceipt, model_id: &str) -> Vec<(String, u64)> {
@@ -213,5 +228,35 @@ mod tests {
         let postings = postings(3, "app", &policy(), &parties(), None).expect("split");
         assert_eq!(lines(&postings), vec![("fees:caller:app", -3), ("held:unattributed:m", 2), ("payable:model_builder:bob", 1)]);
         assert!(self::postings(0, "app", &policy(), &parties(), None).expect("split").is_empty());
+    }
+
+    proptest::proptest! {
+        /// Holding the contributors' part and releasing it by the receipt later pays every
+        /// account exactly what settling with the receipt at once would have.
+        #[test]
+        fn a_held_part_released_later_pays_what_a_receipt_at_once_would(
+            fee in 0i128..10_000_000,
+            ann in 0u64..=400_000_000,
+            cid in 0u64..=300_000_000,
+            floor in 0u64..=50_000_000,
+        ) {
+            let receipt = CheckedReceipt {
+                shares: vec![("ann".into(), ann), ("cid".into(), cid)],
+                base_pool_ppb: 1_000_000_000 - ann - cid,
+                noise_floor_ppb: floor,
+            };
+            let at_once = postings(fee, "app", &policy(), &parties(), Some(&receipt)).expect("split");
+            let held = postings(fee, "app", &policy(), &parties(), None).expect("split");
+            let held_units = held.iter().find(|posting| posting.account == account::unattributed("m")).map_or(0, |posting| posting.minor_units);
+            let released = release_postings(held_units, "m", &receipt).expect("release");
+            proptest::prop_assert_eq!(released.iter().map(|posting| posting.minor_units).sum::<i128>(), 0);
+            let mut later: BTreeMap<String, i128> = BTreeMap::new();
+            for posting in held.iter().chain(&released) {
+                *later.entry(posting.account.clone()).or_default() += posting.minor_units;
+            }
+            later.retain(|_, units| *units != 0);
+            let at_once: BTreeMap<String, i128> = at_once.into_iter().map(|posting| (posting.account, posting.minor_units)).collect();
+            proptest::prop_assert_eq!(later, at_once);
+        }
     }
 }

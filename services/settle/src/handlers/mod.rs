@@ -1,22 +1,24 @@
 //! Event handlers behind six durable consumers: three keep what settlement must know
 //! ([`ModelProjector`], [`DatanetProjector`], [`PolicyProjector`]), [`Settler`] judges each
-//! `InferenceServed` and appends its `InferenceSettled`, [`LedgerProjector`] books every
-//! settlement into the double-entry ledger, and [`PeriodProjector`] keeps closed periods and
+//! `InferenceServed` and appends its `InferenceSettled` (and each late `InferenceAttributed`,
+//! appending the `SettlementAttributed` that pays out what was held), [`LedgerProjector`] books
+//! every settlement into the double-entry ledger, and [`PeriodProjector`] keeps closed periods and
 //! their reports.
 //!
 //! The decision (which policy, which parties, which postings) is made once and recorded in the
 //! log as `InferenceSettled`; the ledger is built from those events alone, so replaying the log
 //! reproduces it exactly even though policies may change between the two.
 
+mod on_inference_attributed;
 mod on_inference_served;
 mod on_inference_settled;
 
 use provenant_bus::{Bus, Context, Delivery, HandleError, Handler, Namespace, Upcasters};
 use provenant_events::Event as _;
 use provenant_events::proto::datanet::v1::DatanetCreated;
-use provenant_events::proto::inference::v1::InferenceServed;
+use provenant_events::proto::inference::v1::{InferenceAttributed, InferenceServed};
 use provenant_events::proto::settlement::v1::{
-    InferenceSettled, RevenuePolicySet, SettlementPeriodClosed, SettlementReportIssued, SettlementReversed,
+    InferenceSettled, RevenuePolicySet, SettlementAttributed, SettlementPeriodClosed, SettlementReportIssued, SettlementReversed,
 };
 use provenant_events::proto::training::v1::{ModelKind, ModelRegistered};
 use sea_orm::DatabaseTransaction;
@@ -26,6 +28,8 @@ use crate::domain::policy::{PolicyError, RevenuePolicy};
 use crate::projections::periods::{self, Artifact};
 use crate::projections::{catalog, policies};
 
+pub use on_inference_attributed::release_id_for;
+pub(crate) use on_inference_attributed::reverse_release_of;
 pub(crate) use on_inference_served::open_period_at;
 pub use on_inference_served::{reversal_event_id, reversal_id_for, settlement_event_id, settlement_id_for};
 
@@ -146,7 +150,9 @@ impl Handler for PolicyProjector {
 }
 
 /// Judges every `InferenceServed` (ours and external producers') and appends its
-/// `InferenceSettled`; refused events go to the dead-letter stream with their reason.
+/// `InferenceSettled`, and every `InferenceAttributed` (a receipt computed after the fact) and
+/// appends the `SettlementAttributed` that pays out what was held; refused events go to the
+/// dead-letter stream with their reason.
 #[derive(Clone)]
 pub struct Settler {
     pub(crate) bus: Bus,
@@ -180,8 +186,8 @@ impl Handler for Settler {
     async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
         match delivery.envelope.event_type.as_str() {
             InferenceServed::TYPE => on_inference_served::handle(self, transaction, delivery).await,
-            // Receipts computed after the fact (InferenceAttributed) release held money once
-            // attribution exists (issue 6); until then they change nothing here.
+            // A receipt computed after the fact pays out what the settlement held for it.
+            InferenceAttributed::TYPE => on_inference_attributed::handle(self, transaction, delivery).await,
             _ => Ok(()),
         }
     }
@@ -191,7 +197,7 @@ impl Handler for Settler {
     }
 }
 
-/// Books every `InferenceSettled` (and every reversal) into the ledger.
+/// Books every `InferenceSettled`, release (`SettlementAttributed`) and reversal into the ledger.
 #[derive(Debug, Clone, Default)]
 pub struct LedgerProjector {
     upcasters: Upcasters,
@@ -223,6 +229,10 @@ impl Handler for LedgerProjector {
             SettlementReversed::TYPE => {
                 let event: SettlementReversed = delivery.decode(&self.upcasters)?;
                 on_inference_settled::handle_reversal(transaction, delivery, event).await
+            }
+            SettlementAttributed::TYPE => {
+                let event: SettlementAttributed = delivery.decode(&self.upcasters)?;
+                on_inference_settled::handle_release(transaction, delivery, event).await
             }
             _ => Ok(()),
         }

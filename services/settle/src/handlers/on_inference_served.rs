@@ -111,7 +111,7 @@ pub fn settlement_event_id(inference_event_id: &str) -> Uuid {
     derived_uuid("settlement-event", inference_event_id)
 }
 
-fn derived_uuid(purpose: &str, source_id: &str) -> Uuid {
+pub(super) fn derived_uuid(purpose: &str, source_id: &str) -> Uuid {
     let digest = Sha256::new().chain_update(purpose).chain_update([0]).chain_update(source_id).finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);

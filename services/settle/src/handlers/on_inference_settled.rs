@@ -1,8 +1,9 @@
-//! `InferenceSettled` → one balanced ledger transaction; `SettlementReversed` → its mirror.
+//! `InferenceSettled` → one balanced ledger transaction; `SettlementAttributed` → the release
+//! of what it held; `SettlementReversed` → its mirror.
 
 use provenant_bus::{Delivery, HandleError};
 use provenant_events::money::Amount;
-use provenant_events::proto::settlement::v1::{InferenceSettled, SettlementReversed};
+use provenant_events::proto::settlement::v1::{InferenceSettled, SettlementAttributed, SettlementReversed};
 use sea_orm::DatabaseTransaction;
 
 use crate::projections::ledger::{self, Entry, transactions};
@@ -76,6 +77,59 @@ pub async fn handle_reversal(transaction: &DatabaseTransaction, delivery: &Deliv
             kind: "reversal".into(),
             period_id: event.period_id,
             fee: (-fee).to_string(),
+            occurred_at: delivery.envelope.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            stream_sequence: i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX),
+            ..original
+        },
+        postings,
+    };
+    ledger::record(transaction, entry).await?;
+    Ok(())
+}
+
+/// `SettlementAttributed` → a transaction that moves the held part of an earlier settlement to
+/// the receipt's contributors and the model's base pool. No fee comes in: it only debits the
+/// held account, by what that settlement credited it.
+pub async fn handle_release(
+    transaction: &DatabaseTransaction,
+    delivery: &Delivery,
+    event: SettlementAttributed,
+) -> Result<(), HandleError> {
+    let invalid = |message: String| HandleError::rejected("release.invalid", message);
+    let Some((original, lines)) = ledger::find_transaction(transaction, &event.attributed_settlement_id).await? else {
+        // The settlement precedes its release in the same stream, so the ledger has it.
+        return Err(invalid(format!("settlement {} is not in the ledger", event.attributed_settlement_id)));
+    };
+    let held_account = crate::domain::split::account::unattributed(&original.model_id);
+    let held = lines
+        .iter()
+        .find(|line| line.account == held_account)
+        .ok_or_else(|| invalid(format!("{} held nothing", original.settlement_id)))?;
+    let held = provenant_events::money::parse_minor_units(&held.amount).map_err(|error| invalid(error.to_string()))?;
+    let mut postings = Vec::with_capacity(event.postings.len());
+    let mut sum = 0i128;
+    for posting in &event.postings {
+        let amount = posting.amount.as_ref().ok_or_else(|| invalid("a posting without an amount".into()))?;
+        let amount = Amount::from_proto(amount).map_err(|error| invalid(error.to_string()))?;
+        if amount.currency != original.currency || i64::from(amount.exponent) != i64::from(original.exponent) || posting.account.is_empty()
+        {
+            return Err(invalid(format!("posting to {:?} is not in the settlement's currency", posting.account)));
+        }
+        if posting.account == held_account && amount.minor_units != -held {
+            return Err(invalid(format!("the release debits {held_account} by {}, not the {held} held", -amount.minor_units)));
+        }
+        sum += amount.minor_units;
+        postings.push((posting.account.clone(), amount));
+    }
+    if sum != 0 || !postings.iter().any(|(account, _)| account == &held_account) {
+        return Err(invalid("the postings must move the held amount and sum to zero".into()));
+    }
+    let entry = Entry {
+        transaction: transactions::Model {
+            settlement_id: event.settlement_id,
+            kind: "attribution".into(),
+            period_id: event.period_id,
+            fee: "0".into(),
             occurred_at: delivery.envelope.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             stream_sequence: i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX),
             ..original

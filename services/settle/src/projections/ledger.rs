@@ -17,7 +17,8 @@ pub mod transactions {
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub settlement_id: String,
-        /// "inference" (a reversal is "reversal").
+        /// "inference"; "attribution" (a late receipt paying out what an inference's settlement
+        /// held, fee 0); "reversal" (every posting of another transaction negated).
         pub kind: String,
         pub inference_event_id: String,
         pub request_id: String,

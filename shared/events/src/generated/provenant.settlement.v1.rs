@@ -67,6 +67,36 @@ pub struct SettlementReversed {
     #[prost(message, optional, tag = "6")]
     pub reversed_by: ::core::option::Option<super::super::common::v1::Principal>,
 }
+/// The contributors' part of a settlement, held for want of a receipt
+/// (held:unattributed:<model_id>), paid out by the receipt computed later (InferenceAttributed
+/// on the inference's subject). One at most per settlement.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SettlementAttributed {
+    /// This transaction's id (derived from the settlement it completes).
+    #[prost(string, tag = "1")]
+    pub settlement_id: ::prost::alloc::string::String,
+    /// The settlement whose held part this pays out.
+    #[prost(string, tag = "2")]
+    pub attributed_settlement_id: ::prost::alloc::string::String,
+    /// The InferenceServed that settlement settled, and the InferenceAttributed that attributed it.
+    #[prost(string, tag = "3")]
+    pub inference_event_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub attribution_event_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub request_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub model_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub receipt_id: ::prost::alloc::string::String,
+    /// The held account debited, the receipt's contributors and the model's base pool credited;
+    /// they sum to zero.
+    #[prost(message, repeated, tag = "8")]
+    pub postings: ::prost::alloc::vec::Vec<Posting>,
+    /// The period the release is booked in (the open one when the receipt came).
+    #[prost(string, tag = "9")]
+    pub period_id: ::prost::alloc::string::String,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct PayoutTotal {
     #[prost(string, tag = "1")]
