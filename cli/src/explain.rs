@@ -1,4 +1,5 @@
-//! `provenant attribution explain <request-id>`: shows an answer's receipt and recomputes it
+//! `provenant attribution explain <request-id>`: shows an answer's receipt (the one its
+//! `InferenceServed` carries, or the `InferenceAttributed` computed after it) and recomputes it
 //! from what the log and the object store hold — the `InferenceServed` event, the prompt and
 //! answer (kept under the digests the event names), the model's weights and the attribution
 //! index the receipt names — then says whether the two agree, bit for bit.
@@ -9,8 +10,9 @@ use anyhow::{Context as _, bail};
 use attribution::{METHOD, Receipt};
 use infer::attribution::{AttributedModel, fetch_index};
 use model::Transformer;
+use provenant_bus::Event as _;
 use provenant_bus::{BlobStore, Bus, BusConfig, Context, Upcasters};
-use provenant_events::proto::inference::v1::{AttributionReceipt, InferenceServed};
+use provenant_events::proto::inference::v1::{AttributionReceipt, InferenceAttributed, InferenceServed};
 use provenant_events::proto::training::v1::ModelRegistered;
 
 #[derive(Debug, clap::Args)]
@@ -32,13 +34,24 @@ pub async fn run(arguments: ExplainArguments) -> anyhow::Result<()> {
     let config = BusConfig { subject_root: arguments.subject_root.clone(), ..BusConfig::new(&arguments.nats_url, "cli") };
     let bus = Bus::connect(&config).await.with_context(|| format!("cannot reach NATS at {}", arguments.nats_url))?;
     let upcasters = Upcasters::contract();
-    let served: InferenceServed = bus
-        .last_delivery(Context::Inference, "request", &arguments.request_id)
-        .await?
-        .with_context(|| format!("no InferenceServed for request {}", arguments.request_id))?
-        .decode(&upcasters)?;
-    let Some(recorded) = served.receipt.clone() else {
-        bail!("request {} was served without a receipt (its model has no attribution index)", arguments.request_id);
+    // The inference, then (when it came without a receipt) the receipt computed after it.
+    let history = bus.aggregate_history(Context::Inference, "request", &arguments.request_id).await?;
+    let first = history.first().with_context(|| format!("no InferenceServed for request {}", arguments.request_id))?;
+    let served: InferenceServed = first.decode(&upcasters)?;
+    let late = history.iter().skip(1).find(|delivery| delivery.envelope.event_type == InferenceAttributed::TYPE);
+    let recorded = match (served.receipt.clone(), late) {
+        (Some(receipt), _) => receipt,
+        (None, Some(delivery)) => {
+            let attributed: InferenceAttributed = delivery.decode(&upcasters)?;
+            if !arguments.json {
+                println!("attributed after the fact (InferenceAttributed {})", delivery.envelope.event_id);
+            }
+            attributed.receipt.context("the InferenceAttributed carries no receipt")?
+        }
+        (None, None) => bail!(
+            "request {} was served without a receipt and has not been attributed yet (see pv.deadletter.infer-late-receipts)",
+            arguments.request_id
+        ),
     };
     let recomputed = recompute(&bus, &served, &recorded).await?;
     if arguments.json {

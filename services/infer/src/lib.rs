@@ -15,6 +15,7 @@
 //! - Every answer carries its attribution receipt ([`attribution`]); events that came without
 //!   one (external producers', or ours before the model's index existed) are attributed later
 //!   from their kept transcripts ([`late_receipts`]).
+//!
 //! Start reading at [`Application`], then [`api::completions`].
 
 pub mod api;
