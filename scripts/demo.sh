@@ -4,8 +4,9 @@
 # health and readiness, drives the pipeline as far as it exists today (import, validation,
 # sealed snapshots, a base model and three LoRA adapters with their attribution indexes, a few
 # hundred priced completions each with its attribution receipt, one receipt recomputed by
-# `provenant attribution explain`, each fee split by its receipt into the settlement ledger),
-# and stops it cleanly.
+# `provenant attribution explain`, each fee split by its receipt into the settlement ledger, an
+# external producer's answer without a receipt attributed after the fact and its held part paid
+# out), and stops it cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +46,10 @@ mkdir -p "$data/config"
     contributor_key[$name]=$(new_key)
     key_entry "$name" contributor "${contributor_key[$name]}"
   done
+  # An external gateway that reports the inferences it serves itself (README, "External
+  # inference producers"); the late-receipt step below plays it.
+  echo "inference_producers:"
+  echo "  demo-gateway: [\"*\"]"
 } >"$data/config/local.yaml"
 export PROVENANT_CONFIG_DIR="$data/config" PROVENANT_ENVIRONMENT=local
 auth=(-H "authorization: Bearer $key")
@@ -341,6 +346,61 @@ for pin in model["lineage"]["snapshots"]:
         print(f"  contribution {example['contribution_id']} (score {example['score_ppb']} ppb): leaf {proof['leaf_index']} of {proof['tree_size']}, audit path of {len(proof['audit_path'])} hashes")
 PY
 fi
+
+step "an external gateway's answer without a receipt: settle holds the contributors' part, infer attributes it from the kept transcript, settle pays it out"
+# The gateway served the German adapter and answered with three fortunes of its Datanet,
+# verbatim (a tenth of the records are held out of training, so one alone might not be in it).
+gateway_output=$(python3 - "$fortunes/de/computer" "$per_file" <<'PY'
+import sys
+text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
+records, current = [], []
+for line in text.splitlines():
+    if line.strip() == "%":
+        records.append("\n".join(current).strip()); current = []
+    else:
+        current.append(line)
+records = [record for record in records if record][: int(sys.argv[2])]
+print("\n".join([record for record in records if 80 <= len(record) <= 300][:3]))
+PY
+)
+reported=$(target/debug/provenant inference report --producer demo-gateway --model "$base_model" --adapter "${models[1]}" \
+  --prompt "Der Computer" --output "$gateway_output" --fee 250 --caller gateway-customer \
+  --nats-url "nats://127.0.0.1:$PROVENANT_NATS__EMBEDDED_PORT")
+gateway_request=$(awk '$1 == "request_id" {print $2}' <<<"$reported")
+gateway_event=$(awk '$1 == "event_id" {print $2}' <<<"$reported")
+echo "  demo-gateway published InferenceServed $gateway_event (request $gateway_request), 2.50 EUR, no receipt; transcript kept"
+python3 - "$settle" "$finance_key" "$gateway_event" <<'PY'
+import hashlib, json, sys, time, urllib.error, urllib.request, uuid
+settle, key, event_id = sys.argv[1:]
+def derived(purpose, source):
+    digest = bytearray(hashlib.sha256(purpose.encode() + b"\x00" + source.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x80
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(digest)))
+def settlement(settlement_id, wait):
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            request = urllib.request.Request(f"{settle}/v1/settlements/{settlement_id}", headers={"authorization": f"Bearer {key}"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            if error.code != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+def show(settled):
+    for posting in settled["postings"]:
+        amount = posting["amount"]
+        print(f"      {posting['account']:<58} {int(amount['minor_units']) / 10 ** amount['exponent']:>+8.2f} {amount['currency']}")
+# settle names a settlement after its inference event, and the payout of what it held after it.
+settled = settlement(derived("settlement", event_id), 60)
+print(f"  settlement {settled['settlement_id']} ({settled['kind']}):")
+show(settled)
+released = settlement(derived("release", settled["settlement_id"]), 180)
+print(f"  then, once infer appended InferenceAttributed, settlement {released['settlement_id']} ({released['kind']}, fee 0):")
+show(released)
+PY
+target/debug/provenant attribution explain "$gateway_request" --nats-url "nats://127.0.0.1:$PROVENANT_NATS__EMBEDDED_PORT" | sed 's/^/  /'
 
 if [ -n "${explained_request:-}" ]; then
   step "provenant attribution explain: one receipt recomputed from the model, its attribution index and the kept transcript"

@@ -4,13 +4,15 @@
 //! pinned NATS server itself unless one is configured, keeps every projection in SQLite files
 //! under the data folder, and stops everything cleanly on SIGTERM or Ctrl-C.
 //! `provenant api-key new` makes an API key; `provenant datanet import` loads text files as
-//! contributions; `provenant train submit|status|watch` runs training jobs. Attribution
-//! commands arrive with their issue.
+//! contributions; `provenant train submit|status|watch` runs training jobs;
+//! `provenant attribution explain` recomputes a receipt; `provenant inference report` records an
+//! inference served elsewhere, as an external producer does.
 
 mod api_key;
 mod embedded_nats;
 mod explain;
 mod import;
+mod report;
 mod train;
 mod up;
 
@@ -47,6 +49,16 @@ enum Command {
     /// Proof of Attribution: receipts.
     #[command(subcommand)]
     Attribution(AttributionCommand),
+    /// Inferences served outside provenant.
+    #[command(subcommand)]
+    Inference(InferenceCommand),
+}
+
+#[derive(Subcommand)]
+enum InferenceCommand {
+    /// Record an inference served elsewhere (as an external producer): keep its prompt and
+    /// answer in the transcripts bucket, then publish its InferenceServed without a receipt.
+    Report(report::ReportArguments),
 }
 
 #[derive(Subcommand)]
@@ -97,5 +109,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Datanet(DatanetCommand::Import(arguments)) => import::run(arguments).await,
         Command::Train(command) => train::run(command).await,
         Command::Attribution(AttributionCommand::Explain(arguments)) => explain::run(arguments).await,
+        Command::Inference(InferenceCommand::Report(arguments)) => report::run(arguments).await,
     }
 }

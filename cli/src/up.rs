@@ -22,6 +22,10 @@ pub struct Config {
     /// API keys of the ingest API (see `provenant api-key new`).
     #[serde(default)]
     pub identity: provenant_runtime::identity::IdentityConfig,
+    /// Other services that publish the inferences they serve, each with the model ids it may
+    /// report (`"*"`: any); settle's `settlement.producers`, beside infer itself.
+    #[serde(default)]
+    pub inference_producers: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +97,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     settle.bus = bus("settle");
     settle.http = http(config.http.settle_port);
     settle.identity = config.identity.clone();
+    settle.settlement.producers.extend(config.inference_producers.clone());
     settle.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("settle.db").display()));
 
     let outcome = async {
