@@ -48,8 +48,13 @@ mkdir -p "$data/config"
   done
   # An external gateway that reports the inferences it serves itself (README, "External
   # inference producers"); the late-receipt step below plays it.
-  echo "inference_producers:"
-  echo "  demo-gateway: [\"*\"]"
+  # Minute-long settlement periods that close as soon as they end, so that the demo can close
+  # one and issue its report (deployments use months, days or hours).
+  echo "settlement:"
+  echo "  producers:"
+  echo "    demo-gateway: [\"*\"]"
+  echo "  period: minute"
+  echo "  close_grace_seconds: 0"
 } >"$data/config/local.yaml"
 export PROVENANT_CONFIG_DIR="$data/config" PROVENANT_ENVIRONMENT=local
 auth=(-H "authorization: Bearer $key")
@@ -223,6 +228,7 @@ PY
 done
 
 step "serving: the base and its adapters behind the OpenAI-compatible API, each answer priced and recorded"
+serving_started=$(date -u +%s)  # the first settlement period the closing step closes
 infer="http://127.0.0.1:${port[infer]}"
 builder_auth=(-H "authorization: Bearer $builder_key")
 price=$(curl -fsS -X PUT "${builder_auth[@]}" -H 'content-type: application/json' "$infer/v1/pricing/$base_model" \
@@ -401,6 +407,38 @@ print(f"  then, once infer appended InferenceAttributed, settlement {released['s
 show(released)
 PY
 target/debug/provenant attribution explain "$gateway_request" --nats-url "nats://127.0.0.1:$PROVENANT_NATS__EMBEDDED_PORT" | sed 's/^/  /'
+
+step "closing the settlement periods (minute-long in this demo): each one's settlements fixed, its report issued and reconciled"
+python3 - "$settle" "$finance_key" "$serving_started" <<'PY'
+import datetime, json, sys, time, urllib.request
+settle, key, started = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def call(method, path):
+    request = urllib.request.Request(f"{settle}{path}", method=method, headers={"authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+# A period closes once it has ended: wait for the current minute to end.
+time.sleep(61 - time.time() % 60)
+minute = datetime.datetime.fromtimestamp(started - started % 60, datetime.timezone.utc)
+now = datetime.datetime.now(datetime.timezone.utc)
+closed = []
+while minute + datetime.timedelta(minutes=1) <= now:
+    period = call("POST", f"/v1/periods/{minute:%Y-%m-%dT%H%M}/close")
+    closed.append(period)
+    minute += datetime.timedelta(minutes=1)
+for period in closed:
+    print(f"  {period['period_id']}: {period['settlement_count']:>4} settlements through stream sequence {period['through_sequence']:>5}, report {period['report_sha256'][:16]}… ({', '.join(a['format'] for a in period['artifacts'])})")
+busiest = max(closed, key=lambda period: period["settlement_count"])
+report = call("GET", f"/v1/periods/{busiest['period_id']}/reports/json")
+for currency in report["currencies"]:
+    scale = 10 ** currency["exponent"]
+    money = lambda name: f"{int(currency[name]) / scale:.2f}"
+    print(f"  report {report['period_id']}: fees in {money('fees_in')} {currency['currency']} = payable {money('payable')} + pooled {money('pooled')} + held {money('held')}")
+payouts = sorted((p for p in report["payouts"] if p["account"].startswith("payable:contributor:")), key=lambda p: -int(p["amount"]))[:5]
+for payout in payouts:
+    print(f"    {payout['account']:<40} {int(payout['amount']) / 10 ** payout['exponent']:>8.4f} {payout['currency']} from {payout['settlements']} settlements")
+reconciliation = call("GET", "/v1/reconciliation")
+print(f"  {sum(p['settlement_count'] for p in closed)} settlements in {len(closed)} closed periods, {reconciliation['ledger_transactions']} in the ledger; ledger matches the log: {reconciliation['ledger_matches_log']}")
+PY
 
 if [ -n "${explained_request:-}" ]; then
   step "provenant attribution explain: one receipt recomputed from the model, its attribution index and the kept transcript"

@@ -22,10 +22,22 @@ pub struct Config {
     /// API keys of the ingest API (see `provenant api-key new`).
     #[serde(default)]
     pub identity: provenant_runtime::identity::IdentityConfig,
-    /// Other services that publish the inferences they serve, each with the model ids it may
-    /// report (`"*"`: any); settle's `settlement.producers`, beside infer itself.
     #[serde(default)]
-    pub inference_producers: std::collections::BTreeMap<String, Vec<String>>,
+    pub settlement: SettlementOverrides,
+}
+
+/// What `up` lets the settle service's configuration say differently.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementOverrides {
+    /// Other services that publish the inferences they serve, each with the model ids it may
+    /// report (`"*"`: any); added to settle's `settlement.producers`, beside infer itself.
+    #[serde(default)]
+    pub producers: std::collections::BTreeMap<String, Vec<String>>,
+    /// settle's `settlement.period` (`month` by default).
+    pub period: Option<settle::domain::period::PeriodLength>,
+    /// settle's `settlement.close_grace_seconds` (3600 by default).
+    pub close_grace_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,7 +109,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     settle.bus = bus("settle");
     settle.http = http(config.http.settle_port);
     settle.identity = config.identity.clone();
-    settle.settlement.producers.extend(config.inference_producers.clone());
+    settle.settlement.producers.extend(config.settlement.producers.clone());
+    settle.settlement.period = config.settlement.period.unwrap_or(settle.settlement.period);
+    settle.settlement.close_grace_seconds = config.settlement.close_grace_seconds.unwrap_or(settle.settlement.close_grace_seconds);
     settle.database.url = Secret::new(format!("sqlite://{}?mode=rwc", data_dir.join("settle.db").display()));
 
     let outcome = async {

@@ -31,7 +31,7 @@ use provenant_load_tests::{AckBatcher, fresh_bus, machine_load, median, peak_rss
 use provenant_runtime::Shutdown;
 use sea_orm::{ActiveValue::Set, ConnectionTrait as _, EntityTrait as _, TransactionTrait as _};
 use serde_json::{Value, json};
-use settle::domain::period::Period;
+use settle::domain::period::{Period, PeriodLength};
 use settle::handlers::{DatanetProjector, LedgerProjector, ModelProjector, Settler};
 use settle::projections::ledger::{self, postings, transactions};
 
@@ -224,7 +224,7 @@ async fn report_run(arguments: &Arguments, folder: &std::path::Path) -> anyhow::
     let url = database_url(None, folder, "report").await?;
     let database = provenant_bus::store::connect(&url).await?;
     <settle_migration::Migrator as sea_orm_migration::MigratorTrait>::up(&database, None).await?;
-    let period = Period::parse("2026-10")?;
+    let period = Period::parse(PeriodLength::Month, "2026-10")?;
     let filled = Instant::now();
     fill_period(&database, period, arguments.report_settlements).await?;
     let fill_seconds = filled.elapsed().as_secs_f64();

@@ -8,6 +8,7 @@ use provenant_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::inference::CountLimits;
+use crate::domain::period::{PeriodLength, Periods};
 use crate::domain::policy::{Beneficiary, PolicyError, RevenuePolicy};
 
 /// The settle service's configuration (defaults in `configuration/base.yaml`).
@@ -37,14 +38,24 @@ pub struct SettlementConfig {
     pub max_output_tokens: u32,
     /// Beneficiary → parts per billion, for models without a policy of their own.
     pub default_policy: BTreeMap<Beneficiary, u64>,
-    /// How long after a month ends before it may be closed: late inference events of the month
-    /// still land in it meanwhile (after the close they go to the next open month).
+    /// How long after a period ends before it may be closed: late inference events of the
+    /// period still land in it meanwhile (after the close they go to the next open period).
     pub close_grace_seconds: u64,
+    /// How long a settlement period is: `month` (the default), `day`, `hour` or `minute`.
+    #[serde(default)]
+    pub period: PeriodLength,
 }
 
 impl SettlementConfig {
     pub fn limits(&self) -> CountLimits {
         CountLimits { max_prompt_tokens: self.max_prompt_tokens, max_output_tokens: self.max_output_tokens }
+    }
+
+    pub fn periods(&self) -> Periods {
+        Periods {
+            length: self.period,
+            close_grace: chrono::Duration::seconds(i64::try_from(self.close_grace_seconds).unwrap_or(i64::MAX / 1_000)),
+        }
     }
 
     /// The default policy, checked (version 0).

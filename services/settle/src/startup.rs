@@ -52,8 +52,14 @@ impl Application {
         let ledger = Consumer::new(frame.bus.clone(), database.clone(), LedgerProjector::default(), consumer(&config));
         let periods = Consumer::new(frame.bus.clone(), database.clone(), PeriodProjector::default(), consumer(&config));
         let reports = frame.bus.blob_store("reports").await.context("failed to open the reports bucket")?;
-        let close_grace = chrono::Duration::seconds(i64::try_from(config.settlement.close_grace_seconds).unwrap_or(i64::MAX / 1_000));
-        let state = AppState { bus: frame.bus.clone(), database: database.clone(), directory, default_policy, reports, close_grace };
+        let state = AppState {
+            bus: frame.bus.clone(),
+            database: database.clone(),
+            directory,
+            default_policy,
+            reports,
+            periods: config.settlement.periods(),
+        };
         let routes = api::router(state);
         let (served, models, datanets, policies, inferences, ledger, periods) = tokio::join!(
             frame.serve(routes, readiness, shutdown.clone()),

@@ -17,6 +17,7 @@ use provenant_test_support::{Backend, TestDatabase};
 use sea_orm::{DatabaseConnection, EntityTrait as _, QueryOrder as _};
 use sea_orm_migration::MigratorTrait as _;
 use serde_json::{Value, json};
+use settle::domain::period::PeriodLength;
 use settle::handlers::{LedgerProjector, Settler};
 use settle::projections::ledger::{balances, postings, transactions};
 use settle::{Application, Config};
@@ -536,6 +537,50 @@ async fn a_late_receipt_pays_out_what_was_held_once_and_a_reversal_takes_the_pay
 }
 
 #[tokio::test]
+async fn a_deployment_with_minute_periods_closes_each_minute_once_it_has_ended() {
+    let (mut config, database) = config(Backend::Sqlite).await;
+    config.settlement.period = PeriodLength::Minute;
+    config.settlement.close_grace_seconds = 0;
+    let running = start(&config).await;
+    let bus = Bus::connect(&BusConfig { producer: "test".into(), ..config.bus.clone() }).await.expect("bus");
+    register_catalogue(&bus).await;
+    let then = chrono::Utc::now() - chrono::Duration::minutes(3);
+    for (index, occurred_at) in [then, then, chrono::Utc::now()].into_iter().enumerate() {
+        let event = served(&format!("minute-{index}"), "infer", false, "100", None);
+        let mut envelope = Envelope::new(&event, "infer");
+        envelope.occurred_at = occurred_at;
+        bus.publish(&envelope, &event, Expect::NoEvents).await.expect("published");
+    }
+    running.reconciled(3).await;
+    let close = |period: String| {
+        let running = &running;
+        async move { running.call(reqwest::Method::POST, FINANCE_KEY, &format!("/v1/periods/{period}/close"), None).await }
+    };
+    let minute = |instant| settle::domain::period::Period::containing(PeriodLength::Minute, instant).id();
+    assert_eq!(close(minute(chrono::Utc::now() + chrono::Duration::minutes(1))).await.1["error"]["code"], "period.not_ended");
+    // A month is not a period here.
+    assert_eq!(
+        close(settle::domain::period::Period::containing(PeriodLength::Month, then).id()).await.1["error"]["code"],
+        "period.invalid"
+    );
+    let (status, closed) = close(minute(then)).await;
+    assert_eq!((status, closed["settlement_count"].as_u64()), (201, Some(2)), "{closed}");
+    assert_eq!(closed["ends_at"].as_str().map(|end| end.ends_with(":00Z")), Some(true), "{closed}");
+    assert_eq!(close(minute(then)).await.1["error"]["code"], "period.already_closed");
+    // A late inference of the closed minute goes to the next open one.
+    let late = served("minute-late", "infer", false, "100", None);
+    let mut envelope = Envelope::new(&late, "infer");
+    envelope.occurred_at = then;
+    bus.publish(&envelope, &late, Expect::NoEvents).await.expect("published");
+    running.reconciled(4).await;
+    let settlement_id = settle::handlers::settlement_id_for(&envelope.event_id.to_string());
+    let (_, settlement) = running.get(FINANCE_KEY, &format!("/v1/settlements/{settlement_id}")).await;
+    assert_eq!(settlement["period_id"], json!(minute(then + chrono::Duration::minutes(1))), "{settlement}");
+    running.stop().await;
+    database.drop_database().await.expect("drop");
+}
+
+#[tokio::test]
 async fn a_settler_killed_before_or_after_its_commit_settles_each_inference_exactly_once() {
     for point in [CrashPoint::BeforeCommit, CrashPoint::AfterCommitBeforeAck] {
         let (config, database) = config(Backend::Sqlite).await;
@@ -634,7 +679,7 @@ async fn closing_a_month_issues_a_report_that_replays_byte_for_byte_and_opens_in
         register_catalogue(&bus).await;
         // Three inferences served in a month that has ended, one this month.
         let then = chrono::Utc::now() - chrono::Duration::days(40);
-        let past = settle::domain::period::Period::containing(then);
+        let past = settle::domain::period::Period::containing(PeriodLength::Month, then);
         for (index, (adapter, fee, receipt)) in
             [(false, "1001", Some(receipt())), (true, "3", None), (false, "250", None)].into_iter().enumerate()
         {
@@ -650,7 +695,7 @@ async fn closing_a_month_issues_a_report_that_replays_byte_for_byte_and_opens_in
             let running = &running;
             async move { running.call(reqwest::Method::POST, key, &format!("/v1/periods/{period}/close"), None).await }
         };
-        let this_month = settle::domain::period::Period::containing(chrono::Utc::now()).id();
+        let this_month = settle::domain::period::Period::containing(PeriodLength::Month, chrono::Utc::now()).id();
         assert_eq!(close(FINANCE_KEY, this_month).await.1["error"]["code"], "period.not_ended");
         assert_eq!(close(FINANCE_KEY, "2026-13".into()).await.1["error"]["code"], "period.invalid");
         assert_eq!(close(ANN_KEY, past.id()).await.0, 403);

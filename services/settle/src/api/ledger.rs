@@ -152,7 +152,7 @@ pub async fn reverse(
             return Err(ApiError::new(StatusCode::CONFLICT, "settlement.is_reversal", "a reversal is not reversed; settle again instead"));
         }
     }
-    let period_id = open_period_at(&state.bus, state.close_grace, chrono::Utc::now())
+    let period_id = open_period_at(&state.bus, state.periods, chrono::Utc::now())
         .await
         .map_err(|error| ApiError::internal("bus.unavailable", error))?;
     let postings = lines
@@ -178,7 +178,7 @@ pub async fn reverse(
     // appended the reversal); looked for after the append, so a release racing this reversal is
     // caught here or by the settler (see reverse_release_of).
     if matches!(published, Ok(_) | Err(BusError::Conflict { .. })) {
-        reverse_release_of(&state.bus, state.close_grace, &settlement_id, event.reversed_by.clone())
+        reverse_release_of(&state.bus, state.periods, &settlement_id, event.reversed_by.clone())
             .await
             .map_err(|error| ApiError::internal("bus.unavailable", error))?;
     }

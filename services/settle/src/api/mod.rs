@@ -27,7 +27,7 @@ pub struct AppState {
     /// The bucket of settlement reports.
     pub reports: BlobStore,
     /// How long after a month ends before it may be closed.
-    pub close_grace: chrono::Duration,
+    pub periods: crate::domain::period::Periods,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Directory> {

@@ -57,22 +57,22 @@ fn bus_error(error: BusError) -> ApiError {
     ApiError::internal("bus.unavailable", error)
 }
 
-fn parse_period(period_id: &str) -> Result<Period, ApiError> {
-    Period::parse(period_id).map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "period.invalid", error.to_string()))
+fn parse_period(state: &AppState, period_id: &str) -> Result<Period, ApiError> {
+    state.periods.parse(period_id).map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "period.invalid", error.to_string()))
 }
 
-/// Close a month (finance): its settlements so far are fixed into `SettlementPeriodClosed`, and
-/// its report (canonical JSON, CSV, Parquet) is stored and announced by
-/// `SettlementReportIssued`. Settlements of the month that arrive later go to the next open
-/// month. Closing a closed period whose report is missing (a crash between the two events)
+/// Close a period (finance; a month unless `settlement.period` says otherwise) once it has
+/// ended: its settlements so far are fixed into `SettlementPeriodClosed`, and its report
+/// (canonical JSON, CSV, Parquet) is stored and announced by `SettlementReportIssued`.
+/// Settlements of the period that arrive later go to the next open period. Closing a closed period whose report is missing (a crash between the two events)
 /// issues the report.
 #[utoipa::path(post, path = "/v1/periods/{period_id}/close", operation_id = "close_period", tag = "periods", security(("api_key" = [])),
-    params(("period_id" = String, Path, description = "A month, YYYY-MM", pattern = "^[2-9][0-9]{3}-(0[1-9]|1[0-2])$")),
+    params(("period_id" = String, Path, description = "A period: YYYY-MM (months, the default), YYYY-MM-DD, YYYY-MM-DDTHH or YYYY-MM-DDTHHMM, as settlement.period sets", pattern = "^[2-9][0-9]{3}-(0[1-9]|1[0-2])(-[0-3][0-9](T[0-2][0-9]([0-5][0-9])?)?)?$")),
     responses((status = 201, description = "Closed, report issued", body = PeriodView), ErrorResponses))]
 pub async fn close(State(state): State<AppState>, caller: Principal, Path(period_id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     caller.require(Role::Finance)?;
-    let period = parse_period(&period_id)?;
-    let closable_at = period.ends_at() + state.close_grace;
+    let period = parse_period(&state, &period_id)?;
+    let closable_at = period.ends_at() + state.periods.close_grace;
     if chrono::Utc::now() < closable_at {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -221,7 +221,7 @@ pub async fn list(State(state): State<AppState>, caller: Principal) -> Result<ax
 /// Download a closed period's report: `json` (canonical; its SHA-256 is the event's), `csv` or
 /// `parquet` (one row per posting, with its settlement's evidence) (finance).
 #[utoipa::path(get, path = "/v1/periods/{period_id}/reports/{format}", operation_id = "download_report", tag = "periods", security(("api_key" = [])),
-    params(("period_id" = String, Path, description = "A month, YYYY-MM", pattern = "^[2-9][0-9]{3}-(0[1-9]|1[0-2])$"), ("format" = String, Path, description = "json, csv or parquet", pattern = "^(json|csv|parquet)$")),
+    params(("period_id" = String, Path, description = "A period: YYYY-MM (months, the default), YYYY-MM-DD, YYYY-MM-DDTHH or YYYY-MM-DDTHHMM, as settlement.period sets", pattern = "^[2-9][0-9]{3}-(0[1-9]|1[0-2])(-[0-3][0-9](T[0-2][0-9]([0-5][0-9])?)?)?$"), ("format" = String, Path, description = "json, csv or parquet", pattern = "^(json|csv|parquet)$")),
     responses((status = 200, description = "The report file", content((serde_json::Value = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))), ErrorResponses))]
 pub async fn download(
     State(state): State<AppState>,
@@ -229,7 +229,7 @@ pub async fn download(
     Path((period_id, format)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Role::Finance)?;
-    let period = parse_period(&period_id)?;
+    let period = parse_period(&state, &period_id)?;
     let media_type = match format.as_str() {
         "json" => "application/json",
         "csv" => "text/csv; charset=utf-8",

@@ -17,6 +17,7 @@ use sea_orm::DatabaseTransaction;
 use super::Settler;
 use super::on_inference_served::{derived_uuid, open_period_at, reversal_event_id, reversal_id_for};
 use crate::domain::inference::{self, Refusal};
+use crate::domain::period::Periods;
 use crate::domain::split::{self, account};
 use crate::projections::{catalog, inferences};
 
@@ -86,8 +87,8 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
     check_weights(transaction, &settled.model_id, receipt).await?;
     let lines = split::release_postings(held.minor_units, &settled.model_id, &checked)
         .map_err(|error| HandleError::rejected("settlement.allocation_failed", error))?;
-    let grace = chrono::Duration::seconds(i64::try_from(settler.settings.close_grace_seconds).unwrap_or(i64::MAX / 1_000));
-    let period_id = open_period_at(&settler.bus, grace, delivery.envelope.occurred_at).await.map_err(transient)?;
+    let periods = settler.settings.periods();
+    let period_id = open_period_at(&settler.bus, periods, delivery.envelope.occurred_at).await.map_err(transient)?;
     let release = SettlementAttributed {
         settlement_id: release_id_for(&settlement_id),
         attributed_settlement_id: settlement_id.clone(),
@@ -119,7 +120,7 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
     }
     // A reversal of the settlement that came meanwhile takes the release back with it.
     if settler.bus.last_sequence(Context::Settlement, "settlement", &reversal_id_for(&settlement_id)).await.map_err(transient)?.is_some() {
-        reverse_release_of(&settler.bus, grace, &settlement_id, None).await.map_err(transient)?;
+        reverse_release_of(&settler.bus, periods, &settlement_id, None).await.map_err(transient)?;
     }
     Ok(())
 }
@@ -148,7 +149,7 @@ async fn check_weights(transaction: &DatabaseTransaction, model_id: &str, receip
 /// and after a release whose settlement was reversed (by the settler).
 pub(crate) async fn reverse_release_of(
     bus: &Bus,
-    grace: chrono::Duration,
+    periods: Periods,
     settlement_id: &str,
     reversed_by: Option<ProtoPrincipal>,
 ) -> anyhow::Result<()> {
@@ -171,7 +172,7 @@ pub(crate) async fn reverse_release_of(
         reversed_settlement_id: release_id.clone(),
         reason: format!("the settlement it pays out ({settlement_id}) was reversed"),
         postings,
-        period_id: open_period_at(bus, grace, chrono::Utc::now()).await?,
+        period_id: open_period_at(bus, periods, chrono::Utc::now()).await?,
         reversed_by,
     };
     let mut envelope = Envelope::new(&reversal, bus.producer());

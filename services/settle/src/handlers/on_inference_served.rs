@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::Settler;
 use crate::domain::inference::{self, CheckedInference, Refusal};
-use crate::domain::period::Period;
+use crate::domain::period::Periods;
 use crate::domain::split::{self, Parties};
 use crate::projections::{catalog, inferences, policies};
 
@@ -118,20 +118,21 @@ pub(super) fn derived_uuid(purpose: &str, source_id: &str) -> Uuid {
     Uuid::new_v8(bytes)
 }
 
-/// The period a settlement belongs to: the calendar month (UTC) the inference was served in,
-/// or, when that month is closed already, the next month that is not.
+/// The period a settlement belongs to: the period (a calendar month in UTC by default) the
+/// inference was served in, or, when that period is closed already, the next one that is not.
 async fn open_period(settler: &Settler, delivery: &Delivery) -> Result<String, HandleError> {
-    let grace = chrono::Duration::seconds(i64::try_from(settler.settings.close_grace_seconds).unwrap_or(i64::MAX / 1_000));
-    open_period_at(&settler.bus, grace, delivery.envelope.occurred_at).await.map_err(|error| HandleError::Transient(error.into()))
+    open_period_at(&settler.bus, settler.settings.periods(), delivery.envelope.occurred_at)
+        .await
+        .map_err(|error| HandleError::Transient(error.into()))
 }
 
-/// The first month from the one holding `instant` that is not closed. Read from the stream, not
-/// a projection, so that a just-closed period is seen; skipped while the month cannot have been
-/// closed yet (a month closes only `grace` after it ends), which is nearly every event, so that
-/// the common case costs no round trip.
-pub(crate) async fn open_period_at(bus: &Bus, grace: chrono::Duration, instant: chrono::DateTime<chrono::Utc>) -> Result<String, BusError> {
-    let mut period = Period::containing(instant);
-    if chrono::Utc::now() + CLOCK_SKEW < period.ends_at() + grace {
+/// The first period from the one holding `instant` that is not closed. Read from the stream,
+/// not a projection, so that a just-closed period is seen; skipped while the period cannot have
+/// been closed yet (a period closes only its grace after it ends), which is nearly every event
+/// for monthly periods, so that the common case costs no round trip.
+pub(crate) async fn open_period_at(bus: &Bus, periods: Periods, instant: chrono::DateTime<chrono::Utc>) -> Result<String, BusError> {
+    let mut period = periods.containing(instant);
+    if chrono::Utc::now() + CLOCK_SKEW < period.ends_at() + periods.close_grace {
         return Ok(period.id());
     }
     while bus.last_sequence(Context::Settlement, "period", &period.id()).await?.is_some() {
