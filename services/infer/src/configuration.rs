@@ -23,6 +23,9 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct LateReceiptsConfig {
     pub enabled: bool,
+    /// How long after a model registers its index may still come; events for a model without
+    /// one are retried until then, refused (`attribution.no_index`) after.
+    pub index_wait_seconds: u64,
     /// Each event costs a forward and backward pass, so batches are small; `max_deliver` and
     /// the backoff bound how long an event waits for its model's index.
     pub consumer: ConsumerConfig,
@@ -32,6 +35,7 @@ impl Default for LateReceiptsConfig {
     fn default() -> Self {
         LateReceiptsConfig {
             enabled: true,
+            index_wait_seconds: 3_600,
             consumer: ConsumerConfig {
                 batch_size: 8,
                 ack_wait_seconds: 60,

@@ -25,6 +25,9 @@ use crate::models::{LoadError, ModelCache};
 /// Attributes receipt-less inference events (durable consumer `infer-late-receipts`).
 pub struct LateReceipts {
     pub bus: Bus,
+    /// How long after a model's registration its index may still come (the train service
+    /// builds it after registering); past that, an event for it is refused, not retried.
+    pub index_wait: std::time::Duration,
     pub catalog: Catalog,
     pub cache: Arc<ModelCache>,
     pub attributor: Arc<Attributor>,
@@ -103,8 +106,7 @@ impl Handler for LateReceipts {
         };
         let receipt = match self.attributor.receipt(answered).await {
             Ok(Some(receipt)) => receipt,
-            // The index is built after the model registers: wait for it, within max_deliver.
-            Ok(None) => return Err(transient(anyhow::anyhow!("no attribution index for {} yet", resolved.served().model_id))),
+            Ok(None) => return Err(self.no_index(resolved.served())),
             Err(ReceiptError::Store(error)) => return Err(transient(error)),
             Err(error) => return Err(refuse("attribution.index_unusable", error)),
         };
@@ -127,6 +129,21 @@ impl Handler for LateReceipts {
 }
 
 impl LateReceipts {
+    /// The index is built after the model registers: an event waits for it (within
+    /// `max_deliver`) while it may still come, and is refused once it cannot, so that a model
+    /// without an index does not hold up the events behind it for long.
+    fn no_index(&self, model: &crate::catalog::CatalogModel) -> HandleError {
+        let registered = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(model.created).unwrap_or(0));
+        let waited = std::time::SystemTime::now().duration_since(registered).unwrap_or_default();
+        if waited < self.index_wait {
+            return transient(anyhow::anyhow!("no attribution index for {} yet", model.model_id));
+        }
+        refuse(
+            "attribution.no_index",
+            format!("model {} has had no attribution index for {} s since it registered", model.model_id, waited.as_secs()),
+        )
+    }
+
     /// Whether the request's last event is this inference's receipt (appended before a crash).
     async fn already_attributed(&self, request_id: &str, event_id: &uuid::Uuid) -> Result<bool, HandleError> {
         let last = self.bus.last_event(Context::Inference, "request", request_id).await.map_err(transient)?;

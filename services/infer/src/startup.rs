@@ -70,6 +70,7 @@ impl Application {
             true => {
                 let handler = LateReceipts {
                     bus: bus.clone(),
+                    index_wait: std::time::Duration::from_secs(config.late_receipts.index_wait_seconds),
                     catalog: catalog.clone(),
                     cache: Arc::clone(&cache),
                     attributor: Arc::clone(&attributor),

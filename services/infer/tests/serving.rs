@@ -699,6 +699,7 @@ async fn a_late_receipt_appended_before_a_crash_is_not_appended_again_after_the_
     let consumer = |bookkeeping| {
         let handler = infer::late_receipts::LateReceipts {
             bus: bus.clone(),
+            index_wait: Duration::from_secs(3_600),
             catalog: catalog.clone(),
             cache: std::sync::Arc::new(infer::models::ModelCache::new(models.clone(), 4, Vec::new(), 4)),
             attributor: std::sync::Arc::new(infer::attribution::Attributor::new(models.clone(), indexes.clone())),
@@ -726,15 +727,24 @@ async fn a_late_receipt_appended_before_a_crash_is_not_appended_again_after_the_
     assert_eq!(history_before.len(), 2);
 
     tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Meanwhile, an answer of the base alone, which has had no index since it registered (long
+    // ago, as the catalogue says): refused, not retried.
+    let unindexed = InferenceServed {
+        request_id: "no-index-1".into(),
+        adapter_model_id: String::new(),
+        adapter_weights_sha256: String::new(),
+        ..served.clone()
+    };
+    bus.publish(&Envelope::new(&unindexed, "gateway"), &unindexed, Expect::NoEvents).await.expect("published");
     // Restarted with empty bookkeeping (it lived in memory), it gets the inference again and
-    // finds its own receipt; nothing is appended twice and nothing is refused.
+    // finds its own receipt; nothing is appended twice.
     let shutdown = Shutdown::new();
     let restarted = tokio::spawn(consumer(provenant_bus::store::in_memory().await.expect("db")).run(shutdown.clone().cancelled_owned()));
     let stream = bus.jetstream().get_stream(bus.namespace().stream(Context::Inference)).await.expect("stream");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let info = stream.consumer_info(infer::late_receipts::LateReceipts::NAME).await.expect("consumer");
-        if info.num_pending == 0 && info.num_ack_pending == 0 && info.ack_floor.stream_sequence >= history_before[1].stream_sequence {
+        if info.num_pending == 0 && info.num_ack_pending == 0 && info.ack_floor.stream_sequence > history_before[1].stream_sequence {
             break;
         }
         assert!(Instant::now() < deadline, "the restarted consumer did not catch up: {info:?}");
@@ -742,7 +752,18 @@ async fn a_late_receipt_appended_before_a_crash_is_not_appended_again_after_the_
     }
     shutdown.cancel();
     let stats = restarted.await.expect("joins").expect("runs");
-    assert_eq!((stats.dead_lettered, stats.retried), (0, 0), "{stats:?}");
+    assert_eq!((stats.dead_lettered, stats.retried), (1, 0), "{stats:?}");
+    let stream = bus.jetstream().get_stream(bus.namespace().dead_letter_stream()).await.expect("dead-letter stream");
+    let reader = stream.create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default()).await.expect("reader");
+    let message = reader.messages().await.expect("messages").next().await.expect("a dead letter").expect("message");
+    let letter = provenant_bus::DeadLetter::from_message(message.headers.as_ref(), message.payload.clone());
+    assert_eq!(
+        (letter.reason_code.as_str(), letter.original_subject.ends_with("no-index-1")),
+        ("attribution.no_index", true),
+        "{}",
+        letter.reason
+    );
+    assert_eq!(bus.aggregate_history(Context::Inference, "request", "no-index-1").await.expect("reads").len(), 1);
     let history = history().await.expect("reads");
     assert_eq!(history.len(), 2, "one receipt, not two");
     assert_eq!(history[1].envelope.event_id, infer::late_receipts::attribution_event_id(&history[0].envelope.event_id.to_string()));
