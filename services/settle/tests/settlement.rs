@@ -211,6 +211,21 @@ async fn ledger_rows(database: &DatabaseConnection) -> (Vec<transactions::Model>
     (rebuilt_transactions, lines, totals)
 }
 
+/// Replaying the settlement events into an empty database gives the ledger the stopped service
+/// left in `database` (then dropped), with `applied` transactions.
+async fn assert_ledger_replays(config: &Config, database: TestDatabase, bus: &Bus, applied: u64, what: &str) {
+    let live = provenant_bus::store::connect(config.database.url.expose()).await.expect("db");
+    let expected = ledger_rows(&live).await;
+    let fresh = database.sibling().await.expect("fresh database");
+    let rebuilt = provenant_bus::store::connect(&fresh.url).await.expect("db");
+    settle_migration::Migrator::up(&rebuilt, None).await.expect("migrates");
+    let replay = Consumer::new(bus.clone(), rebuilt.clone(), LedgerProjector::default(), fast_consumer()).replay().await.expect("replays");
+    assert_eq!(replay.stats.applied, applied, "{what}");
+    assert_eq!(ledger_rows(&rebuilt).await, expected, "{:?}: the ledger is a function of the log", database.backend);
+    fresh.drop_database().await.expect("drop");
+    database.drop_database().await.expect("drop");
+}
+
 #[tokio::test]
 async fn fees_settle_into_a_balanced_ledger_exactly_once_and_replay_to_the_same_ledger() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
@@ -334,21 +349,8 @@ async fn fees_settle_into_a_balanced_ledger_exactly_once_and_replay_to_the_same_
         assert_eq!(statement["balances"].as_array().map(Vec::len), Some(1), "{statement}");
         assert_eq!(statement["balances"][0]["balance"]["minor_units"], "301");
 
-        let live = config.database.url.expose().clone();
         running.stop().await;
-        let live = provenant_bus::store::connect(&live).await.expect("db");
-        let expected = ledger_rows(&live).await;
-
-        // Replaying the settlement events into an empty database gives the same ledger.
-        let fresh = database.sibling().await.expect("fresh database");
-        let rebuilt = provenant_bus::store::connect(&fresh.url).await.expect("db");
-        settle_migration::Migrator::up(&rebuilt, None).await.expect("migrates");
-        let replay =
-            Consumer::new(bus.clone(), rebuilt.clone(), LedgerProjector::default(), fast_consumer()).replay().await.expect("replays");
-        assert_eq!(replay.stats.applied, 5, "four settlements and one reversal");
-        assert_eq!(ledger_rows(&rebuilt).await, expected, "{backend:?}: the ledger is a function of the log");
-        fresh.drop_database().await.expect("drop");
-        database.drop_database().await.expect("drop");
+        assert_ledger_replays(&config, database, &bus, 5, "four settlements and one reversal").await;
     }
 }
 
@@ -520,19 +522,8 @@ async fn a_late_receipt_pays_out_what_was_held_once_and_a_reversal_takes_the_pay
             assert_eq!(balance(&accounts, account), "0", "{account}");
         }
 
-        let live = config.database.url.expose().clone();
         running.stop().await;
-        let live = provenant_bus::store::connect(&live).await.expect("db");
-        let expected = ledger_rows(&live).await;
-        let fresh = database.sibling().await.expect("fresh database");
-        let rebuilt = provenant_bus::store::connect(&fresh.url).await.expect("db");
-        settle_migration::Migrator::up(&rebuilt, None).await.expect("migrates");
-        let replay =
-            Consumer::new(bus.clone(), rebuilt.clone(), LedgerProjector::default(), fast_consumer()).replay().await.expect("replays");
-        assert_eq!(replay.stats.applied, 4, "a settlement, its release and both reversals");
-        assert_eq!(ledger_rows(&rebuilt).await, expected, "{backend:?}: the ledger is a function of the log");
-        fresh.drop_database().await.expect("drop");
-        database.drop_database().await.expect("drop");
+        assert_ledger_replays(&config, database, &bus, 4, "a settlement, its release and both reversals").await;
     }
 }
 

@@ -71,20 +71,34 @@ pub async fn handle_reversal(transaction: &DatabaseTransaction, delivery: &Deliv
         return Err(invalid(format!("the postings do not mirror those of {}", original.settlement_id)));
     }
     let fee = provenant_events::money::parse_minor_units(&original.fee).map_err(|error| invalid(error.to_string()))?;
-    let entry = Entry {
+    let entry = following(original, delivery, event.settlement_id, "reversal", event.period_id, (-fee).to_string(), postings);
+    ledger::record(transaction, entry).await?;
+    Ok(())
+}
+
+/// A transaction that follows `original` (a reversal, a release): its inference, request,
+/// model, currency and policy, with its own id, kind, period, fee, time and postings.
+fn following(
+    original: transactions::Model,
+    delivery: &Delivery,
+    settlement_id: String,
+    kind: &str,
+    period_id: String,
+    fee: String,
+    postings: Vec<(String, Amount)>,
+) -> Entry {
+    Entry {
         transaction: transactions::Model {
-            settlement_id: event.settlement_id,
-            kind: "reversal".into(),
-            period_id: event.period_id,
-            fee: (-fee).to_string(),
+            settlement_id,
+            kind: kind.to_owned(),
+            period_id,
+            fee,
             occurred_at: delivery.envelope.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             stream_sequence: i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX),
             ..original
         },
         postings,
-    };
-    ledger::record(transaction, entry).await?;
-    Ok(())
+    }
 }
 
 /// `SettlementAttributed` → a transaction that moves the held part of an earlier settlement to
@@ -124,18 +138,7 @@ pub async fn handle_release(
     if sum != 0 || !postings.iter().any(|(account, _)| account == &held_account) {
         return Err(invalid("the postings must move the held amount and sum to zero".into()));
     }
-    let entry = Entry {
-        transaction: transactions::Model {
-            settlement_id: event.settlement_id,
-            kind: "attribution".into(),
-            period_id: event.period_id,
-            fee: "0".into(),
-            occurred_at: delivery.envelope.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            stream_sequence: i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX),
-            ..original
-        },
-        postings,
-    };
+    let entry = following(original, delivery, event.settlement_id, "attribution", event.period_id, "0".into(), postings);
     ledger::record(transaction, entry).await?;
     Ok(())
 }
