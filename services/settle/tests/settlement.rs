@@ -506,6 +506,9 @@ async fn a_late_receipt_pays_out_what_was_held_once_and_a_reversal_takes_the_pay
         assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("settlement.is_attribution")), "{refused}");
 
         // Reversing the inference's settlement takes the payout back with it.
+        let (status, _) = running.get(ANN_KEY, "/v1/requests/late-1/settlements").await;
+        assert_eq!(status, 403);
+        assert_eq!(running.get(FINANCE_KEY, "/v1/requests/no-such-request/settlements").await.1["error"]["code"], "settlement.not_found");
         let (status, reversal) = running
             .call(
                 reqwest::Method::POST,
@@ -517,6 +520,11 @@ async fn a_late_receipt_pays_out_what_was_held_once_and_a_reversal_takes_the_pay
         assert_eq!(status, 201, "{reversal}");
         let reconciliation = ledger_holds(&running, 4).await;
         assert_eq!(reconciliation["currencies"][0]["fees_in"], "0", "{reconciliation}");
+        // The request's whole story, in booking order.
+        let (status, story) = running.get(FINANCE_KEY, "/v1/requests/late-1/settlements").await;
+        let kinds: Vec<&str> = story["items"].as_array().expect("items").iter().filter_map(|item| item["kind"].as_str()).collect();
+        assert_eq!((status, kinds), (200, vec!["inference", "attribution", "reversal", "reversal"]), "{story}");
+        assert_eq!(story["items"][1]["settlement_id"], json!(release_id));
         let (_, accounts) = running.get(FINANCE_KEY, "/v1/ledger/accounts?limit=500").await;
         for account in ["payable:contributor:ann", "payable:contributor:dan", "held:unattributed:adapter-de", "pool:base:adapter-de"] {
             assert_eq!(balance(&accounts, account), "0", "{account}");

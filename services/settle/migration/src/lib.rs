@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_settlement_tables;
 mod m20261126_000002_create_periods;
+mod m20261127_000003_index_transactions_by_request;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(provenant_bus::store::Migration),
             Box::new(m20261126_000001_create_settlement_tables::Migration),
             Box::new(m20261126_000002_create_periods::Migration),
+            Box::new(m20261127_000003_index_transactions_by_request::Migration),
         ]
     }
 }

@@ -82,6 +82,30 @@ pub async fn settlement(
     Ok(axum::Json(settlement_view(transaction, &lines)?))
 }
 
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SettlementList {
+    pub items: Vec<SettlementView>,
+}
+
+/// What happened to one request's fee (finance): its settlement, the payout of what it held
+/// (kind `attribution`) and any reversals, in the order they were booked.
+#[utoipa::path(get, path = "/v1/requests/{request_id}/settlements", operation_id = "request_settlements", tag = "ledger", security(("api_key" = [])),
+    params(("request_id" = String, Path, description = "The inference's request id")),
+    responses((status = 200, description = "The request's transactions", body = SettlementList), ErrorResponses))]
+pub async fn request_settlements(
+    State(state): State<AppState>,
+    caller: Principal,
+    Path(request_id): Path<String>,
+) -> Result<axum::Json<SettlementList>, ApiError> {
+    finance(&caller)?;
+    let found = ledger::request_transactions(&state.database, &request_id).await.map_err(unavailable)?;
+    if found.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "settlement.not_found", format!("no settlement for request {request_id:?}")));
+    }
+    let items = found.into_iter().map(|(transaction, lines)| settlement_view(transaction, &lines)).collect::<Result<_, _>>()?;
+    Ok(axum::Json(SettlementList { items }))
+}
+
 fn settlement_not_found(settlement_id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "settlement.not_found", format!("no settlement {settlement_id:?}"))
 }

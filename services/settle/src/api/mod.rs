@@ -64,6 +64,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(policies::get, policies::set))
         .routes(routes!(ledger::settlement))
+        .routes(routes!(ledger::request_settlements))
         .routes(routes!(ledger::reverse))
         .routes(routes!(ledger::accounts))
         .routes(routes!(ledger::statement))

@@ -164,6 +164,29 @@ pub async fn find_transaction(
     Ok(Some((transaction, lines)))
 }
 
+/// Every transaction of request `request_id` (its settlement, a release, reversals), in stream
+/// order, with postings.
+pub async fn request_transactions(
+    database: &impl ConnectionTrait,
+    request_id: &str,
+) -> Result<Vec<(transactions::Model, Vec<postings::Model>)>, DbErr> {
+    let rows = transactions::Entity::find()
+        .filter(transactions::Column::RequestId.eq(request_id))
+        .order_by_asc(transactions::Column::StreamSequence)
+        .all(database)
+        .await?;
+    let mut found = Vec::with_capacity(rows.len());
+    for row in rows {
+        let lines = postings::Entity::find()
+            .filter(postings::Column::SettlementId.eq(row.settlement_id.clone()))
+            .order_by_asc(postings::Column::Line)
+            .all(database)
+            .await?;
+        found.push((row, lines));
+    }
+    Ok(found)
+}
+
 /// Balances in account order, after `after` (an account name), at most `limit`.
 pub async fn balances_page(database: &impl ConnectionTrait, after: Option<&str>, limit: u64) -> Result<Vec<balances::Model>, DbErr> {
     let mut query = balances::Entity::find().order_by_asc(balances::Column::Account).order_by_asc(balances::Column::Currency);
