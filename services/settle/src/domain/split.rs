@@ -134,10 +134,15 @@ pub fn postings(
             },
         }
     }
-    let mut lines = vec![Posting { account: account::caller_fees(caller_id), minor_units: -fee }];
+    Ok(transaction(account::caller_fees(caller_id), fee, credits))
+}
+
+/// The debit of `total` from `debited`, then the credits in account order; no zero lines.
+fn transaction(debited: String, total: i128, credits: BTreeMap<String, i128>) -> Vec<Posting> {
+    let mut lines = vec![Posting { account: debited, minor_units: -total }];
     lines.extend(credits.into_iter().map(|(account, minor_units)| Posting { account, minor_units }));
     lines.retain(|posting| posting.minor_units != 0);
-    Ok(lines)
+    lines
 }
 
 /// The postings that pay out `held` (minor units, > 0), the contributors' part held for an
@@ -145,14 +150,11 @@ pub fn postings(
 /// account debited, then the credits in account order, exactly as [`postings`] would have
 /// split that part had the receipt come with the inference.
 pub fn release_postings(held: i128, model_id: &str, receipt: &CheckedReceipt) -> Result<Vec<Posting>, AllocationError> {
-    let mut lines = vec![Posting { account: account::unattributed(model_id), minor_units: -held }];
     let mut credits: BTreeMap<String, i128> = BTreeMap::new();
     for (account, units) in largest_remainder(held, &contributor_weights(receipt, model_id))? {
         *credits.entry(account).or_default() += units;
     }
-    lines.extend(credits.into_iter().map(|(account, minor_units)| Posting { account, minor_units }));
-    lines.retain(|posting| posting.minor_units != 0);
-    Ok(lines)
+    Ok(transaction(account::unattributed(model_id), held, credits))
 }
 
 /// Contributor accounts weighted by their shares; shares under the noise floor join the base

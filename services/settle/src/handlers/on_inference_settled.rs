@@ -3,7 +3,7 @@
 
 use provenant_bus::{Delivery, HandleError};
 use provenant_events::money::Amount;
-use provenant_events::proto::settlement::v1::{InferenceSettled, SettlementAttributed, SettlementReversed};
+use provenant_events::proto::settlement::v1::{InferenceSettled, Posting, SettlementAttributed, SettlementReversed};
 use sea_orm::DatabaseTransaction;
 
 use crate::projections::ledger::{self, Entry, transactions};
@@ -12,17 +12,7 @@ pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, even
     let invalid = |code: &'static str, message: String| HandleError::rejected(code, message);
     let fee = event.fee.as_ref().ok_or_else(|| invalid("settlement.fee_missing", "a settlement without a fee".into()))?;
     let fee = Amount::from_proto(fee).map_err(|error| invalid("settlement.fee_invalid", error.to_string()))?;
-    let mut postings = Vec::with_capacity(event.postings.len());
-    let mut sum = fee.zero_like();
-    for posting in &event.postings {
-        let amount = posting.amount.as_ref().ok_or_else(|| invalid("settlement.posting_invalid", "a posting without an amount".into()))?;
-        let amount = Amount::from_proto(amount).map_err(|error| invalid("settlement.posting_invalid", error.to_string()))?;
-        if amount.currency != fee.currency || amount.exponent != fee.exponent || posting.account.is_empty() {
-            return Err(invalid("settlement.posting_invalid", format!("posting to {:?} is not in the fee's currency", posting.account)));
-        }
-        sum = sum.checked_add(&amount).map_err(|error| invalid("settlement.posting_invalid", error.to_string()))?;
-        postings.push((posting.account.clone(), amount));
-    }
+    let (postings, sum) = checked_postings(&event.postings, &fee).map_err(|message| invalid("settlement.posting_invalid", message))?;
     if sum.minor_units != 0 {
         return Err(invalid("settlement.unbalanced", format!("postings sum to {sum}, not zero")));
     }
@@ -45,6 +35,23 @@ pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, even
     };
     ledger::record(transaction, entry).await?;
     Ok(())
+}
+
+/// Postings read from an event: each with an amount in `like`'s currency and exponent and a
+/// named account; with their sum.
+fn checked_postings(postings: &[Posting], like: &Amount) -> Result<(Vec<(String, Amount)>, Amount), String> {
+    let mut checked = Vec::with_capacity(postings.len());
+    let mut sum = like.zero_like();
+    for posting in postings {
+        let amount = posting.amount.as_ref().ok_or_else(|| "a posting without an amount".to_owned())?;
+        let amount = Amount::from_proto(amount).map_err(|error| error.to_string())?;
+        if amount.currency != like.currency || amount.exponent != like.exponent || posting.account.is_empty() {
+            return Err(format!("posting to {:?} is not in the settlement's currency", posting.account));
+        }
+        sum = sum.checked_add(&amount).map_err(|error| error.to_string())?;
+        checked.push((posting.account.clone(), amount));
+    }
+    Ok((checked, sum))
 }
 
 /// `SettlementReversed` → a new transaction with every posting of the original negated (a
@@ -119,24 +126,12 @@ pub async fn handle_release(
         .iter()
         .find(|line| line.account == held_account)
         .ok_or_else(|| invalid(format!("{} held nothing", original.settlement_id)))?;
-    let held = provenant_events::money::parse_minor_units(&held.amount).map_err(|error| invalid(error.to_string()))?;
-    let mut postings = Vec::with_capacity(event.postings.len());
-    let mut sum = 0i128;
-    for posting in &event.postings {
-        let amount = posting.amount.as_ref().ok_or_else(|| invalid("a posting without an amount".into()))?;
-        let amount = Amount::from_proto(amount).map_err(|error| invalid(error.to_string()))?;
-        if amount.currency != original.currency || i64::from(amount.exponent) != i64::from(original.exponent) || posting.account.is_empty()
-        {
-            return Err(invalid(format!("posting to {:?} is not in the settlement's currency", posting.account)));
-        }
-        if posting.account == held_account && amount.minor_units != -held {
-            return Err(invalid(format!("the release debits {held_account} by {}, not the {held} held", -amount.minor_units)));
-        }
-        sum += amount.minor_units;
-        postings.push((posting.account.clone(), amount));
-    }
-    if sum != 0 || !postings.iter().any(|(account, _)| account == &held_account) {
-        return Err(invalid("the postings must move the held amount and sum to zero".into()));
+    let held = ledger::stored_amount(&original.currency, original.exponent, &held.amount).map_err(|error| invalid(error.to_string()))?;
+    let (postings, sum) = checked_postings(&event.postings, &held).map_err(invalid)?;
+    let debited: Vec<i128> =
+        postings.iter().filter(|(account, _)| account == &held_account).map(|(_, amount)| amount.minor_units).collect();
+    if sum.minor_units != 0 || debited != [-held.minor_units] {
+        return Err(invalid(format!("the postings must debit {held_account} by the {} held, once, and sum to zero", held.minor_units)));
     }
     let entry = following(original, delivery, event.settlement_id, "attribution", event.period_id, "0".into(), postings);
     ledger::record(transaction, entry).await?;

@@ -175,16 +175,7 @@ pub async fn request_transactions(
         .order_by_asc(transactions::Column::StreamSequence)
         .all(database)
         .await?;
-    let mut found = Vec::with_capacity(rows.len());
-    for row in rows {
-        let lines = postings::Entity::find()
-            .filter(postings::Column::SettlementId.eq(row.settlement_id.clone()))
-            .order_by_asc(postings::Column::Line)
-            .all(database)
-            .await?;
-        found.push((row, lines));
-    }
-    Ok(found)
+    with_postings(database, rows).await
 }
 
 /// Balances in account order, after `after` (an account name), at most `limit`.
@@ -249,6 +240,14 @@ pub async fn period_transactions(
         .order_by_asc(transactions::Column::StreamSequence)
         .all(database)
         .await?;
+    with_postings(database, settled).await
+}
+
+/// Each transaction with its postings, in line order.
+async fn with_postings(
+    database: &impl ConnectionTrait,
+    settled: Vec<transactions::Model>,
+) -> Result<Vec<(transactions::Model, Vec<postings::Model>)>, DbErr> {
     let mut lines: std::collections::HashMap<String, Vec<postings::Model>> = std::collections::HashMap::new();
     // In chunks, so that no statement carries more parameters than a database accepts.
     for chunk in settled.chunks(500) {
