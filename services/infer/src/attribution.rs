@@ -185,6 +185,11 @@ impl Attributor {
         Self { store, indexes, loaded: Mutex::default() }
     }
 
+    /// Whether an index has been built for `model_id` (loaded or not).
+    pub fn has_index(&self, model_id: &str) -> bool {
+        self.indexes.get(model_id).is_some()
+    }
+
     /// The receipt of one answer, or `None` when no index has been built for its model.
     pub async fn receipt(&self, answered: Answered<'_>) -> Result<Option<Receipt>, ReceiptError> {
         let model_id = answered.adapter.map_or(answered.base_model_id, |(adapter_id, _)| adapter_id);

@@ -84,6 +84,10 @@ impl Handler for LateReceipts {
             return Ok(());
         }
         let resolved = self.resolve(&served)?;
+        // Before any transcript or weights are read: most retries are a wait for the index.
+        if !self.attributor.has_index(&resolved.served().model_id) {
+            return Err(self.no_index(resolved.served()));
+        }
         let prompt = self.transcript(&served.prompt_sha256, "prompt").await?;
         let output = self.transcript(&served.output_sha256, "answer").await?;
         let prompt = String::from_utf8(prompt).map_err(|_| refuse("attribution.transcript_invalid", "the kept prompt is not UTF-8"))?;
