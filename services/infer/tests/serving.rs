@@ -433,10 +433,18 @@ async fn concurrent_requests_for_different_adapters_share_batches_and_answer_as_
     let largest = adapters["decoding"][0]["largest_batch"].as_u64().expect("counted");
     assert!(largest > 1, "the concurrent requests shared forward passes: {adapters}");
     let metrics = reqwest::get(format!("{}/metrics", app.base_url)).await.expect("answers").text().await.expect("text");
-    for family in ["infer_batch_rows", "infer_tokens_total{kind=\"output\"}", "infer_model_cache_hits_total", "infer_requests_served_total"]
-    {
+    for family in [
+        "infer_batch_rows_bucket",
+        "infer_tokens_total{kind=\"output\"}",
+        "infer_model_cache_hits_total",
+        "infer_requests_served_total",
+        "http_requests_total{service=\"infer\",method=\"POST\",route=\"/v1/completions\",status=\"200\"}",
+        "http_request_duration_seconds_bucket{service=\"infer\",method=\"POST\",route=\"/v1/completions\",le=\"0.001\"}",
+        "# HELP infer_batch_rows",
+    ] {
         assert!(metrics.contains(family), "/metrics lacks {family}:\n{metrics}");
     }
+    provenant_test_support::prometheus::assert_valid_exposition(&metrics);
     let (_, it) = app.get(CALLER_KEY, "/v1/models/en/it").await;
     let model_of = |name: &str| requests.iter().position(|request| request["model"] == name).expect("asked");
     let italian = alone(&app.base, Some(&app.italian));

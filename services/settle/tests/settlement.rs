@@ -10,6 +10,7 @@ use provenant_config::Secret;
 use provenant_events::proto::common::v1::{BlobRef, Money, Principal};
 use provenant_events::proto::datanet::v1::DatanetCreated;
 use provenant_events::proto::inference::v1::{AttributionReceipt, ContributorShare, InferenceAttributed, InferenceServed};
+use provenant_events::proto::settlement::v1::{InferenceSettled, Posting, SettlementPeriodClosed};
 use provenant_events::proto::training::v1::{Lineage, ModelKind, ModelRegistered, SnapshotPin};
 use provenant_runtime::Shutdown;
 use provenant_runtime::identity::{ApiKeyConfig, Role, hash_key};
@@ -575,8 +576,79 @@ async fn a_deployment_with_minute_periods_closes_each_minute_once_it_has_ended()
     let settlement_id = settle::handlers::settlement_id_for(&envelope.event_id.to_string());
     let (_, settlement) = running.get(FINANCE_KEY, &format!("/v1/settlements/{settlement_id}")).await;
     assert_eq!(settlement["period_id"], json!(minute(then + chrono::Duration::minutes(1))), "{settlement}");
+    let metrics = reqwest::get(format!("{}/metrics", running.base_url)).await.expect("answers").text().await.expect("text");
+    for family in [
+        "settle_inferences_settled_total{currency=\"EUR\"}",
+        "bus_events_applied_total{consumer=\"settle-ledger\"}",
+        "bus_consumer_pending{consumer=\"settle-inferences\"}",
+        "http_requests_total{service=\"settle\",method=\"POST\",route=\"/v1/periods/{period_id}/close\",status=\"201\"}",
+        "http_requests_total{service=\"settle\",method=\"POST\",route=\"/v1/periods/{period_id}/close\",status=\"409\"}",
+    ] {
+        assert!(metrics.contains(family), "/metrics lacks {family}:\n{metrics}");
+    }
+    provenant_test_support::prometheus::assert_valid_exposition(&metrics);
     running.stop().await;
     database.drop_database().await.expect("drop");
+}
+
+/// The settler looks for an open period and then appends; a close can land in between. Such a
+/// settlement must not sit in the closed period after its report's last row (paid out in no
+/// report): the ledger books it in the next open period, whose report then holds it.
+#[tokio::test]
+async fn a_settlement_appended_while_its_period_closes_is_reported_in_the_next_open_period() {
+    let (mut config, database) = config(Backend::Sqlite).await;
+    config.settlement.period = PeriodLength::Minute;
+    config.settlement.close_grace_seconds = 0;
+    let running = start(&config).await;
+    let bus = Bus::connect(&BusConfig { producer: "settle".into(), ..config.bus.clone() }).await.expect("bus");
+    let closing = settle::domain::period::Period::containing(PeriodLength::Minute, chrono::Utc::now() - chrono::Duration::minutes(10));
+    let next = closing.next();
+    let money = |units: &str| Some(Money { currency: "EUR".into(), exponent: 2, minor_units: units.into() });
+    let settled = |request_id: &str| InferenceSettled {
+        settlement_id: uuid::Uuid::now_v7().to_string(),
+        inference_event_id: uuid::Uuid::now_v7().to_string(),
+        request_id: request_id.into(),
+        model_id: BASE.into(),
+        fee: money("100"),
+        revenue_policy_version: 1,
+        postings: vec![
+            Posting { account: "fees:caller:app".into(), amount: money("-100") },
+            Posting { account: "payable:protocol".into(), amount: money("100") },
+        ],
+        period_id: closing.id(),
+    };
+    // Appended after the closer fixed the period's last row, before its close event landed ...
+    let before = settled("before-the-close");
+    let appended = bus.publish(&Envelope::new(&before, "settle"), &before, Expect::NoEvents).await.expect("published");
+    ledger_holds(&running, 1).await;
+    let close = SettlementPeriodClosed {
+        period_id: closing.id(),
+        starts_at: closing.starts_at().to_rfc3339(),
+        ends_at: closing.ends_at().to_rfc3339(),
+        through_sequence: appended.sequence - 1,
+        closed_by: Some(Principal { id: "fin".into(), kind: 4 }),
+        ..Default::default()
+    };
+    bus.publish(&Envelope::new(&close, "settle"), &close, Expect::NoEvents).await.expect("closed");
+    // ... and by a settler that looked before the close landed.
+    let after = settled("after-the-close");
+    bus.publish(&Envelope::new(&after, "settle"), &after, Expect::NoEvents).await.expect("published");
+    ledger_holds(&running, 2).await;
+    for raced in [&before, &after] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, view) = running.get(FINANCE_KEY, &format!("/v1/settlements/{}", raced.settlement_id)).await;
+            if status == 200 && view["period_id"] == json!(next.id()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} stayed in the closed period: {view}", raced.request_id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (status, closed) = running.call(reqwest::Method::POST, FINANCE_KEY, &format!("/v1/periods/{}/close", next.id()), None).await;
+    assert_eq!((status, closed["settlement_count"].as_u64()), (201, Some(2)), "{closed}");
+    running.stop().await;
+    assert_ledger_replays(&config, database, &bus, 3, "two settlements and a close").await;
 }
 
 #[tokio::test]

@@ -108,6 +108,19 @@ async fn a_job_registers_its_model_with_lineage_and_the_same_job_twice_gives_the
     let (_, index_again) = attribution_index(&app, &second).await;
     assert_eq!(index_again.manifest.features, manifest.features, "the same job twice gives the same attribution features");
     assert_eq!(index_again.manifest.spans, manifest.spans);
+
+    // Training progress on /metrics, in a form Prometheus reads.
+    let metrics = reqwest::get(format!("{}/metrics", app.base_url)).await.expect("answers").text().await.expect("text");
+    for family in [
+        "train_steps_total",
+        "train_loss",
+        "train_tokens_per_second",
+        "train_jobs_finished_total{outcome=\"completed\"}",
+        "http_requests_total{service=\"train\"",
+    ] {
+        assert!(metrics.contains(family), "/metrics lacks {family}:\n{metrics}");
+    }
+    provenant_test_support::prometheus::assert_valid_exposition(&metrics);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait as _};
 use tracing::{Instrument as _, info_span, warn};
 
 use crate::delivery::DeadLetter;
-use crate::{Bus, ConsumerConfig, Context, Delivery, Error, Namespace, store};
+use crate::{Bus, ConsumerConfig, Context, Delivery, Error, Namespace, Outbox, store};
 
 /// Why a handler could not apply an event.
 #[derive(Debug)]
@@ -243,6 +243,10 @@ impl<H: Handler> Consumer<H> {
         for (message, outcome) in messages.iter().zip(outcomes) {
             self.settle(message, outcome, live, stats).await;
         }
+        // Consumer lag, as the server counted it when it sent the batch's last message.
+        if let Some(info) = messages.last().and_then(|message| message.info().ok()) {
+            metrics::gauge!("bus_consumer_pending", "consumer" => self.handler.name().to_owned()).set(info.pending as f64);
+        }
         Ok(())
     }
 
@@ -256,7 +260,9 @@ impl<H: Handler> Consumer<H> {
                 return Ok(None);
             }
         };
-        let deliveries: Vec<_> = messages.iter().map(Delivery::parse).collect();
+        // What the handler appends while applying this attempt is confirmed before it commits.
+        let outbox = Outbox::default();
+        let deliveries: Vec<_> = messages.iter().map(|message| Delivery::parse(message, &outbox)).collect();
         // Under shared isolation the whole batch is recorded as processed in one statement; the
         // events it reports as new are applied, the others are redeliveries.
         let mut newly_recorded = match isolation {
@@ -299,6 +305,11 @@ impl<H: Handler> Consumer<H> {
             };
             halted = matches!(outcome, Outcome::Retry { .. });
             outcomes.push(outcome);
+        }
+        if let Err(failure) = outbox.confirm().await {
+            // Shared isolation cannot tell whose append failed: the per-event attempt will.
+            warn!(consumer = self.handler.name(), failure = ?failure, "an append of the batch failed, retrying it");
+            return Ok(None);
         }
         let last_applied = outcomes.iter().rev().find_map(|outcome| match outcome {
             Outcome::Applied { sequence, event_id } => Some((*sequence, event_id.as_str())),
@@ -370,6 +381,14 @@ impl<H: Handler> Consumer<H> {
                 Ok(true) => (self.handler.handle(scope, delivery).await, Outcome::Applied { sequence: delivery.stream_sequence, event_id }),
                 Err(error) => (Err(error.into()), Outcome::Duplicate),
             };
+            let result = match (result, &savepoint) {
+                // Per-event isolation charges a failed append to the event that made it.
+                (Ok(()), Some(_)) => delivery.outbox.confirm().await,
+                (result, _) => result,
+            };
+            if result.is_err() {
+                delivery.outbox.discard();
+            }
             let Some(savepoint) = savepoint else {
                 return result.is_ok().then_some(done);
             };

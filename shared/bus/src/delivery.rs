@@ -2,7 +2,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use provenant_events::header;
 
-use crate::{Envelope, Event, Upcasters};
+use crate::{Envelope, Event, HandleError, Outbox, Upcasters};
 
 /// One event as a consumer received it: the parsed envelope, the original payload bytes
 /// (never re-encoded), and where it sits in its stream.
@@ -14,6 +14,9 @@ pub struct Delivery {
     pub stream_sequence: u64,
     /// 1 on first delivery, then one more per redelivery.
     pub delivered: i64,
+    /// The confirmations the batch this delivery came in owes before it commits; empty and
+    /// never awaited for an event read back from the log rather than consumed.
+    pub(crate) outbox: Outbox,
 }
 
 impl Delivery {
@@ -22,12 +25,34 @@ impl Delivery {
         upcasters.decode(&self.envelope, &self.payload)
     }
 
-    pub(crate) fn parse(message: &async_nats::jetstream::Message) -> Result<Delivery, (u64, i64, provenant_events::Error)> {
+    /// Confirms `confirmation` (normally an append's acknowledgement, see [`Outbox`]) before
+    /// the batch this event came in commits, instead of waiting for it now.
+    pub fn confirm_before_commit(&self, confirmation: impl std::future::Future<Output = Result<(), HandleError>> + Send + 'static) {
+        self.outbox.defer(confirmation);
+    }
+
+    /// Confirms every append the batch deferred so far: what a handler does before it reads
+    /// back from the log something an earlier event of its batch may have appended.
+    pub async fn confirm_deferred(&self) -> Result<(), HandleError> {
+        self.outbox.confirm().await
+    }
+
+    pub(crate) fn parse(
+        message: &async_nats::jetstream::Message,
+        outbox: &Outbox,
+    ) -> Result<Delivery, (u64, i64, provenant_events::Error)> {
         let (stream_sequence, delivered) = message.info().map(|info| (info.stream_sequence, info.delivered)).unwrap_or((0, 1));
         let headers = message.headers.as_ref();
         let envelope = Envelope::from_headers(|name| headers.and_then(|headers| headers.get(name)).map(|value| value.as_str()))
             .map_err(|error| (stream_sequence, delivered, error))?;
-        Ok(Delivery { envelope, payload: message.payload.clone(), subject: message.subject.to_string(), stream_sequence, delivered })
+        Ok(Delivery {
+            envelope,
+            payload: message.payload.clone(),
+            subject: message.subject.to_string(),
+            stream_sequence,
+            delivered,
+            outbox: outbox.clone(),
+        })
     }
 }
 

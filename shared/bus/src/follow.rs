@@ -79,7 +79,8 @@ pub async fn follow(
 }
 
 fn deliver(label: &str, state: &mut impl Apply, message: &async_nats::jetstream::Message) {
-    match Delivery::parse(message) {
+    // Followed, not consumed in batches: nothing a follower does is confirmed with a batch.
+    match Delivery::parse(message, &crate::Outbox::default()) {
         Ok(delivery) => state.apply(&delivery),
         Err((sequence, _, error)) => warn!(follower = %label, sequence, %error, "event without a valid envelope skipped"),
     }

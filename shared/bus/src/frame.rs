@@ -20,6 +20,9 @@ pub struct ServiceFrame {
 impl ServiceFrame {
     /// Connects and binds now, so that a bad URL or a taken port fails at boot.
     pub async fn build(bus: &BusConfig, http: &HttpConfig) -> anyhow::Result<ServiceFrame> {
+        // The metrics recorder before anything records (what `provenant_telemetry::init` does in
+        // a binary; here too for a service built in a test or embedded in another process).
+        provenant_telemetry::metrics::prometheus();
         let bus = Bus::connect(bus).await.context("failed to connect to nats")?;
         bus.declare_streams().await.context("failed to declare streams")?;
         let listener = http.bind().await.with_context(|| format!("failed to bind {}:{}", http.host, http.port))?;
@@ -39,6 +42,7 @@ impl ServiceFrame {
     /// requests finish.
     pub async fn serve(self, routes: axum::Router, readiness: Readiness, shutdown: Shutdown) -> anyhow::Result<()> {
         info!(service = self.bus.producer(), address = %self.address(), "listening");
+        let routes = provenant_runtime::request_metrics::instrument(routes, self.bus.producer());
         let router = routes.merge(provenant_runtime::operational_routes(readiness));
         provenant_runtime::serve(self.listener, router, shutdown).await.context("http server failed")
     }

@@ -22,7 +22,7 @@ impl Bus {
         while remaining > 0 {
             let message = messages.next().await.ok_or_else(|| Error::Nats("history ended early".into()))?.map_err(Error::nats)?;
             remaining = message.info().map_err(Error::nats)?.pending;
-            let delivery = Delivery::parse(&message).map_err(|(_, _, error)| Error::Event(error))?;
+            let delivery = Delivery::parse(&message, &crate::Outbox::default()).map_err(|(_, _, error)| Error::Event(error))?;
             history.push(delivery);
         }
         Ok(history)
@@ -54,6 +54,7 @@ impl Bus {
             subject: message.subject.to_string(),
             stream_sequence: message.sequence,
             delivered: 1,
+            outbox: crate::Outbox::default(),
         }))
     }
 }

@@ -18,6 +18,7 @@ pub mod follow;
 mod frame;
 mod history;
 pub mod identity;
+mod outbox;
 mod publish;
 
 pub mod store;
@@ -29,6 +30,7 @@ pub use consumer::{Consumer, ConsumerStats, HandleError, Handler, Replay, run_un
 pub use delivery::{DeadLetter, Delivery, dead_letter_header};
 pub use error::Error;
 pub use frame::ServiceFrame;
+pub use outbox::Outbox;
 pub use provenant_events::{Context, Envelope, Event, Namespace, Upcasters};
 pub use publish::{Expect, PendingPublish, Published};
 

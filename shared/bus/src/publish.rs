@@ -35,6 +35,7 @@ pub struct Published {
 #[derive(Debug)]
 pub struct PendingPublish {
     ack: PublishAckFuture,
+    stream: String,
     subject: String,
     expect: Expect,
     event_id: Uuid,
@@ -43,9 +44,26 @@ pub struct PendingPublish {
 impl PendingPublish {
     /// Waits until the event is durable in its stream.
     pub async fn confirmed(self) -> Result<Published, Error> {
-        let PendingPublish { ack, subject, expect, event_id } = self;
+        let PendingPublish { ack, subject, expect, event_id, .. } = self;
         let ack = ack.await.map_err(|source| classify(subject, expect, source))?;
         Ok(Published { event_id, stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate })
+    }
+
+    /// Waits until the event is durable, for an append whose event id derives from what caused
+    /// it: when the expectation fails because the subject's last event is this very event (an
+    /// earlier attempt landed, after the window that de-duplicates ids), that is success, with
+    /// `duplicate: true`. Any other writer's event there is still [`Error::Conflict`].
+    pub async fn confirmed_once(self, bus: &Bus) -> Result<Published, Error> {
+        let (stream, event_id) = (self.stream.clone(), self.event_id);
+        match self.confirmed().await {
+            Err(Error::Conflict { subject, expected }) => match bus.last_event_on(&stream, &subject).await? {
+                Some((sequence, Some(last))) if last == event_id.to_string() => {
+                    Ok(Published { event_id, stream, sequence, duplicate: true })
+                }
+                _ => Err(Error::Conflict { subject, expected }),
+            },
+            outcome => outcome,
+        }
     }
 }
 
@@ -135,7 +153,7 @@ impl Bus {
         let ack =
             self.jetstream().send_publish(subject.clone(), message).await.map_err(|source| classify(subject.clone(), expect, source))?;
         metrics::counter!("bus_events_published_total", "type" => E::TYPE).increment(1);
-        Ok(PendingPublish { ack, subject, expect, event_id: envelope.event_id })
+        Ok(PendingPublish { ack, stream: self.namespace().stream(E::CONTEXT), subject, expect, event_id: envelope.event_id })
     }
 
     /// The stream sequence of an aggregate's last event, or `None` when it has none: the value
@@ -153,7 +171,11 @@ impl Bus {
         aggregate_id: &str,
     ) -> Result<Option<(u64, Option<String>)>, Error> {
         let subject = self.namespace().subject(context, aggregate, aggregate_id)?;
-        let stream = self.jetstream().get_stream_no_info(self.namespace().stream(context)).await.map_err(Error::nats)?;
+        self.last_event_on(&self.namespace().stream(context), &subject).await
+    }
+
+    async fn last_event_on(&self, stream: &str, subject: &str) -> Result<Option<(u64, Option<String>)>, Error> {
+        let stream = self.jetstream().get_stream_no_info(stream).await.map_err(Error::nats)?;
         match stream.direct_get_last_for_subject(subject).await {
             Ok(message) => {
                 let event_id = message.headers.get(provenant_events::header::EVENT_ID).map(|value| value.as_str().to_owned());

@@ -8,7 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use futures::StreamExt as _;
-use provenant_bus::{Consumer, ConsumerStats, CrashPoint, DeadLetter, Envelope, Error, Expect};
+use provenant_bus::{
+    Bus, Consumer, ConsumerStats, Context, CrashPoint, DeadLetter, Delivery, Envelope, Error, Expect, HandleError, Handler, Namespace,
+};
+use provenant_events::proto::datanet::v1::SnapshotSealed;
 use provenant_runtime::Shutdown;
 use provenant_test_support::{Backend, NatsServer};
 
@@ -89,7 +92,7 @@ async fn a_poison_message_ends_in_the_dead_letter_stream_with_its_reason_and_the
     publish_created(&bus, &before).await;
 
     // An external producer's message without an envelope, and one whose payload is garbage.
-    let subject = bus.namespace().subject(provenant_bus::Context::Datanet, "datanet", "poison-1").expect("subject");
+    let subject = bus.namespace().subject(Context::Datanet, "datanet", "poison-1").expect("subject");
     bus.jetstream().publish(subject, Bytes::from_static(b"no headers")).await.expect("sent").await.expect("stored");
     let valid = created("poison-2", "x");
     let envelope = Envelope::new(&valid, "external");
@@ -97,7 +100,7 @@ async fn a_poison_message_ends_in_the_dead_letter_stream_with_its_reason_and_the
     for (name, value) in envelope.headers() {
         headers.insert(name, value.as_str());
     }
-    let subject = bus.namespace().subject(provenant_bus::Context::Datanet, "datanet", "poison-2").expect("subject");
+    let subject = bus.namespace().subject(Context::Datanet, "datanet", "poison-2").expect("subject");
     bus.jetstream()
         .publish_with_headers(subject, headers, Bytes::from_static(&[0xff, 0xff, 0xff]))
         .await
@@ -208,4 +211,79 @@ async fn replaying_the_stream_into_a_fresh_database_rebuilds_the_same_rows() {
         live_database_handle.drop_database().await.expect("drop");
         rebuilt_database_handle.drop_database().await.expect("drop");
     }
+}
+
+/// Counts each Datanet as [`CountingProjection`] does and appends, for each, a snapshot event
+/// named after it, through the batch's outbox (as the settler and the validator append).
+struct MirroringProjection {
+    counting: CountingProjection,
+    bus: Bus,
+}
+
+impl Handler for MirroringProjection {
+    fn name(&self) -> &str {
+        self.counting.name()
+    }
+
+    fn context(&self) -> Context {
+        self.counting.context()
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        self.counting.filter_subjects(namespace)
+    }
+
+    async fn handle(&self, transaction: &sea_orm::DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        self.counting.handle(transaction, delivery).await?;
+        let mirror = mirror_of(&delivery.envelope.aggregate_id);
+        let mut envelope = Envelope::new(&mirror, "mirror");
+        // Derived from the event it answers, so that a retry sends the very same append.
+        envelope.event_id = uuid::Uuid::from_u128(delivery.envelope.event_id.as_u128() ^ 1);
+        let pending = self.bus.send(&envelope, &mirror, Expect::NoEvents).await.map_err(|error| HandleError::Transient(error.into()))?;
+        let bus = self.bus.clone();
+        delivery.confirm_before_commit(async move {
+            match pending.confirmed_once(&bus).await {
+                Ok(_) => Ok(()),
+                Err(Error::Conflict { .. }) => Err(HandleError::rejected("mirror.taken", "another event holds the mirror")),
+                Err(error) => Err(HandleError::Transient(error.into())),
+            }
+        });
+        Ok(())
+    }
+}
+
+fn mirror_of(datanet_id: &str) -> SnapshotSealed {
+    SnapshotSealed { snapshot_id: datanet_id.to_owned(), datanet_id: datanet_id.to_owned(), ..Default::default() }
+}
+
+/// A batch's appends are confirmed together before it commits: one that fails (its subject is
+/// taken) dead-letters its own event only, a crash before the commit leaves appends that the
+/// retry recognises as its own, and in the end every event is applied once with one append.
+#[tokio::test]
+async fn appends_deferred_to_the_batch_commit_with_it_and_a_failing_one_dead_letters_only_its_event() {
+    let bus = shared_bus().await;
+    let (test_database, database) = database(Backend::Sqlite).await;
+    let ids = ids("outbox", 5);
+    let squatter = mirror_of(&ids[2]);
+    bus.publish(&Envelope::new(&squatter, "squatter"), &squatter, Expect::NoEvents).await.expect("published");
+    publish_created(&bus, &ids).await;
+    let mirroring = || MirroringProjection { counting: CountingProjection::new("mirroring"), bus: bus.clone() };
+
+    let crashing = Consumer::new(bus.clone(), database.clone(), mirroring(), fast_consumer()).crash_at(CrashPoint::BeforeCommit);
+    let outcome = crashing.run(std::future::pending()).await;
+    assert!(matches!(outcome, Err(Error::InjectedCrash(_))), "{outcome:?}");
+    assert!(counts(&database).await.is_empty(), "nothing may survive a crash before commit");
+
+    let shutdown = Shutdown::new();
+    let consumer = Consumer::new(bus.clone(), database.clone(), mirroring(), fast_consumer());
+    let task = tokio::spawn(provenant_bus::run_until_stopped(consumer, shutdown.clone()));
+    eventually(WAIT, "all judged", || async { drained(&bus, "mirroring").await && counts(&database).await.len() == 4 }).await;
+    let stats = stop(shutdown, task).await;
+    let mut applied = all_once(&ids);
+    applied.remove(2);
+    assert_eq!(counts(&database).await, applied);
+    assert_eq!(stats.dead_lettered, 1, "{stats:?}");
+    assert_eq!(dead_letters(&bus, 1).await[0].reason_code, "mirror.taken");
+    assert_eq!(bus.count_messages(Context::Datanet, "snapshot").await.expect("count"), 5, "one append per event");
+    test_database.drop_database().await.expect("drop");
 }

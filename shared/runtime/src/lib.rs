@@ -11,6 +11,7 @@ pub mod identity;
 pub mod openapi;
 pub mod pagination;
 pub mod read_your_writes;
+pub mod request_metrics;
 
 pub use api_error::{ApiError, ApiJson};
 

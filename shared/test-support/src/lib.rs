@@ -8,9 +8,11 @@
 //! - [`TestDatabase`]: a fresh SQLite file or a fresh PostgreSQL database per test, both behind
 //!   the same sea-orm code (connect with `provenant_bus::store::connect(&database.url)`), so one
 //!   projection test runs on both ([`Backend::ALL`]).
+//! - [`prometheus::assert_valid_exposition`]: a `/metrics` answer checked by promtool.
 
 mod database;
 mod nats;
+pub mod prometheus;
 
 pub use database::{Backend, TestDatabase};
 pub use nats::{NatsServer, nats_url, unique_root};

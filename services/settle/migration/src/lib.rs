@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_create_settlement_tables;
 mod m20261126_000002_create_periods;
 mod m20261127_000003_index_transactions_by_request;
+mod m20261127_000004_create_ledger_closed_periods;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_create_settlement_tables::Migration),
             Box::new(m20261126_000002_create_periods::Migration),
             Box::new(m20261127_000003_index_transactions_by_request::Migration),
+            Box::new(m20261127_000004_create_ledger_closed_periods::Migration),
         ]
     }
 }

@@ -106,6 +106,13 @@ impl Period {
         Ok(period)
     }
 
+    /// The period an id names, whatever the length (each length writes its ids differently).
+    pub fn from_id(text: &str) -> Option<Period> {
+        [PeriodLength::Month, PeriodLength::Day, PeriodLength::Hour, PeriodLength::Minute]
+            .into_iter()
+            .find_map(|length| Period::parse(length, text).ok())
+    }
+
     pub fn length(&self) -> PeriodLength {
         self.length
     }
@@ -175,6 +182,7 @@ mod tests {
             assert_eq!(period.ends_at(), period.next().starts_at());
             assert!(period.starts_at() <= instant && instant < period.ends_at());
             assert!(Period::parse(length, "2026-12").is_err(), "a month is not a {length:?}");
+            assert_eq!(Period::from_id(id), Some(period));
         }
         for bad in ["2026-12-32", "2026-12-31T24", "2026-12-31T2360", "2026-12-31T23:59", "2026-12-31T235", "2026-12-31t2359"] {
             assert!(Period::parse(PeriodLength::Minute, bad).is_err() && Period::parse(PeriodLength::Hour, bad).is_err(), "{bad:?}");

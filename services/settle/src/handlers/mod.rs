@@ -159,6 +159,8 @@ pub struct Settler {
     pub(crate) settings: SettlementConfig,
     pub(crate) default_policy: RevenuePolicy,
     pub(crate) upcasters: Upcasters,
+    /// Models and Datanet owners, asked for with every inference and never changed.
+    pub(crate) catalog: std::sync::Arc<catalog::Cache>,
 }
 
 impl Settler {
@@ -166,7 +168,7 @@ impl Settler {
 
     pub fn new(bus: Bus, settings: SettlementConfig) -> Result<Settler, PolicyError> {
         let default_policy = settings.default_policy()?;
-        Ok(Settler { bus, settings, default_policy, upcasters: Upcasters::contract() })
+        Ok(Settler { bus, settings, default_policy, upcasters: Upcasters::contract(), catalog: std::sync::Arc::default() })
     }
 }
 
@@ -197,7 +199,10 @@ impl Handler for Settler {
     }
 }
 
-/// Books every `InferenceSettled`, release (`SettlementAttributed`) and reversal into the ledger.
+/// Books every `InferenceSettled`, release (`SettlementAttributed`) and reversal into the ledger,
+/// and follows period closes (`SettlementPeriodClosed`) so that a settlement the settler appended
+/// while its period was being closed is booked in the next open period, not lost after the
+/// closed one's report.
 #[derive(Debug, Clone, Default)]
 pub struct LedgerProjector {
     upcasters: Upcasters,
@@ -217,11 +222,20 @@ impl Handler for LedgerProjector {
     }
 
     fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
-        vec![namespace.aggregate_filter(Context::Settlement, "settlement")]
+        vec![namespace.aggregate_filter(Context::Settlement, "settlement"), namespace.aggregate_filter(Context::Settlement, "period")]
     }
 
     async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
         match delivery.envelope.event_type.as_str() {
+            SettlementPeriodClosed::TYPE => {
+                let event: SettlementPeriodClosed = delivery.decode(&self.upcasters)?;
+                let through = i64::try_from(event.through_sequence).unwrap_or(i64::MAX);
+                let moved = crate::projections::ledger::close_period(transaction, &event.period_id, through).await?;
+                if moved > 0 {
+                    tracing::info!(period_id = %event.period_id, moved, "settlements appended during the close go to the next open period");
+                }
+                Ok(())
+            }
             InferenceSettled::TYPE => {
                 let event: InferenceSettled = delivery.decode(&self.upcasters)?;
                 on_inference_settled::handle(transaction, delivery, event).await

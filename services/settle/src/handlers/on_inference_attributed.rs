@@ -55,6 +55,8 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
     let checked = inference::check_receipt(receipt).map_err(|refusal| refuse(refusal.code, refusal.message))?;
     // The inference precedes its attribution on the subject, but a retried settlement can be
     // redelivered after it: wait for it (a refused inference ends here in the dead letters).
+    // Its settlement may be one this batch appended: confirm those before reading the log.
+    delivery.confirm_deferred().await?;
     let settled_row = inferences::find(transaction, &event.inference_event_id)
         .await?
         .ok_or_else(|| transient(anyhow::anyhow!("inference event {} is not settled (yet)", event.inference_event_id)))?;

@@ -181,7 +181,9 @@ async fn parties(settler: &Settler, transaction: &DatabaseTransaction, checked: 
     };
     let mut owners: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     for datanet_id in settled.datanet_ids() {
-        let owner = catalog::find_datanet_owner(transaction, &datanet_id)
+        let owner = settler
+            .catalog
+            .datanet_owner(transaction, &datanet_id)
             .await?
             .ok_or_else(|| HandleError::Transient(anyhow::anyhow!("Datanet {datanet_id} is not projected yet")))?;
         *owners.entry(owner).or_default() += 1;
@@ -190,7 +192,7 @@ async fn parties(settler: &Settler, transaction: &DatabaseTransaction, checked: 
 }
 
 async fn known_model(settler: &Settler, transaction: &DatabaseTransaction, model_id: &str) -> Result<catalog::models::Model, HandleError> {
-    if let Some(model) = catalog::find_model(transaction, model_id).await? {
+    if let Some(model) = settler.catalog.model(transaction, model_id).await? {
         return Ok(model);
     }
     match settler.bus.last_sequence(Context::Training, "model", model_id).await {
@@ -202,20 +204,21 @@ async fn known_model(settler: &Settler, transaction: &DatabaseTransaction, model
     }
 }
 
+/// Sends the settlement and leaves its confirmation to the batch (see `provenant_bus::Outbox`):
+/// a retry that finds its own earlier append there is fine; another event there is not.
 async fn append(settler: &Settler, delivery: &Delivery, settled: &InferenceSettled) -> Result<(), HandleError> {
     let mut envelope = Envelope::new(settled, settler.bus.producer()).caused_by(&delivery.envelope);
     envelope.event_id = settlement_event_id(&settled.inference_event_id);
-    match settler.bus.publish(&envelope, settled, Expect::NoEvents).await {
-        Ok(_) => Ok(()),
-        Err(BusError::Conflict { .. }) => {
-            // Appended before (a retry after the window that de-duplicates ids): ours, or not?
-            let last = settler.bus.last_event(Context::Settlement, "settlement", &settled.settlement_id).await;
-            match last {
-                Ok(Some((_, Some(event_id)))) if event_id == envelope.event_id.to_string() => Ok(()),
-                Ok(_) => Err(HandleError::rejected("settlement.conflict", "another event holds this settlement's subject")),
-                Err(error) => Err(HandleError::Transient(error.into())),
+    let pending = settler.bus.send(&envelope, settled, Expect::NoEvents).await.map_err(|error| HandleError::Transient(error.into()))?;
+    let bus = settler.bus.clone();
+    delivery.confirm_before_commit(async move {
+        match pending.confirmed_once(&bus).await {
+            Ok(_) => Ok(()),
+            Err(BusError::Conflict { .. }) => {
+                Err(HandleError::rejected("settlement.conflict", "another event holds this settlement's subject"))
             }
+            Err(error) => Err(HandleError::Transient(error.into())),
         }
-        Err(error) => Err(HandleError::Transient(error.into())),
-    }
+    });
+    Ok(())
 }

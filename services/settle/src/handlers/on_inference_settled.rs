@@ -1,5 +1,6 @@
 //! `InferenceSettled` → one balanced ledger transaction; `SettlementAttributed` → the release
-//! of what it held; `SettlementReversed` → its mirror.
+//! of what it held; `SettlementReversed` → its mirror; each booked in its period, or the next
+//! open one when the ledger has seen that period closed (`ledger::booking_period`).
 
 use provenant_bus::{Delivery, HandleError};
 use provenant_events::money::Amount;
@@ -23,7 +24,7 @@ pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, even
             inference_event_id: event.inference_event_id,
             request_id: event.request_id,
             model_id: event.model_id,
-            period_id: event.period_id,
+            period_id: ledger::booking_period(transaction, &event.period_id).await?,
             currency: fee.currency.clone(),
             exponent: i32::try_from(fee.exponent).unwrap_or(i32::MAX),
             fee: fee.minor_units.to_string(),
@@ -78,7 +79,8 @@ pub async fn handle_reversal(transaction: &DatabaseTransaction, delivery: &Deliv
         return Err(invalid(format!("the postings do not mirror those of {}", original.settlement_id)));
     }
     let fee = provenant_events::money::parse_minor_units(&original.fee).map_err(|error| invalid(error.to_string()))?;
-    let entry = following(original, delivery, event.settlement_id, "reversal", event.period_id, (-fee).to_string(), postings);
+    let period_id = ledger::booking_period(transaction, &event.period_id).await?;
+    let entry = following(original, delivery, event.settlement_id, "reversal", period_id, (-fee).to_string(), postings);
     ledger::record(transaction, entry).await?;
     Ok(())
 }
@@ -133,7 +135,8 @@ pub async fn handle_release(
     if sum.minor_units != 0 || debited != [-held.minor_units] {
         return Err(invalid(format!("the postings must debit {held_account} by the {} held, once, and sum to zero", held.minor_units)));
     }
-    let entry = following(original, delivery, event.settlement_id, "attribution", event.period_id, "0".into(), postings);
+    let period_id = ledger::booking_period(transaction, &event.period_id).await?;
+    let entry = following(original, delivery, event.settlement_id, "attribution", period_id, "0".into(), postings);
     ledger::record(transaction, entry).await?;
     Ok(())
 }

@@ -89,3 +89,41 @@ pub async fn insert_datanet(database: &impl ConnectionTrait, datanet_id: &str, o
 pub async fn find_datanet_owner(database: &impl ConnectionTrait, datanet_id: &str) -> Result<Option<String>, DbErr> {
     Ok(datanets::Entity::find_by_id(datanet_id.to_owned()).one(database).await?.map(|row| row.owner_id))
 }
+
+/// What [`find_model`] and [`find_datanet_owner`] found, kept in memory for the settler, which
+/// asks for the same few models and Datanets with every inference. Both rows are written once
+/// and never change, so a kept row is always current; a miss is not kept (its projector may
+/// write the row any moment).
+#[derive(Debug, Default)]
+pub struct Cache {
+    models: std::sync::Mutex<std::collections::HashMap<String, models::Model>>,
+    owners: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl Cache {
+    pub async fn model(&self, database: &impl ConnectionTrait, model_id: &str) -> Result<Option<models::Model>, DbErr> {
+        if let Some(model) = lock(&self.models).get(model_id) {
+            return Ok(Some(model.clone()));
+        }
+        let found = find_model(database, model_id).await?;
+        if let Some(model) = &found {
+            lock(&self.models).insert(model_id.to_owned(), model.clone());
+        }
+        Ok(found)
+    }
+
+    pub async fn datanet_owner(&self, database: &impl ConnectionTrait, datanet_id: &str) -> Result<Option<String>, DbErr> {
+        if let Some(owner) = lock(&self.owners).get(datanet_id) {
+            return Ok(Some(owner.clone()));
+        }
+        let found = find_datanet_owner(database, datanet_id).await?;
+        if let Some(owner) = &found {
+            lock(&self.owners).insert(datanet_id.to_owned(), owner.clone());
+        }
+        Ok(found)
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

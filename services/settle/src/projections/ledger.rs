@@ -3,11 +3,16 @@
 //! Amounts are i128 minor units, stored as decimal strings (neither database has a 128-bit
 //! integer) and summed in Rust, never in SQL.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use sea_orm::ActiveValue::Set;
 use sea_orm::entity::prelude::*;
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{QueryOrder as _, QuerySelect as _};
 
 use provenant_events::money::{Amount, parse_minor_units};
+
+use crate::domain::period::Period;
 
 pub mod transactions {
     use sea_orm::entity::prelude::*;
@@ -87,6 +92,63 @@ pub mod balances {
     }
 }
 
+pub mod closed_periods {
+    use sea_orm::entity::prelude::*;
+
+    /// A period the ledger has seen closed (`SettlementPeriodClosed`), and through which
+    /// settlement-stream sequence its report holds the period's settlements.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "ledger_closed_periods")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub period_id: String,
+        pub through_sequence: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The period the ledger books a settlement in: the one its event names, unless the ledger has
+/// seen that period closed already, then the first after it that it has not. The settler picks
+/// an open period, but the close may land between its look and its append; without this the
+/// settlement would sit in a closed period after its report's last row and be paid out in no
+/// report. Decided in log order, so a replay books every settlement where it was booked.
+pub async fn booking_period(database: &impl ConnectionTrait, named: &str) -> Result<String, DbErr> {
+    let mut period_id = named.to_owned();
+    while closed_periods::Entity::find_by_id(period_id.clone()).one(database).await?.is_some() {
+        match Period::from_id(&period_id) {
+            Some(period) => period_id = period.next().id(),
+            // Not written by the settler; booked where it says.
+            None => break,
+        }
+    }
+    Ok(period_id)
+}
+
+/// Records that `period_id` closed with its settlements through stream sequence `through`, and
+/// moves those the ledger booked in it after `through` (appended while the close was being
+/// decided, so in no report yet) to the next period it has not seen closed. Returns how many
+/// moved. A close seen again changes nothing.
+pub async fn close_period(database: &impl ConnectionTrait, period_id: &str, through: i64) -> Result<u64, DbErr> {
+    let row = closed_periods::ActiveModel { period_id: Set(period_id.to_owned()), through_sequence: Set(through) };
+    closed_periods::Entity::insert(row)
+        .on_conflict(OnConflict::column(closed_periods::Column::PeriodId).do_nothing().to_owned())
+        .exec_without_returning(database)
+        .await?;
+    let through = closed_periods::Entity::find_by_id(period_id.to_owned()).one(database).await?.map_or(through, |row| row.through_sequence);
+    let next = booking_period(database, period_id).await?;
+    let moved = transactions::Entity::update_many()
+        .col_expr(transactions::Column::PeriodId, sea_orm::sea_query::Expr::value(next))
+        .filter(transactions::Column::PeriodId.eq(period_id))
+        .filter(transactions::Column::StreamSequence.gt(through))
+        .exec(database)
+        .await?;
+    Ok(moved.rows_affected)
+}
+
 /// A checked transaction, ready to record.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -118,34 +180,63 @@ pub async fn record(database: &impl ConnectionTrait, entry: Entry) -> Result<boo
     if !lines.is_empty() {
         postings::Entity::insert_many(lines).exec_without_returning(database).await?;
     }
-    for (account, amount) in &entry.postings {
-        add_to_balance(database, account, amount).await?;
-    }
+    add_to_balances(database, &entry.postings).await?;
     Ok(true)
 }
 
-async fn add_to_balance(database: &impl ConnectionTrait, account: &str, amount: &Amount) -> Result<(), DbErr> {
-    let key = (account.to_owned(), amount.currency.clone());
-    match balances::Entity::find_by_id(key).one(database).await? {
-        Some(row) => {
-            let sum = row.amount()?.checked_add(amount).map_err(|error| DbErr::Custom(format!("balance of {account}: {error}")))?;
-            let postings = row.postings + 1;
-            let mut row: balances::ActiveModel = row.into();
-            row.balance = Set(sum.minor_units.to_string());
-            row.postings = Set(postings);
-            row.update(database).await?;
-        }
-        None => {
-            let row = balances::ActiveModel {
-                account: Set(account.to_owned()),
-                currency: Set(amount.currency.clone()),
-                exponent: Set(exponent_column(amount.exponent)),
-                balance: Set(amount.minor_units.to_string()),
-                postings: Set(1),
-            };
-            balances::Entity::insert(row).exec_without_returning(database).await?;
+/// Adds postings to their accounts' balances in two statements whatever their number (this
+/// runs once per settlement, and a statement per posting dominated the consumer's time): one
+/// read of the balances they touch, one upsert of the new ones.
+async fn add_to_balances(database: &impl ConnectionTrait, postings: &[(String, Amount)]) -> Result<(), DbErr> {
+    if postings.is_empty() {
+        return Ok(());
+    }
+    let mut moved: BTreeMap<(String, String), (Amount, i64)> = BTreeMap::new();
+    for (account, amount) in postings {
+        let key = (account.clone(), amount.currency.clone());
+        match moved.get_mut(&key) {
+            Some((sum, count)) => {
+                *sum = sum.checked_add(amount).map_err(|error| DbErr::Custom(format!("balance of {account}: {error}")))?;
+                *count += 1;
+            }
+            None => {
+                moved.insert(key, (amount.clone(), 1));
+            }
         }
     }
+    let accounts: BTreeSet<String> = moved.keys().map(|(account, _)| account.clone()).collect();
+    let current: BTreeMap<(String, String), balances::Model> = balances::Entity::find()
+        .filter(balances::Column::Account.is_in(accounts))
+        .all(database)
+        .await?
+        .into_iter()
+        .map(|row| ((row.account.clone(), row.currency.clone()), row))
+        .collect();
+    let mut rows = Vec::with_capacity(moved.len());
+    for ((account, currency), (amount, count)) in moved {
+        let (balance, postings) = match current.get(&(account.clone(), currency.clone())) {
+            Some(row) => (
+                row.amount()?.checked_add(&amount).map_err(|error| DbErr::Custom(format!("balance of {account}: {error}")))?,
+                row.postings + count,
+            ),
+            None => (amount, count),
+        };
+        rows.push(balances::ActiveModel {
+            account: Set(account),
+            currency: Set(currency),
+            exponent: Set(exponent_column(balance.exponent)),
+            balance: Set(balance.minor_units.to_string()),
+            postings: Set(postings),
+        });
+    }
+    balances::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([balances::Column::Account, balances::Column::Currency])
+                .update_columns([balances::Column::Balance, balances::Column::Postings])
+                .to_owned(),
+        )
+        .exec_without_returning(database)
+        .await?;
     Ok(())
 }
 

@@ -167,7 +167,10 @@ pub(super) async fn run(worker: &Worker, job_id: &str, delivered: i64, shutdown:
             warn!(job_id, code, message, "training job failed");
             let event = TrainingJobFailed { job_id: job_id.to_owned(), code: code.to_owned(), message };
             match writer.append(&event, None).await {
-                Ok(Appended::Yes) => Ok(Outcome::Finished),
+                Ok(Appended::Yes) => {
+                    metrics::counter!("train_jobs_finished_total", "outcome" => "failed").increment(1);
+                    Ok(Outcome::Finished)
+                }
                 Ok(Appended::Conflict) => Ok(Outcome::Superseded),
                 Err(JobError::Transient(error)) => Err(error),
                 Err(JobError::Fail { .. }) => unreachable!("appending only fails transiently"),
@@ -346,6 +349,9 @@ async fn train(
         let appended = match report {
             Report::Step(step) => {
                 last_loss = Some(step.loss);
+                metrics::counter!("train_steps_total").increment(1);
+                metrics::gauge!("train_loss").set(f64::from(step.loss));
+                metrics::gauge!("train_tokens_per_second").set(step.tokens_per_second);
                 let event = TrainingJobProgressed {
                     job_id: job_id.clone(),
                     step: step.step,
@@ -554,7 +560,10 @@ async fn register(
     );
     let completed = TrainingJobCompleted { job_id: job_id.clone(), model_id, steps: spec.train.steps };
     match writer.append(&completed, Some(derived_id(&job_id, "completed"))).await? {
-        Appended::Yes => Ok(Outcome::Finished),
+        Appended::Yes => {
+            metrics::counter!("train_jobs_finished_total", "outcome" => "completed").increment(1);
+            Ok(Outcome::Finished)
+        }
         Appended::Conflict => Ok(Outcome::Superseded),
     }
 }

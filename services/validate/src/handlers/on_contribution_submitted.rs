@@ -7,7 +7,7 @@
 //! verdict from the same state and finds it already appended.
 
 use anyhow::anyhow;
-use provenant_bus::{Context, Delivery, Envelope, Error as BusError, Expect, HandleError};
+use provenant_bus::{Delivery, Envelope, Error as BusError, Expect, HandleError};
 use provenant_events::proto::common::v1::Principal;
 use provenant_events::proto::datanet::v1::{ContributionAccepted, ContributionRejected, ContributionSubmitted, RejectionReason};
 use sea_orm::DatabaseTransaction;
@@ -92,6 +92,8 @@ pub async fn judge(
     let accepted = matches!(verdict, Verdict::Accepted { .. });
     append_verdict(validator, delivery, &event, contributor, verdict).await?;
     if accepted && policy.seal_every_accepted > 0 {
+        // A snapshot may only name contributions whose verdicts are in the log.
+        delivery.confirm_deferred().await?;
         let every = u64::try_from(policy.seal_every_accepted).unwrap_or(0);
         sealing::seal_by_policy(&validator.bus, &validator.manifests, transaction, &event.datanet_id, every).await.map_err(|error| {
             match error {
@@ -195,7 +197,7 @@ async fn append_verdict(
             };
             let mut envelope = Envelope::new(&accepted, validator.bus.producer()).caused_by(&delivery.envelope);
             envelope.event_id = event_id;
-            validator.bus.publish(&envelope, &accepted, expect).await
+            validator.bus.send(&envelope, &accepted, expect).await
         }
         Verdict::Rejected(reasons) => {
             let rejected = ContributionRejected {
@@ -209,27 +211,26 @@ async fn append_verdict(
             };
             let mut envelope = Envelope::new(&rejected, validator.bus.producer()).caused_by(&delivery.envelope);
             envelope.event_id = event_id;
-            validator.bus.publish(&envelope, &rejected, expect).await
+            validator.bus.send(&envelope, &rejected, expect).await
         }
     };
-    match outcome {
-        Ok(_) => Ok(()),
-        Err(BusError::Conflict { .. }) => {
-            let last = validator
-                .bus
-                .last_event(Context::Datanet, "contribution", &event.contribution_id)
-                .await
-                .map_err(|error| HandleError::Transient(error.into()))?;
-            if last.and_then(|(_, id)| id).as_deref() == Some(event_id.to_string().as_str()) {
-                Ok(()) // appended by an earlier attempt whose transaction did not commit
-            } else {
-                Err(HandleError::rejected(
-                    "contribution.already_decided",
-                    format!("contribution {} has a later event", event.contribution_id),
-                ))
+    let pending = match outcome {
+        Ok(pending) => pending,
+        Err(error @ BusError::Event(_)) => return Err(HandleError::rejected("contribution.invalid_id", error)),
+        Err(error) => return Err(HandleError::Transient(error.into())),
+    };
+    // Confirmed with the batch (see `provenant_bus::Outbox`); an earlier attempt whose
+    // transaction did not commit may have appended this very verdict, which is fine.
+    let bus = validator.bus.clone();
+    let contribution_id = event.contribution_id.clone();
+    delivery.confirm_before_commit(async move {
+        match pending.confirmed_once(&bus).await {
+            Ok(_) => Ok(()),
+            Err(BusError::Conflict { .. }) => {
+                Err(HandleError::rejected("contribution.already_decided", format!("contribution {contribution_id} has a later event")))
             }
+            Err(error) => Err(HandleError::Transient(error.into())),
         }
-        Err(error @ BusError::Event(_)) => Err(HandleError::rejected("contribution.invalid_id", error)),
-        Err(error) => Err(HandleError::Transient(error.into())),
-    }
+    });
+    Ok(())
 }
