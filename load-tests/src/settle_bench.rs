@@ -257,7 +257,9 @@ async fn report_run(arguments: &Arguments, folder: &std::path::Path) -> anyhow::
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let arguments = Arguments::parse();
-    provenant_telemetry::install_crypto_provider();
+    // The services' warnings and errors (RUST_LOG overrides), so that a stall explains itself.
+    let telemetry_config = provenant_telemetry::TelemetryConfig { log_filter: "warn".into(), ..Default::default() };
+    let _telemetry = provenant_telemetry::init("settle-bench", &telemetry_config)?;
     let layers = provenant_config::Layers { directory: "/nonexistent".into(), environment: "bench".into() };
     let config: settle::Config = provenant_config::load_with(settle::BASE_YAML, &layers, std::iter::empty())?;
     let folder = tempfile::tempdir()?;

@@ -648,7 +648,7 @@ async fn a_settlement_appended_while_its_period_closes_is_reported_in_the_next_o
     let (status, closed) = running.call(reqwest::Method::POST, FINANCE_KEY, &format!("/v1/periods/{}/close", next.id()), None).await;
     assert_eq!((status, closed["settlement_count"].as_u64()), (201, Some(2)), "{closed}");
     running.stop().await;
-    assert_ledger_replays(&config, database, &bus, 3, "two settlements and a close").await;
+    assert_ledger_replays(&config, database, &bus, 4, "two settlements and two closes").await;
 }
 
 #[tokio::test]

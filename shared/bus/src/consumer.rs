@@ -227,6 +227,14 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn apply_batch(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<(), Error> {
+        let (started, events) = (std::time::Instant::now(), messages.len());
+        let applied = self.apply_batch_timed(messages, live, stats).await;
+        // How big batches are and what they cost: the first thing to read when a consumer is slow.
+        tracing::debug!(consumer = self.handler.name(), events, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "batch applied");
+        applied
+    }
+
+    async fn apply_batch_timed(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<(), Error> {
         // Nearly every batch applies cleanly, so it is first tried without savepoints (two
         // statements fewer per event); only a batch with a failing event pays for isolating
         // each event in its own savepoint.

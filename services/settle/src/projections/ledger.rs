@@ -331,7 +331,46 @@ pub async fn period_transactions(
         .order_by_asc(transactions::Column::StreamSequence)
         .all(database)
         .await?;
-    with_postings(database, settled).await
+    // The period's postings in one pass, in the same order (a report of 10^6 settlements spent
+    // most of its time in 2,000 `IN (…)` lookups): each transaction takes the run of postings
+    // that names it.
+    use sea_orm::ExprTrait as _;
+    use sea_orm::sea_query::{Alias, Expr, Order, Query};
+    let p = Alias::new("p");
+    let query = Query::select()
+        .columns(
+            [
+                postings::Column::SettlementId,
+                postings::Column::Line,
+                postings::Column::Account,
+                postings::Column::Currency,
+                postings::Column::Exponent,
+                postings::Column::Amount,
+            ]
+            .map(|column| (p.clone(), column)),
+        )
+        .from_as(postings::Entity, p.clone())
+        .inner_join(
+            transactions::Entity,
+            Expr::col((transactions::Entity, transactions::Column::SettlementId)).equals((p.clone(), postings::Column::SettlementId)),
+        )
+        .and_where(Expr::col((transactions::Entity, transactions::Column::PeriodId)).eq(period_id))
+        .and_where(Expr::col((transactions::Entity, transactions::Column::StreamSequence)).lte(through))
+        .order_by((transactions::Entity, transactions::Column::StreamSequence), Order::Asc)
+        .order_by((p.clone(), postings::Column::Line), Order::Asc)
+        .to_owned();
+    let lines = postings::Entity::find().from_raw_sql(database.get_database_backend().build(&query)).all(database).await?;
+    let mut lines = lines.into_iter().peekable();
+    Ok(settled
+        .into_iter()
+        .map(|transaction| {
+            let mut own = Vec::new();
+            while let Some(line) = lines.next_if(|line| line.settlement_id == transaction.settlement_id) {
+                own.push(line);
+            }
+            (transaction, own)
+        })
+        .collect())
 }
 
 /// Each transaction with its postings, in line order.
