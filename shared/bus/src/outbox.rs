@@ -19,11 +19,14 @@ use futures::future::BoxFuture;
 
 use crate::HandleError;
 
+/// One append's confirmation: resolves once the server acknowledged it (or refused it).
+type Confirmation = BoxFuture<'static, Result<(), HandleError>>;
+
 /// The confirmations a batch still owes (see the module docs). Cheap to clone: every delivery
 /// of one attempt at a batch shares one.
 #[derive(Clone, Default)]
 pub struct Outbox {
-    pending: Arc<Mutex<Vec<BoxFuture<'static, Result<(), HandleError>>>>>,
+    pending: Arc<Mutex<Vec<Confirmation>>>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -33,7 +36,7 @@ impl std::fmt::Debug for Outbox {
 }
 
 impl Outbox {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<BoxFuture<'static, Result<(), HandleError>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Confirmation>> {
         // A panic while pushing leaves a valid vector behind.
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
