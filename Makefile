@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BUF := tools/node_modules/.bin/buf
 
-.PHONY: help tools demo up test lint lint-k8s fmt codegen bench attribution-eval clean-data
+.PHONY: help tools demo up test lint lint-k8s fmt codegen bench load attribution-eval clean-data
 
 help:
 	@echo "make demo   - start NATS and every service, run the pipeline on real text, stop"
@@ -13,6 +13,7 @@ help:
 	@echo "make lint   - rustfmt, clippy, buf lint/breaking, generated-code check, then lint-k8s"
 	@echo "make lint-k8s - Helm chart, kustomize manifests, Dockerfile: helm lint, kubernetes-validate, checkov"
 	@echo "make bench  - benchmarks, JSON results in target/bench/"
+	@echo "make load   - k6 (ingest, infer) and the NATS bench against the release provenant up, JSON in target/load/"
 	@echo "make attribution-eval - attribution quality (LDS, canaries, gaming) beside baselines, JSON in target/bench/"
 	@echo "make codegen- regenerate Rust from schemas/ (commit the result)"
 
@@ -68,6 +69,12 @@ bench:
 	target/release/infer-bench --output target/bench/infer.json
 	# Attribution: scoring 10^4/10^5 examples (f16, int8) beside a plain memory read; a 256-token receipt; spans over 10^7 tokens.
 	target/release/attribution-bench --output target/bench/attribution.json
+
+# k6 against the all-in-one release binary, then bus-bench against its NATS (scripts/load.sh).
+load:
+	scripts/bootstrap.sh --k6
+	$(CARGO) build --locked --release -p provenant-cli -p provenant-load-tests --bin provenant --bin bus-bench
+	scripts/load.sh
 
 # Attribution quality on real text (LDS over retrained subsets with the two-seed noise ceiling,
 # canary recall, gaming tests), beside baselines; trains dozens of small models, outside CI.

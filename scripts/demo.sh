@@ -13,22 +13,15 @@ cd "$(dirname "$0")/.."
 data=.data/demo
 rm -rf "$data"
 mkdir -p "$data"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-services=(ingest validate train infer settle)
-declare -A port
-for service in "${services[@]}"; do
-  port[$service]=$(free_port)
-  export "PROVENANT_HTTP__${service^^}_PORT=${port[$service]}"
-done
-export PROVENANT_NATS__EMBEDDED_PORT=$(free_port)
+# shellcheck source=scripts/suite-lib.sh
+source scripts/suite-lib.sh
+choose_ports
 export RUST_LOG=${RUST_LOG:-info,sqlx=warn,async_nats=warn}
 
 # API keys for this run: the Datanet owner, one contributor per fortune file, and a copycat.
 # Only their SHA-256 goes into the configuration.
 fortunes=/usr/share/games/fortunes
 contributors=(en:art en:computers en:food en:science de:de/computer de:de/anekdoten es:es/arte.fortunes es:es/ciencia.fortunes it:it/computer it:it/definizioni)
-new_key() { python3 -c 'import secrets; print("pvk_" + secrets.token_hex(32))'; }
-key_entry() { printf '    - principal: %s\n      roles: [%s]\n      key_sha256: %s\n' "$1" "$2" "$(printf %s "$3" | sha256sum | cut -d' ' -f1)"; }
 key=$(new_key)
 builder_key=$(new_key)
 finance_key=$(new_key)
@@ -62,20 +55,7 @@ auth=(-H "authorization: Bearer $key")
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "starting provenant (NATS 2.15.1 + ${services[*]}), log in $data/provenant.log"
-target/debug/provenant up --data-dir "$data" >"$data/provenant.log" 2>&1 &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
-
-for service in "${services[@]}"; do
-  url="http://127.0.0.1:${port[$service]}/health/ready"
-  for attempt in $(seq 1 300); do
-    if curl -fsS "$url" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "$pid" 2>/dev/null; then echo "provenant exited; see $data/provenant.log" >&2; tail -20 "$data/provenant.log" >&2; exit 1; fi
-    [ "$attempt" = 300 ] && { echo "$service never became ready" >&2; exit 1; }
-    sleep 0.1
-  done
-  printf '%-9s %s  ready: %s\n' "$service" "http://127.0.0.1:${port[$service]}" "$(curl -fsS "$url")"
-done
+start_suite target/debug/provenant "$data"
 
 ingest="http://127.0.0.1:${port[ingest]}"
 step "creating one Datanet per fortune language"
@@ -162,7 +142,6 @@ print(f"  audit path of {len(proof['audit_path'])} hashes {verdict} against root
 PY
 
 step "sealing the German, Spanish and Italian snapshots"
-json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 declare -A snapshot root
 snapshot[en]=$snapshot_id
 root[en]=$(json_field merkle_root <<<"$sealed")
@@ -455,7 +434,5 @@ step "metrics (Prometheus text) from ingest"
 curl -fsS "$ingest/metrics" | grep -E '^bus_' | sed 's/^/  /' || true
 
 step "stopping (SIGTERM): consumers finish their batch, NATS flushes its store"
-kill -TERM "$pid"
-wait "$pid"
-trap - EXIT
+stop_suite
 echo "demo finished; data kept in $data (make clean-data removes it)"

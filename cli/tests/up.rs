@@ -1,100 +1,14 @@
 //! End to end: the real `provenant` binary, with the NATS server it starts itself and SQLite
 //! files in its data folder, driven through its public HTTP API.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{INGEST, OWNER_KEY, SERVICES, Suite, config_dir, free_port};
+
 use serde_json::{Value, json};
-
-const SERVICES: [&str; 5] = ["ingest", "validate", "train", "infer", "settle"];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
-}
-
-fn nats_server_binary() -> PathBuf {
-    std::env::var_os("PV_NATS_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/nats-server"))
-}
-
-struct Suite {
-    child: Child,
-    ports: Vec<u16>,
-}
-
-const OWNER_KEY: &str = "pvk_end_to_end_owner";
-
-/// A configuration folder whose `local.yaml` enables one Datanet owner's key.
-fn config_dir() -> tempfile::TempDir {
-    let folder = tempfile::tempdir().expect("config dir");
-    let hash = provenant_runtime::identity::hash_key(OWNER_KEY).iter().map(|byte| format!("{byte:02x}")).collect::<String>();
-    let yaml =
-        format!("identity:\n  api_keys:\n    - principal: owner\n      roles: [datanet_owner, contributor]\n      key_sha256: {hash}\n");
-    std::fs::write(folder.path().join("local.yaml"), yaml).expect("write config");
-    folder
-}
-
-impl Suite {
-    fn start(data_dir: &Path, config_dir: &Path, ports: &[u16], nats_port: u16) -> Suite {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_provenant"));
-        command
-            .args(["up", "--data-dir"])
-            .arg(data_dir)
-            .env("PROVENANT_NATS__SERVER_BINARY", nats_server_binary())
-            .env("PROVENANT_NATS__EMBEDDED_PORT", nats_port.to_string())
-            .env("PROVENANT_CONFIG_DIR", config_dir)
-            .env("PROVENANT_ENVIRONMENT", "local")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
-        for (service, port) in SERVICES.iter().zip(ports) {
-            command.env(format!("PROVENANT_HTTP__{}_PORT", service.to_uppercase()), port.to_string());
-        }
-        Suite { child: command.spawn().expect("provenant starts"), ports: ports.to_vec() }
-    }
-
-    fn url(&self, service: usize, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.ports[service])
-    }
-
-    async fn wait_ready(&mut self, http: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for (service, name) in SERVICES.iter().enumerate() {
-            loop {
-                let ready = http.get(self.url(service, "/health/ready")).send().await.is_ok_and(|response| response.status() == 200);
-                if ready {
-                    break;
-                }
-                assert!(self.child.try_wait().expect("poll").is_none(), "provenant exited before {name} was ready");
-                assert!(Instant::now() < deadline, "{name} never became ready");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-
-    /// SIGTERM, then the process must exit cleanly on its own.
-    fn stop(mut self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll") {
-                assert!(status.success(), "provenant exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "provenant ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Suite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart() {
@@ -102,19 +16,19 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
     let data_dir = tempfile::tempdir().expect("data dir");
     let ports: Vec<u16> = SERVICES.iter().map(|_| free_port()).collect();
     let nats_port = free_port();
-    let config_dir = config_dir();
+    let config_dir = config_dir("datanet_owner, contributor");
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {OWNER_KEY}").parse().expect("header"));
     let http = reqwest::Client::builder().default_headers(headers).build().expect("client");
 
-    let mut suite = Suite::start(data_dir.path(), config_dir.path(), &ports, nats_port);
+    let mut suite = Suite::start(data_dir.path(), config_dir.path(), &ports, nats_port, &[]);
     suite.wait_ready(&http).await;
     for service in 0..SERVICES.len() {
         let metrics = http.get(suite.url(service, "/metrics")).send().await.expect("metrics");
         assert_eq!(metrics.status(), 200);
     }
     let created: Value = http
-        .post(suite.url(0, "/v1/datanets"))
+        .post(suite.url(INGEST, "/v1/datanets"))
         .json(&json!({ "name": "Fortunes", "licence": "CC0-1.0" }))
         .send()
         .await
@@ -124,13 +38,13 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
         .expect("json");
     let path = format!("/v1/datanets/{}", created["datanet_id"].as_str().expect("id"));
     let deadline = Instant::now() + Duration::from_secs(15);
-    while http.get(suite.url(0, &path)).send().await.expect("get").status() != 200 {
+    while http.get(suite.url(INGEST, &path)).send().await.expect("get").status() != 200 {
         assert!(Instant::now() < deadline, "the Datanet never reached the read model");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A contribution goes ingest → JetStream → validate → verdict → ingest's read model.
     let submitted: Value = http
-        .post(suite.url(0, &format!("{path}/contributions")))
+        .post(suite.url(INGEST, &format!("{path}/contributions")))
         .header("content-type", "text/plain")
         .body("Your lucky number has been disconnected. Please try again in a few minutes.")
         .send()
@@ -142,7 +56,7 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
     let status_path = format!("/v1/contributions/{}", submitted["contribution_id"].as_str().expect("contribution id"));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let view: Value = http.get(suite.url(0, &status_path)).send().await.expect("get").json().await.unwrap_or(Value::Null);
+        let view: Value = http.get(suite.url(INGEST, &status_path)).send().await.expect("get").json().await.unwrap_or(Value::Null);
         if view["status"] == "accepted" {
             assert_eq!(view["duplicate_cluster_id"], submitted["contribution_id"]);
             break;
@@ -162,7 +76,7 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
             "datanet",
             "import",
             "--ingest-url",
-            &suite.url(0, ""),
+            &suite.url(INGEST, ""),
             "--datanet",
             created["datanet_id"].as_str().expect("id"),
             "--key",
@@ -174,7 +88,7 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
     let printed = String::from_utf8_lossy(&import.stdout);
     assert!(import.status.success(), "import failed: {printed} {}", String::from_utf8_lossy(&import.stderr));
     assert!(printed.contains("2 records") && printed.contains("2 submitted (202)"), "{printed}");
-    let metrics = http.get(suite.url(0, "/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let metrics = http.get(suite.url(INGEST, "/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(
         metrics.lines().any(|line| line.starts_with("bus_events_applied_total{consumer=\"ingest-datanets\"} ")),
         "the projection's counter is exported:\n{metrics}"
@@ -184,9 +98,9 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
     assert!(data_dir.path().join("validate.db").exists());
     assert!(data_dir.path().join("nats").is_dir());
 
-    let mut again = Suite::start(data_dir.path(), config_dir.path(), &ports, nats_port);
+    let mut again = Suite::start(data_dir.path(), config_dir.path(), &ports, nats_port, &[]);
     again.wait_ready(&http).await;
-    let datanet: Value = http.get(again.url(0, &path)).send().await.expect("get").json().await.expect("json");
+    let datanet: Value = http.get(again.url(INGEST, &path)).send().await.expect("get").json().await.expect("json");
     assert_eq!((datanet["name"].as_str(), datanet["owner_id"].as_str()), (Some("Fortunes"), Some("owner")));
     again.stop();
 }

@@ -65,6 +65,8 @@ impl WorkQueue {
         let payload = serde_json::to_vec(&WorkOrder { job_id: job_id.to_owned() }).expect("a work order always serialises");
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("job-{job_id}").as_str());
+        // The worker's span continues the trace of whatever queued the job (its submission).
+        provenant_telemetry::propagation::inject_current(|name, value| headers.insert(name, value.as_str()));
         let ack = self
             .bus
             .jetstream()

@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod pagination;
 pub mod read_your_writes;
 pub mod request_metrics;
+pub mod request_trace;
 
 pub use api_error::{ApiError, ApiJson};
 

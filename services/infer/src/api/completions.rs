@@ -20,7 +20,7 @@ use provenant_runtime::identity::{Principal, Role};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{Instrument as _, warn};
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -384,51 +384,55 @@ fn sse(value: &Value) -> SseEvent {
 /// finish reason (and Provenant's record of the request), an optional usage chunk, `[DONE]`.
 fn stream(state: AppState, prepared: Prepared, shape: Shape) -> impl IntoResponse {
     let (events, receiver) = mpsc::channel::<SseEvent>(64);
-    tokio::spawn(async move {
-        let heading = Heading::of(&prepared, shape);
-        if shape == Shape::Chat && events.send(sse(&heading.chunk(None, None))).await.is_err() {
-            return;
-        }
-        // Unbounded: the decoding thread serves many requests and must never wait on one
-        // slow reader; an answer is at most `max_tokens` pieces.
-        let (pieces, mut piece_receiver) = mpsc::unbounded_channel::<String>();
-        let forward_events = events.clone();
-        let forward_heading = heading.clone();
-        let forwarding = tokio::spawn(async move {
-            while let Some(piece) = piece_receiver.recv().await {
-                let value = forward_heading.chunk(Some(&piece), None);
-                // A closed stream drops the receiver, which stops decoding at its next piece.
-                if forward_events.send(sse(&value)).await.is_err() {
+    tokio::spawn(
+        async move {
+            let heading = Heading::of(&prepared, shape);
+            if shape == Shape::Chat && events.send(sse(&heading.chunk(None, None))).await.is_err() {
+                return;
+            }
+            // Unbounded: the decoding thread serves many requests and must never wait on one
+            // slow reader; an answer is at most `max_tokens` pieces.
+            let (pieces, mut piece_receiver) = mpsc::unbounded_channel::<String>();
+            let forward_events = events.clone();
+            let forward_heading = heading.clone();
+            let forwarding = tokio::spawn(async move {
+                while let Some(piece) = piece_receiver.recv().await {
+                    let value = forward_heading.chunk(Some(&piece), None);
+                    // A closed stream drops the receiver, which stops decoding at its next piece.
+                    if forward_events.send(sse(&value)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let include_usage = prepared.decoding.include_usage;
+            let outcome = decode_and_record(&state, prepared, Some(pieces)).await;
+            let _ = forwarding.await;
+            let closing = match outcome {
+                Ok((_, recorded)) => {
+                    let mut last = heading.chunk(None, Some(recorded.generated.finish.as_str()));
+                    last["provenant"] = json!(recorded.provenance);
+                    let mut closing = vec![sse(&last)];
+                    if include_usage {
+                        let mut usage = heading.chunk(None, None);
+                        usage["choices"] = json!([]);
+                        usage["usage"] = json!(recorded.usage);
+                        closing.push(sse(&usage));
+                    }
+                    closing.push(SseEvent::default().data("[DONE]"));
+                    closing
+                }
+                // Headers are gone; OpenAI's clients raise an error event's body as an APIError.
+                Err(error) => vec![sse(&json!(error.body()))],
+            };
+            for event in closing {
+                if events.send(event).await.is_err() {
                     return;
                 }
             }
-        });
-        let include_usage = prepared.decoding.include_usage;
-        let outcome = decode_and_record(&state, prepared, Some(pieces)).await;
-        let _ = forwarding.await;
-        let closing = match outcome {
-            Ok((_, recorded)) => {
-                let mut last = heading.chunk(None, Some(recorded.generated.finish.as_str()));
-                last["provenant"] = json!(recorded.provenance);
-                let mut closing = vec![sse(&last)];
-                if include_usage {
-                    let mut usage = heading.chunk(None, None);
-                    usage["choices"] = json!([]);
-                    usage["usage"] = json!(recorded.usage);
-                    closing.push(sse(&usage));
-                }
-                closing.push(SseEvent::default().data("[DONE]"));
-                closing
-            }
-            // Headers are gone; OpenAI's clients raise an error event's body as an APIError.
-            Err(error) => vec![sse(&json!(error.body()))],
-        };
-        for event in closing {
-            if events.send(event).await.is_err() {
-                return;
-            }
         }
-    });
+        // The answer is recorded from this task: its InferenceServed continues the request's trace.
+        .in_current_span(),
+    );
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|event| (Ok::<_, Infallible>(event), receiver))
     });

@@ -158,6 +158,8 @@ impl Worker {
             }
         };
         let span = info_span!("training_job", job_id = %order.job_id, worker = %self.id, delivered);
+        let header = |name: &str| message.headers.as_ref().and_then(|headers| headers.get(name)).map(|value| value.as_str());
+        provenant_telemetry::propagation::continue_trace(&span, header("traceparent"), header("tracestate"));
         let outcome = tokio::select! {
             outcome = job::run(self, &order.job_id, delivered, shutdown).instrument(span) => outcome,
             () = heartbeat => unreachable!("the heartbeat loop never ends"),
