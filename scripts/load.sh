@@ -7,7 +7,7 @@
 # The steps: a Datanet takes contributions at a constant arrival rate (k6, ingest.js); once the
 # validator has caught up (its consumer lag, read from /metrics, is zero) the Datanet is sealed
 # and a small base model trained on it; then concurrent clients ask it for completions (k6,
-# infer.js). Knobs: LOAD_INGEST_RATE (50/s), LOAD_DURATION (30s), LOAD_INFER_VUS (4),
+# infer.js). Knobs: LOAD_INGEST_RATE (200/s), LOAD_DURATION (30s), LOAD_INFER_VUS (4),
 # LOAD_TRAIN_STEPS (60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,19 +46,27 @@ for attempt in $(seq 1 100); do
 done
 
 failed=()
-step "k6: contributions at ${LOAD_INGEST_RATE:-50}/s for ${LOAD_DURATION:-30s} (load-tests/k6/ingest.js)"
-INGEST_URL=$ingest API_KEY=$key DATANET_ID=$datanet RATE=${LOAD_INGEST_RATE:-50} DURATION=${LOAD_DURATION:-30s} \
+step "k6: contributions at ${LOAD_INGEST_RATE:-200}/s for ${LOAD_DURATION:-30s} (load-tests/k6/ingest.js)"
+INGEST_URL=$ingest API_KEY=$key DATANET_ID=$datanet RATE=${LOAD_INGEST_RATE:-200} DURATION=${LOAD_DURATION:-30s} \
   "$k6" run --quiet --no-usage-report --summary-export "$out/ingest.json" load-tests/k6/ingest.js || failed+=(ingest)
 
+# wait_caught_up SERVICE_URL CONSUMER: until the consumer's lag (bus_consumer_pending on the
+# service's /metrics) reads zero three times running; prints the seconds it took.
+wait_caught_up() {
+  local started=$SECONDS caught_up=0 pending
+  for attempt in $(seq 1 3000); do
+    pending=$(curl -fsS "$1/metrics" | awk -v series="bus_consumer_pending{consumer=\"$2\"}" '$1 == series {print $2}')
+    if [ "${pending:-1}" = 0 ]; then caught_up=$((caught_up + 1)); else caught_up=0; fi
+    [ "$caught_up" = 3 ] && { echo $((SECONDS - started)); return; }
+    sleep 0.2
+  done
+  echo "consumer $2 never caught up (pending: ${pending:-unknown})" >&2
+  exit 1
+}
+
 step "waiting for the validator to catch up (bus_consumer_pending on its /metrics)"
-caught_up=0
-for attempt in $(seq 1 600); do
-  pending=$(curl -fsS "$validate/metrics" | awk '/^bus_consumer_pending\{consumer="validate-contributions"\}/ {print $2}')
-  if [ "${pending:-1}" = 0 ]; then caught_up=$((caught_up + 1)); else caught_up=0; fi
-  [ "$caught_up" = 3 ] && break
-  sleep 0.2
-done
-[ "$caught_up" = 3 ] || { echo "the validator never caught up (pending: ${pending:-unknown})" >&2; exit 1; }
+validation_lag=$(wait_caught_up "$validate" validate-contributions)
+echo "  caught up ${validation_lag} s after the last contribution"
 sealed=$(curl -fsS -X POST "${auth[@]}" "$validate/v1/datanets/$datanet/snapshots")
 echo "  sealed $(json_field entry_count <<<"$sealed") contributions"
 
@@ -92,16 +100,22 @@ step "k6: ${LOAD_INFER_VUS:-4} concurrent clients asking for completions for ${L
 INFER_URL=$infer API_KEY=$key MODEL=load-base VUS=${LOAD_INFER_VUS:-4} DURATION=${LOAD_DURATION:-30s} \
   "$k6" run --quiet --no-usage-report --summary-export "$out/infer.json" load-tests/k6/infer.js || failed+=(infer)
 
+step "waiting for settlement to catch up"
+settlement_lag=$(wait_caught_up "http://127.0.0.1:${port[settle]}" settle-inferences)
+ledger_lag=$(wait_caught_up "http://127.0.0.1:${port[settle]}" settle-ledger)
+echo "  settled ${settlement_lag} s and booked $((settlement_lag + ledger_lag)) s after the last completion"
+
 step "bus-bench against the suite's NATS server"
 target/release/bus-bench --nats-url "nats://127.0.0.1:$PROVENANT_NATS__EMBEDDED_PORT" \
-  --messages 20000 --projection-events 10000 --repeats 3 --output "$out/bus.json" | sed 's/^/  /'
+  --messages 20000 --projection-events 10000 --repeats 3 --output "$out/bus.json" >"$data/bus-bench.log"
 
 step "stopping"
 stop_suite
 
-python3 - "$out" "${failed[*]:-}" <<'PY'
+python3 - "$out" "${failed[*]:-}" "$(json_field entry_count <<<"$sealed")" "$validation_lag" "$settlement_lag" "$ledger_lag" <<'PY'
 import json, sys
 out, failed = sys.argv[1], sys.argv[2].split()
+sealed, validation_lag, settlement_lag, ledger_lag = map(int, sys.argv[3:7])
 def summary(name):
     data = json.load(open(f"{out}/{name}.json"))
     metrics = data["metrics"]
@@ -117,6 +131,12 @@ def summary(name):
         "thresholds_passed": thresholds,
     }
 results = {"ingest": summary("ingest"), "infer": summary("infer"), "bus": json.load(open(f"{out}/bus.json")), "failed": failed}
+# How far the asynchronous halves fell behind: seconds from the end of each k6 run until the
+# consumer's lag read zero (polled every 0.2 s, so about ±1 s).
+results["ingest"]["accepted_and_sealed"] = sealed
+results["ingest"]["validation_caught_up_after_seconds"] = validation_lag
+results["infer"]["settled_caught_up_after_seconds"] = settlement_lag
+results["infer"]["ledger_caught_up_after_seconds"] = settlement_lag + ledger_lag
 json.dump(results, open(f"{out}/results.json", "w"), indent=2)
 for name in ("ingest", "infer"):
     r = results[name]

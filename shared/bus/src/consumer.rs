@@ -226,15 +226,18 @@ impl<H: Handler> Consumer<H> {
         Ok(Replay { stats, last_sequence: last })
     }
 
+    /// [`Self::apply_and_acknowledge`], timed.
     async fn apply_batch(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<(), Error> {
         let (started, events) = (std::time::Instant::now(), messages.len());
-        let applied = self.apply_batch_timed(messages, live, stats).await;
+        let applied = self.apply_and_acknowledge(messages, live, stats).await;
         // How big batches are and what they cost: the first thing to read when a consumer is slow.
         tracing::debug!(consumer = self.handler.name(), events, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "batch applied");
         applied
     }
 
-    async fn apply_batch_timed(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<(), Error> {
+    /// Applies a batch (retrying it event by event when it fails as a whole) and settles each
+    /// message with the server: ack, delayed redelivery or dead letter.
+    async fn apply_and_acknowledge(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<(), Error> {
         // Nearly every batch applies cleanly, so it is first tried without savepoints (two
         // statements fewer per event); only a batch with a failing event pays for isolating
         // each event in its own savepoint.

@@ -2,7 +2,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use provenant_events::header;
 
-use crate::{Envelope, Event, HandleError, Outbox, Upcasters};
+use crate::{Bus, Envelope, Error, Event, HandleError, Outbox, PendingPublish, Upcasters};
 
 /// One event as a consumer received it: the parsed envelope, the original payload bytes
 /// (never re-encoded), and where it sits in its stream.
@@ -29,6 +29,21 @@ impl Delivery {
     /// the batch this event came in commits, instead of waiting for it now.
     pub fn confirm_before_commit(&self, confirmation: impl std::future::Future<Output = Result<(), HandleError>> + Send + 'static) {
         self.outbox.defer(confirmation);
+    }
+
+    /// Hands an append this handler sent (`bus.send`) to the batch, to be confirmed before it
+    /// commits. A retry that finds its own earlier attempt's append at the subject's head is
+    /// fine; another writer's event there rejects this event with `conflict_code` and
+    /// `conflict` (it dead-letters, the rest of the batch commits).
+    pub fn confirm_append_before_commit(&self, bus: &Bus, pending: PendingPublish, conflict_code: &'static str, conflict: String) {
+        let bus = bus.clone();
+        self.confirm_before_commit(async move {
+            match pending.confirmed_once(&bus).await {
+                Ok(_) => Ok(()),
+                Err(Error::Conflict { .. }) => Err(HandleError::rejected(conflict_code, conflict)),
+                Err(error) => Err(HandleError::Transient(error.into())),
+            }
+        });
     }
 
     /// Confirms every append the batch deferred so far: what a handler does before it reads

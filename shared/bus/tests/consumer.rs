@@ -240,14 +240,7 @@ impl Handler for MirroringProjection {
         // Derived from the event it answers, so that a retry sends the very same append.
         envelope.event_id = uuid::Uuid::from_u128(delivery.envelope.event_id.as_u128() ^ 1);
         let pending = self.bus.send(&envelope, &mirror, Expect::NoEvents).await.map_err(|error| HandleError::Transient(error.into()))?;
-        let bus = self.bus.clone();
-        delivery.confirm_before_commit(async move {
-            match pending.confirmed_once(&bus).await {
-                Ok(_) => Ok(()),
-                Err(Error::Conflict { .. }) => Err(HandleError::rejected("mirror.taken", "another event holds the mirror")),
-                Err(error) => Err(HandleError::Transient(error.into())),
-            }
-        });
+        delivery.confirm_append_before_commit(&self.bus, pending, "mirror.taken", "another event holds the mirror".into());
         Ok(())
     }
 }

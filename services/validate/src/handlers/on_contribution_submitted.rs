@@ -221,16 +221,7 @@ async fn append_verdict(
     };
     // Confirmed with the batch (see `provenant_bus::Outbox`); an earlier attempt whose
     // transaction did not commit may have appended this very verdict, which is fine.
-    let bus = validator.bus.clone();
-    let contribution_id = event.contribution_id.clone();
-    delivery.confirm_before_commit(async move {
-        match pending.confirmed_once(&bus).await {
-            Ok(_) => Ok(()),
-            Err(BusError::Conflict { .. }) => {
-                Err(HandleError::rejected("contribution.already_decided", format!("contribution {contribution_id} has a later event")))
-            }
-            Err(error) => Err(HandleError::Transient(error.into())),
-        }
-    });
+    let conflict = format!("contribution {} has a later event", event.contribution_id);
+    delivery.confirm_append_before_commit(&validator.bus, pending, "contribution.already_decided", conflict);
     Ok(())
 }
