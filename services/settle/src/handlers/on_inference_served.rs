@@ -210,6 +210,11 @@ async fn append(settler: &Settler, delivery: &Delivery, settled: &InferenceSettl
     let mut envelope = Envelope::new(settled, settler.bus.producer()).caused_by(&delivery.envelope);
     envelope.event_id = settlement_event_id(&settled.inference_event_id);
     let pending = settler.bus.send(&envelope, settled, Expect::NoEvents).await.map_err(|error| HandleError::Transient(error.into()))?;
-    delivery.confirm_append_before_commit(&settler.bus, pending, "settlement.conflict", "another event holds this settlement's subject".into());
+    delivery.confirm_append_before_commit(
+        &settler.bus,
+        pending,
+        "settlement.conflict",
+        "another event holds this settlement's subject".into(),
+    );
     Ok(())
 }
