@@ -232,8 +232,7 @@ async fn report_run(arguments: &Arguments, folder: &std::path::Path) -> anyhow::
     let started = Instant::now();
     let settled = ledger::period_transactions(&database, &period.id(), i64::MAX).await?;
     let read_seconds = started.elapsed().as_secs_f64();
-    let report = settle::reports::build(period, u64::MAX, &settled);
-    drop(settled);
+    let report = settle::reports::build(period, u64::MAX, settled);
     let built_seconds = started.elapsed().as_secs_f64();
     let rendered = report.render()?;
     let total_seconds = started.elapsed().as_secs_f64();

@@ -827,7 +827,7 @@ async fn closing_a_month_issues_a_report_that_replays_byte_for_byte_and_opens_in
         settle_migration::Migrator::up(&rebuilt, None).await.expect("migrates");
         Consumer::new(bus.clone(), rebuilt.clone(), LedgerProjector::default(), fast_consumer()).replay().await.expect("replays");
         let settled = settle::projections::ledger::period_transactions(&rebuilt, &past.id(), through).await.expect("rows");
-        let replayed = settle::reports::build(past, u64::try_from(through).expect("positive"), &settled).render().expect("renders");
+        let replayed = settle::reports::build(past, u64::try_from(through).expect("positive"), settled).render().expect("renders");
         assert_eq!(replayed.sha256, report_sha256, "{backend:?}: the report is a function of the log");
         assert_eq!(replayed.json, json_bytes.to_vec());
         fresh.drop_database().await.expect("drop");

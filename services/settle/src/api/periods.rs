@@ -169,7 +169,7 @@ fn money(currency: &str, exponent: u32, minor_units: &str) -> Result<provenant_e
 async fn report_for(state: &AppState, period: Period, through: u64) -> Result<Report, ApiError> {
     let through = i64::try_from(through).unwrap_or(i64::MAX);
     let settled = ledger::period_transactions(&state.database, &period.id(), through).await.map_err(unavailable)?;
-    Ok(reports::build(period, u64::try_from(through).unwrap_or(0), &settled))
+    Ok(reports::build(period, u64::try_from(through).unwrap_or(0), settled))
 }
 
 /// Stores the three renderings and appends `SettlementReportIssued` (once per period); returns

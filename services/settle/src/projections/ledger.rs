@@ -319,12 +319,28 @@ pub async fn last_stream_sequence(database: &impl ConnectionTrait) -> Result<i64
     Ok(last.map_or(0, |row| row.stream_sequence))
 }
 
-/// A period's settlements up to `through` (a stream sequence), in stream order, with postings.
+/// One posting of a period's report: what the report needs and nothing it already has from
+/// the transaction (its settlement id, currency, exponent), so that 10^7 of them read fast.
+#[derive(Clone, Debug, PartialEq, Eq, sea_orm::FromQueryResult)]
+pub struct PeriodPosting {
+    /// The transaction's stream sequence: where its run of postings ends.
+    pub stream_sequence: i64,
+    pub account: String,
+    pub amount: String,
+}
+
+/// A period's settlements up to `through` (a stream sequence), in stream order, with postings
+/// in line order.
 pub async fn period_transactions(
-    database: &impl ConnectionTrait,
+    database: &(impl ConnectionTrait + sea_orm::StreamTrait),
     period_id: &str,
     through: i64,
-) -> Result<Vec<(transactions::Model, Vec<postings::Model>)>, DbErr> {
+) -> Result<Vec<(transactions::Model, Vec<PeriodPosting>)>, DbErr> {
+    use futures::TryStreamExt as _;
+    use sea_orm::ExprTrait as _;
+    use sea_orm::FromQueryResult as _;
+    use sea_orm::sea_query::{Alias, Expr, Order, Query};
+
     let settled = transactions::Entity::find()
         .filter(transactions::Column::PeriodId.eq(period_id))
         .filter(transactions::Column::StreamSequence.lte(through))
@@ -332,23 +348,12 @@ pub async fn period_transactions(
         .all(database)
         .await?;
     // The period's postings in one pass, in the same order (a report of 10^6 settlements spent
-    // most of its time in 2,000 `IN (…)` lookups): each transaction takes the run of postings
-    // that names it.
-    use sea_orm::ExprTrait as _;
-    use sea_orm::sea_query::{Alias, Expr, Order, Query};
+    // most of its time in 2,000 `IN (…)` lookups), streamed: each transaction takes the run of
+    // postings that carries its sequence.
     let p = Alias::new("p");
     let query = Query::select()
-        .columns(
-            [
-                postings::Column::SettlementId,
-                postings::Column::Line,
-                postings::Column::Account,
-                postings::Column::Currency,
-                postings::Column::Exponent,
-                postings::Column::Amount,
-            ]
-            .map(|column| (p.clone(), column)),
-        )
+        .column((transactions::Entity, transactions::Column::StreamSequence))
+        .columns([postings::Column::Account, postings::Column::Amount].map(|column| (p.clone(), column)))
         .from_as(postings::Entity, p.clone())
         .inner_join(
             transactions::Entity,
@@ -359,18 +364,19 @@ pub async fn period_transactions(
         .order_by((transactions::Entity, transactions::Column::StreamSequence), Order::Asc)
         .order_by((p.clone(), postings::Column::Line), Order::Asc)
         .to_owned();
-    let lines = postings::Entity::find().from_raw_sql(database.get_database_backend().build(&query)).all(database).await?;
-    let mut lines = lines.into_iter().peekable();
-    Ok(settled
-        .into_iter()
-        .map(|transaction| {
-            let mut own = Vec::new();
-            while let Some(line) = lines.next_if(|line| line.settlement_id == transaction.settlement_id) {
-                own.push(line);
-            }
-            (transaction, own)
-        })
-        .collect())
+    let statement = ConnectionTrait::get_database_backend(database).build(&query);
+    let mut lines = std::pin::pin!(PeriodPosting::find_by_statement(statement).stream(database).await?);
+    let mut next = lines.try_next().await?;
+    let mut with_lines = Vec::with_capacity(settled.len());
+    for transaction in settled {
+        let mut own = Vec::new();
+        while let Some(line) = next.take_if(|line| line.stream_sequence == transaction.stream_sequence) {
+            own.push(line);
+            next = lines.try_next().await?;
+        }
+        with_lines.push((transaction, own));
+    }
+    Ok(with_lines)
 }
 
 /// Each transaction with its postings, in line order.
