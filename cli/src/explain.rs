@@ -13,7 +13,6 @@ use model::Transformer;
 use provenant_bus::Event as _;
 use provenant_bus::{BlobStore, Bus, BusConfig, Context, Upcasters};
 use provenant_events::proto::inference::v1::{AttributionReceipt, InferenceAttributed, InferenceServed};
-use provenant_events::proto::training::v1::ModelRegistered;
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArguments {
@@ -74,11 +73,7 @@ async fn recompute(bus: &Bus, served: &InferenceServed, recorded: &AttributionRe
     let transcripts = bus.blob_store(infer::TRANSCRIPTS_BUCKET).await?;
     let prompt = blob(&transcripts, &served.prompt_sha256, "the prompt (transcripts are kept only with serving.keep_transcripts)").await?;
     let output = blob(&transcripts, &served.output_sha256, "the answer").await?;
-    let registered: ModelRegistered = bus
-        .last_delivery(Context::Training, "model", &served.model_id)
-        .await?
-        .with_context(|| format!("model {} is not registered", served.model_id))?
-        .decode(&Upcasters::contract())?;
+    let registered = crate::report::registered(bus, &served.model_id).await?;
     let config_sha256 = registered.config.as_ref().map(|blob| blob.sha256.clone()).unwrap_or_default();
     let config: model::ModelConfig = serde_json::from_slice(&blob(&models, &config_sha256, "the model config").await?)?;
     let weights = blob(&models, &recorded.model_weights_sha256, "the base weights").await?;

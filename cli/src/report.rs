@@ -90,7 +90,8 @@ pub async fn run(arguments: ReportArguments) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn registered(bus: &Bus, model_id: &str) -> anyhow::Result<ModelRegistered> {
+/// Model `model_id`'s registration, read from the log.
+pub(crate) async fn registered(bus: &Bus, model_id: &str) -> anyhow::Result<ModelRegistered> {
     Ok(bus
         .last_delivery(Context::Training, "model", model_id)
         .await?
