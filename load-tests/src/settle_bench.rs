@@ -85,6 +85,7 @@ async fn publish_events(bus: &Bus, events: usize) -> anyhow::Result<()> {
         shares: (0..8).map(|index| ContributorShare { contributor_id: format!("contributor-{index}"), share_ppb: 100_000_000 }).collect(),
         base_pool_ppb: 200_000_000,
         noise_floor_ppb: 1_000_000,
+        model_weights_sha256: digest('a'),
         ..Default::default()
     };
     let mut acks = AckBatcher::new(256);

@@ -184,6 +184,8 @@ fn receipt() -> AttributionReceipt {
         ],
         base_pool_ppb: 200_000_000,
         noise_floor_ppb: 20_000_000,
+        // Computed with the base that `served` names (without an adapter).
+        model_weights_sha256: digest('a'),
         ..Default::default()
     }
 }

@@ -106,6 +106,16 @@ pub fn check(event: &InferenceServed, producer: &str, aggregate_id: &str, limits
         return Err(Refusal::new("inference.fee_negative", format!("a fee cannot be negative ({fee})")));
     }
     let receipt = event.receipt.as_ref().map(check_receipt).transpose()?;
+    // The receipt must have been computed with the weights that answered: a receipt of another
+    // model (or of the base alone, for an adapter's answer) would pay its contributors instead.
+    if let Some(receipt) = &event.receipt
+        && (receipt.model_weights_sha256 != event.base_weights_sha256 || receipt.adapter_weights_sha256 != event.adapter_weights_sha256)
+    {
+        return Err(Refusal::new(
+            "inference.receipt_weights_mismatch",
+            "the receipt names other weights than the ones that answered (model_weights_sha256, adapter_weights_sha256)",
+        ));
+    }
     Ok(CheckedInference {
         request_id: event.request_id.clone(),
         caller_id,
@@ -174,11 +184,24 @@ mod tests {
         check(event, "gateway", "req-1", LIMITS).expect_err("refused").code
     }
 
+    /// A receipt whose shares add up, computed with `event()`'s weights.
+    fn whole_receipt() -> AttributionReceipt {
+        AttributionReceipt {
+            model_weights_sha256: "a".repeat(64),
+            shares: vec![ContributorShare { contributor_id: "ann".into(), share_ppb: 700_000_000 }],
+            base_pool_ppb: 300_000_000,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn a_well_formed_event_passes() {
         let checked = check(&event(), "gateway", "req-1", LIMITS).expect("valid");
         assert_eq!(checked.fee.minor_units, 125);
         assert_eq!(checked.settled_model_id(), "model-1");
+        let attributed = InferenceServed { receipt: Some(whole_receipt()), ..event() };
+        let checked = check(&attributed, "gateway", "req-1", LIMITS).expect("valid with its receipt");
+        assert_eq!(checked.receipt.expect("receipt").shares, vec![("ann".to_owned(), 700_000_000)]);
     }
 
     #[test]
@@ -204,6 +227,18 @@ mod tests {
                         base_pool_ppb: 300_000_000,
                         ..Default::default()
                     })
+                }),
+            ),
+            (
+                "inference.receipt_weights_mismatch",
+                Box::new(|event| {
+                    event.receipt = Some(AttributionReceipt { model_weights_sha256: "d".repeat(64), ..whole_receipt() });
+                }),
+            ),
+            (
+                "inference.receipt_weights_mismatch",
+                Box::new(|event| {
+                    event.receipt = Some(AttributionReceipt { adapter_weights_sha256: "e".repeat(64), ..whole_receipt() });
                 }),
             ),
         ];
