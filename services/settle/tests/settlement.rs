@@ -836,3 +836,29 @@ async fn closing_a_month_issues_a_report_that_replays_byte_for_byte_and_opens_in
         database.drop_database().await.expect("drop");
     }
 }
+
+/// An adapter's answer is split by the adapter's own policy where it has one, else by its base's
+/// (one lookup per inference, on both databases).
+#[tokio::test]
+async fn the_governing_policy_is_the_models_own_else_its_bases() {
+    use settle::domain::policy::{Beneficiary, RevenuePolicy};
+    use settle::projections::policies;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let database = TestDatabase::create(backend).await.expect("database");
+        let connection = provenant_bus::store::connect(&database.url).await.expect("db");
+        settle_migration::Migrator::up(&connection, None).await.expect("migrates");
+        let policy = |version| RevenuePolicy::new(version, [(Beneficiary::Protocol, 1_000_000_000)]).expect("whole");
+        let governing = |settled: &'static str| {
+            let connection = connection.clone();
+            async move { policies::governing(&connection, settled, BASE).await.expect("reads").map(|row| (row.model_id, row.version)) }
+        };
+        assert_eq!(governing(ADAPTER).await, None, "{backend:?}: no policy yet");
+        policies::upsert(&connection, BASE, &policy(3), "bob", 1).await.expect("base policy");
+        assert_eq!(governing(ADAPTER).await, Some((BASE.to_owned(), 3)), "{backend:?}: the adapter inherits");
+        assert_eq!(governing(BASE).await, Some((BASE.to_owned(), 3)), "{backend:?}: the base's own");
+        policies::upsert(&connection, ADAPTER, &policy(1), "bob", 2).await.expect("adapter policy");
+        assert_eq!(governing(ADAPTER).await, Some((ADAPTER.to_owned(), 1)), "{backend:?}: the adapter's own comes first");
+        assert_eq!(governing(BASE).await, Some((BASE.to_owned(), 3)), "{backend:?}: the base keeps its own");
+        database.drop_database().await.expect("drop");
+    }
+}

@@ -40,12 +40,9 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
         )));
     }
     let parties = parties(settler, transaction, &checked).await?;
-    let policy = match policies::find(transaction, checked.settled_model_id()).await? {
+    let policy = match policies::governing(transaction, checked.settled_model_id(), &checked.base_model_id).await? {
         Some(row) => row.policy()?,
-        None => match policies::find(transaction, &checked.base_model_id).await? {
-            Some(row) => row.policy()?,
-            None => settler.default_policy.clone(),
-        },
+        None => settler.default_policy.clone(),
     };
     let lines = split::postings(checked.fee.minor_units, &checked.caller_id, &policy, &parties, checked.receipt.as_ref())
         .map_err(|error| HandleError::rejected("settlement.allocation_failed", error))?;
