@@ -42,8 +42,7 @@ impl ServiceFrame {
     /// requests finish.
     pub async fn serve(self, routes: axum::Router, readiness: Readiness, shutdown: Shutdown) -> anyhow::Result<()> {
         info!(service = self.bus.producer(), address = %self.address(), "listening");
-        let routes = provenant_runtime::request_metrics::instrument(routes, self.bus.producer());
-        let routes = provenant_runtime::request_trace::instrument(routes, self.bus.producer());
+        let routes = provenant_runtime::instrument_api(routes, self.bus.producer());
         let router = routes.merge(provenant_runtime::operational_routes(readiness));
         provenant_runtime::serve(self.listener, router, shutdown).await.context("http server failed")
     }

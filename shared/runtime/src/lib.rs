@@ -16,6 +16,20 @@ pub mod request_trace;
 
 pub use api_error::{ApiError, ApiJson};
 
+/// Puts every API route of `service` in its server span ([`request_trace`]) and counts and
+/// times it ([`request_metrics`]). Added with `route_layer`, so a 404 for an unknown path is
+/// neither traced nor counted.
+pub fn instrument_api(routes: Router, service: &str) -> Router {
+    // A process without an API (a training worker) has nothing to wrap, and axum refuses to.
+    if !routes.has_routes() {
+        return routes;
+    }
+    let service = Arc::<str>::from(service);
+    routes
+        .route_layer(axum::middleware::from_fn_with_state(service.clone(), request_metrics::record))
+        .route_layer(axum::middleware::from_fn_with_state(service, request_trace::trace))
+}
+
 use std::future::Future;
 use std::sync::Arc;
 

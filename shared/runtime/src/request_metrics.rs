@@ -10,16 +10,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-/// Wraps every route of `routes` with the request metrics of `service`.
-pub fn instrument(routes: axum::Router, service: &str) -> axum::Router {
-    // A process without an API (a training worker) has nothing to wrap, and axum refuses to.
-    if !routes.has_routes() {
-        return routes;
-    }
-    routes.route_layer(axum::middleware::from_fn_with_state(std::sync::Arc::<str>::from(service), record))
-}
-
-async fn record(State(service): State<std::sync::Arc<str>>, request: Request, next: Next) -> Response {
+/// The middleware: `instrument_api` puts it on every API route.
+pub async fn record(State(service): State<std::sync::Arc<str>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());

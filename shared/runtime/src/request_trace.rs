@@ -14,16 +14,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument as _;
 
-/// Wraps every route of `routes` in a server span attributed to `service`.
-pub fn instrument(routes: axum::Router, service: &str) -> axum::Router {
-    // A process without an API (a training worker) has nothing to wrap, and axum refuses to.
-    if !routes.has_routes() {
-        return routes;
-    }
-    routes.route_layer(axum::middleware::from_fn_with_state(Arc::<str>::from(service), trace))
-}
-
-async fn trace(State(service): State<Arc<str>>, request: Request, next: Next) -> Response {
+/// The middleware: `instrument_api` puts it on every API route.
+pub async fn trace(State(service): State<Arc<str>>, request: Request, next: Next) -> Response {
     let span = request_span(&service, &request);
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();

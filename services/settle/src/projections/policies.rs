@@ -69,7 +69,8 @@ pub async fn find(database: &impl ConnectionTrait, model_id: &str) -> Result<Opt
 /// The policy that governs an answer of `settled_model_id` (an adapter, or the base itself):
 /// its own, else its base's. One statement: this runs for every inference.
 pub async fn governing(database: &impl ConnectionTrait, settled_model_id: &str, base_model_id: &str) -> Result<Option<Model>, DbErr> {
-    let rows = Entity::find().filter(Column::ModelId.is_in([settled_model_id, base_model_id])).all(database).await?;
-    let own = rows.iter().position(|row| row.model_id == settled_model_id);
-    Ok(own.or_else(|| rows.iter().position(|row| row.model_id == base_model_id)).map(|index| rows[index].clone()))
+    let mut rows = Entity::find().filter(Column::ModelId.is_in([settled_model_id, base_model_id])).all(database).await?;
+    // At most two rows; the model's own sorts first.
+    rows.sort_by_key(|row| row.model_id != settled_model_id);
+    Ok(rows.into_iter().next())
 }
