@@ -4,9 +4,11 @@
 //! adapters registered and loaded. Writes one JSON report.
 //!
 //! Both sides decode in this process, without HTTP or NATS (which the service adds equally to
-//! both): the batched side submits every request at once to one `infer::batching::Batcher`;
-//! the naive side runs one worker thread per core, each taking the next request, merging
-//! (`load_adapter` + `merge_lora`) and decoding it with `infer::generation::generate`. Cases
+//! both): the batched side submits every request at once to one `infer::batching::Batcher`
+//! with one decoding thread per core (the service's default on a CPU); the naive side runs one
+//! worker thread per core, each taking the next request, merging (`load_adapter` +
+//! `merge_lora`) and decoding it with `infer::generation::generate`. Both decode from a cache
+//! of keys and values (a prefill, then one position per token). Cases
 //! run interleaved (batched 1, 8, 64, naive, then again) after one untimed round (a GPU backend
 //! compiles its kernels on first use); figures are medians over the timed rounds.
 
@@ -49,9 +51,13 @@ struct Arguments {
     context: usize,
     #[arg(long, default_value_t = 8)]
     rank: usize,
-    /// Rows per forward pass of the batcher.
+    /// Rows per forward pass of a decoding thread.
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
+    /// Decoding threads of the batched server (0: one per core, as the naive server has
+    /// workers; the infer service's default on a CPU).
+    #[arg(long, default_value_t = 0)]
+    decode_threads: usize,
     /// Adapters registered and loaded for the memory figure.
     #[arg(long, default_value_t = 1000)]
     registered: usize,
@@ -113,7 +119,8 @@ fn main() -> anyhow::Result<()> {
         "model": {"vocab_size": 259, "layers": arguments.layers, "heads": arguments.heads, "width": arguments.width,
                   "context_length": arguments.context, "lora_rank": arguments.rank, "lora_targets": "all six"},
         "workload": {"requests_in_flight": arguments.requests, "tokens_per_request": arguments.tokens, "prompt": PROMPT,
-                     "sampling": "temperature 1, top_p 1, seed per request", "max_batch": arguments.max_batch},
+                     "sampling": "temperature 1, top_p 1, seed per request", "max_batch": arguments.max_batch,
+                     "decode_threads": decode_threads(&arguments)},
         "rounds": arguments.rounds,
         "warmup_rounds": arguments.warmup_rounds,
         "backend": arguments.backend.name(),
@@ -171,7 +178,7 @@ fn batched(
     factors: &[Arc<AdapterWeights>],
     mix: usize,
 ) -> anyhow::Result<Value> {
-    let batcher = Batcher::start(Arc::clone(base), base_digest.to_owned(), arguments.max_batch)?;
+    let batcher = Batcher::start(Arc::clone(base), base_digest.to_owned(), arguments.max_batch, decode_threads(arguments))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = Instant::now();
     let answers = runtime.block_on(async {
@@ -193,6 +200,13 @@ fn batched(
     let mut figures = decoding_figures(&answers, started.elapsed().as_secs_f64());
     figures["largest_batch"] = json!(batcher.stats().largest_batch);
     Ok(figures)
+}
+
+fn decode_threads(arguments: &Arguments) -> usize {
+    match arguments.decode_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        threads => threads,
+    }
 }
 
 /// Tokens/s and latency quantiles from (milliseconds to answer, tokens) per request.

@@ -1,19 +1,23 @@
-//! Continuous batching across adapters: one decoding thread per base model runs every active
-//! request, whatever its adapter, through one forward pass of the base per step
+//! Continuous batching across adapters: a decoding thread of a base model runs every request it
+//! holds, whatever its adapter, through one forward pass of the base per step
 //! ([`model::AdapterBank`]: a gathered low-rank product per row). Requests join between steps
-//! and leave when they finish, so a short answer never waits for a long one.
+//! and leave when they finish, so a short answer never waits for a long one. A base has one
+//! such thread per core on a CPU (each request stays on the thread it joined), one on a GPU.
 //!
-//! Each row decodes exactly as it would alone: rows are right-padded to the longest window,
-//! causal attention keeps padding out of every real position, and each row samples from its
-//! own seeded stream.
+//! Rows share one [`KvCache`]: a request's prompt is prefilled when it joins, and from then on
+//! each step feeds every row one token. A row whose window slides past the context leaves the
+//! cache and is prefilled whole each step, as it would be alone.
+//!
+//! Each row decodes exactly as it would alone: prefilled rows are right-padded, causal
+//! attention keeps padding out of every real position, a decoding row sees only its own
+//! positions in the cache, and each row samples from its own seeded stream.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 
-use model::tokenizer::PAD;
-use model::{AdapterBank, AdapterWeights, Transformer, token_batch};
+use model::{AdapterBank, AdapterWeights, KvCache, RowAdapters, Transformer};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -29,16 +33,27 @@ pub struct Job {
     pub done: oneshot::Sender<model::Result<Generated>>,
 }
 
-/// The decoding thread is gone (it only ends when its handles are dropped, so: shutting down).
+/// The decoding threads are gone (they only end when their handles are dropped, so: shutting
+/// down).
 #[derive(Debug, thiserror::Error)]
 #[error("the decoding thread has stopped")]
 pub struct DecoderStopped;
 
-/// The handle of one base model's decoding thread.
+/// The handle of one base model's decoding threads.
+///
+/// Each thread batches its own rows; a request goes to the thread with the fewest in flight and
+/// stays there. On a CPU one thread per core is what uses the machine (Burn's CPU backend runs
+/// an operation on one core); on a GPU one thread keeps every row in one pass.
 #[derive(Clone)]
 pub struct Batcher {
-    jobs: Sender<Job>,
+    lanes: Arc<[Lane]>,
     counters: Arc<Counters>,
+}
+
+/// One decoding thread: where its jobs go, and how many it has in flight.
+struct Lane {
+    jobs: Sender<Job>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// Forward passes and the rows they carried.
@@ -49,7 +64,7 @@ struct Counters {
     largest: AtomicU64,
 }
 
-/// What a decoding thread has done, for `/v1/adapters` and metrics.
+/// What a base's decoding threads have done, for `/v1/adapters` and metrics.
 #[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
 pub struct BatchStats {
     /// Forward passes of the base.
@@ -58,20 +73,28 @@ pub struct BatchStats {
     pub rows: u64,
     /// The most rows one pass carried.
     pub largest_batch: u64,
+    /// Decoding threads, each running its own passes.
+    pub threads: usize,
 }
 
 impl Batcher {
-    /// Starts the decoding thread of `base` (the plain base, weights digest `base_digest`),
-    /// running at most `max_rows` requests per forward pass. The thread ends when every
-    /// handle is dropped and its last request is done.
-    pub fn start(base: Arc<Transformer>, base_digest: String, max_rows: usize) -> std::io::Result<Batcher> {
-        let (jobs, receiver) = channel();
+    /// Starts `threads` decoding threads for `base` (the plain base, weights digest
+    /// `base_digest`), each running at most `max_rows` requests per forward pass. The threads
+    /// end when every handle is dropped and their last request is done.
+    pub fn start(base: Arc<Transformer>, base_digest: String, max_rows: usize, threads: usize) -> std::io::Result<Batcher> {
         let counters = Arc::new(Counters::default());
-        let counted = Arc::clone(&counters);
-        std::thread::Builder::new()
-            .name("decode".to_owned())
-            .spawn(move || run(&base, &base_digest, max_rows.max(1), &receiver, &counted))?;
-        Ok(Batcher { jobs, counters })
+        let mut lanes = Vec::with_capacity(threads.max(1));
+        for index in 0..threads.max(1) {
+            let (jobs, receiver) = channel();
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            let (base, base_digest, counted, finished) =
+                (Arc::clone(&base), base_digest.clone(), Arc::clone(&counters), Arc::clone(&in_flight));
+            std::thread::Builder::new()
+                .name(format!("decode-{index}"))
+                .spawn(move || run(&base, &base_digest, max_rows.max(1), &receiver, &counted, &finished))?;
+            lanes.push(Lane { jobs, in_flight });
+        }
+        Ok(Batcher { lanes: lanes.into(), counters })
     }
 
     pub fn stats(&self) -> BatchStats {
@@ -79,12 +102,18 @@ impl Batcher {
             steps: self.counters.steps.load(Ordering::Relaxed),
             rows: self.counters.rows.load(Ordering::Relaxed),
             largest_batch: self.counters.largest.load(Ordering::Relaxed),
+            threads: self.lanes.len(),
         }
     }
 
-    /// Queues `job`; its answer arrives on `job.done`.
+    /// Queues `job` on the least busy thread; its answer arrives on `job.done`.
     pub fn submit(&self, job: Job) -> Result<(), DecoderStopped> {
-        self.jobs.send(job).map_err(|_| DecoderStopped)
+        let lane = self.lanes.iter().min_by_key(|lane| lane.in_flight.load(Ordering::Relaxed)).expect("at least one thread");
+        lane.in_flight.fetch_add(1, Ordering::Relaxed);
+        lane.jobs.send(job).map_err(|_| {
+            lane.in_flight.fetch_sub(1, Ordering::Relaxed);
+            DecoderStopped
+        })
     }
 }
 
@@ -101,10 +130,13 @@ impl Row {
     }
 }
 
-fn run(base: &Transformer, base_digest: &str, max_rows: usize, jobs: &Receiver<Job>, counters: &Counters) {
+fn run(base: &Transformer, base_digest: &str, max_rows: usize, jobs: &Receiver<Job>, counters: &Counters, in_flight: &AtomicUsize) {
     let mut rows: Vec<Row> = Vec::new();
+    // The cache holds the first rows of `rows`, in order; rows after them are prefilled next.
+    let mut cache: Option<KvCache> = None;
     let mut adapters: BTreeMap<String, Arc<AdapterWeights>> = BTreeMap::new();
     let mut bank: Option<(Vec<String>, AdapterBank)> = None;
+    let mut gathered: Option<RowAdapters> = None;
     loop {
         if rows.is_empty() {
             match jobs.recv() {
@@ -122,12 +154,15 @@ fn run(base: &Transformer, base_digest: &str, max_rows: usize, jobs: &Receiver<J
         counters.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
         counters.largest.fetch_max(rows.len() as u64, Ordering::Relaxed);
         metrics::histogram!("infer_batch_rows").record(rows.len() as f64);
-        if let Err(error) = step(base, base_digest, &mut rows, &adapters, &mut bank) {
+        let before = rows.len();
+        if let Err(error) = step(base, base_digest, &mut rows, &mut cache, &adapters, &mut bank, &mut gathered) {
             warn!(%error, rows = rows.len(), "a decoding step failed; its requests fail");
+            cache = None;
             for row in rows.drain(..) {
                 let _ = row.done.send(Err(model::Error::MalformedBatch(error.to_string())));
             }
         }
+        in_flight.fetch_sub(before - rows.len(), Ordering::Relaxed);
         adapters.retain(|id, _| rows.iter().any(|row| row.adapter.as_deref() == Some(id.as_str())));
     }
 }
@@ -140,48 +175,74 @@ fn admit(job: Job, rows: &mut Vec<Row>, adapters: &mut BTreeMap<String, Arc<Adap
     rows.push(Row { decoder: Decoder::new(job.request), adapter, pieces: job.pieces, done: job.done });
 }
 
-/// One forward pass for every row; finished rows answer and leave.
+/// One token for every row: a decoding step for the cached rows and a prefill for the others
+/// (new rows, and rows past the context); finished rows answer and leave.
 fn step(
     base: &Transformer,
     base_digest: &str,
     rows: &mut Vec<Row>,
+    cache: &mut Option<KvCache>,
     adapters: &BTreeMap<String, Arc<AdapterWeights>>,
     bank: &mut Option<(Vec<String>, AdapterBank)>,
+    gathered: &mut Option<RowAdapters>,
 ) -> model::Result<()> {
-    let config = base.config();
+    let context = base.config().context_length;
     // The bank holds the adapters of the rows in flight, rebuilt only when that set changes.
     let wanted: Vec<String> = adapters.keys().cloned().collect();
     if bank.as_ref().is_none_or(|(ids, _)| *ids != wanted) {
         let weights: Vec<&AdapterWeights> = adapters.values().map(Arc::as_ref).collect();
         *bank = Some((wanted.clone(), AdapterBank::new(base, base_digest, &weights)?));
+        *gathered = None;
     }
     let (ids, bank) = bank.as_ref().expect("built above");
+
+    // Rows whose window now slides leave the cache, and move behind the rows that stay.
+    let cached = cache.as_ref().map_or(0, KvCache::rows);
+    let stays: Vec<bool> = rows[..cached].iter().map(|row| row.decoder.continues_in_cache(context)).collect();
+    if stays.contains(&false) {
+        *cache = cache.take().and_then(|kept| kept.retain(&stays));
+        let newcomers = rows.split_off(cached);
+        let mut flags = stays.iter();
+        let (staying, sliding): (Vec<Row>, Vec<Row>) = rows.drain(..).partition(|_| *flags.next().expect("a flag per cached row"));
+        rows.extend(staying.into_iter().chain(sliding));
+        rows.extend(newcomers);
+    }
+    let cached = cache.as_ref().map_or(0, KvCache::rows);
+
     let slots: Vec<usize> = rows
         .iter()
         .map(|row| row.adapter.as_ref().map_or(0, |id| ids.iter().position(|known| known == id).map_or(0, |index| index + 1)))
         .collect();
-    // Rows right-padded to the longest window; `lengths` says where each row's last token is.
-    let lengths: Vec<usize> = rows.iter().map(|row| row.decoder.window(config.context_length).len()).collect();
-    let longest = lengths.iter().copied().max().unwrap_or(1);
-    let padded: Vec<Vec<u32>> = rows
-        .iter()
-        .map(|row| {
-            row.decoder.window(config.context_length).iter().copied().chain(std::iter::repeat_n(PAD, longest)).take(longest).collect()
-        })
-        .collect();
-    let batch: Vec<&[u32]> = padded.iter().map(Vec::as_slice).collect();
-    let logits = base
-        .forward_with_adapters(token_batch(&batch, config.vocab_size, &base.device())?, bank, &slots)?
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|error| model::Error::MalformedBatch(format!("logits are not f32: {error:?}")))?;
-    let vocab = config.vocab_size;
+    let device = base.device();
+    let mut logits = Vec::with_capacity(rows.len() * base.config().vocab_size);
+    if let Some(cache) = cache.as_mut() {
+        // The cached rows' factors, gathered again only when those rows (or the bank) change.
+        if gathered.as_ref().is_none_or(|adapters| adapters.slots() != &slots[..cached]) {
+            *gathered = Some(bank.gather(&slots[..cached], &device)?);
+        }
+        let tokens: Vec<u32> = rows[..cached].iter().map(|row| row.decoder.last_token()).collect();
+        logits.extend(base.decode_with_adapters(&tokens, cache, gathered.as_ref().expect("gathered above"))?);
+    }
+    if cached < rows.len() {
+        let windows: Vec<&[u32]> = rows[cached..].iter().map(|row| row.decoder.window(context)).collect();
+        let (prefilled, fresh) = base.prefill_with_adapters(&windows, &bank.gather(&slots[cached..], &device)?)?;
+        logits.extend(prefilled);
+        *cache = Some(match cache.take() {
+            Some(earlier) => earlier.append(fresh),
+            None => fresh,
+        });
+    }
+
+    let vocab = base.config().vocab_size;
     let mut finished: Vec<(usize, FinishReason)> = Vec::new();
-    for (index, (row, length)) in rows.iter_mut().zip(&lengths).enumerate() {
-        let at = (index * longest + length - 1) * vocab;
-        if let Some(finish) = row.decoder.step(&logits[at..at + vocab], &mut Row::show(&row.pieces)) {
+    for (index, (row, logits)) in rows.iter_mut().zip(logits.chunks(vocab)).enumerate() {
+        if let Some(finish) = row.decoder.step(logits, &mut Row::show(&row.pieces)) {
             finished.push((index, finish));
         }
+    }
+    if !finished.is_empty() {
+        let keep: Vec<bool> = (0..rows.len()).map(|index| !finished.iter().any(|&(done, _)| done == index)).collect();
+        *cache = cache.take().and_then(|kept| kept.retain(&keep));
     }
     for (index, finish) in finished.into_iter().rev() {
         let Row { decoder, pieces, done, .. } = rows.remove(index);

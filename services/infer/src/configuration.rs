@@ -54,6 +54,11 @@ pub struct ServingConfig {
     /// Requests decoded together in one forward pass per base model, whatever their adapters;
     /// more wait for a free row.
     pub max_batch_size: usize,
+    /// Decoding threads per base model, each batching its own requests; 0 (the default): one
+    /// per core on a CPU backend (Burn's CPU backend runs an operation on one core), one on a
+    /// GPU (where one thread keeps every request in one pass).
+    #[serde(default)]
+    pub decode_threads: usize,
     /// `max_tokens` when a request names none.
     pub default_max_tokens: u32,
     /// The largest `max_tokens` accepted.
@@ -71,6 +76,19 @@ pub struct ServingConfig {
     /// (`provenant attribution explain`).
     #[serde(default = "keep")]
     pub keep_transcripts: bool,
+}
+
+impl ServingConfig {
+    /// [`decode_threads`](Self::decode_threads) with 0 resolved for this build's backend.
+    pub fn decoding_threads(&self) -> usize {
+        if self.decode_threads > 0 {
+            self.decode_threads
+        } else if model::backend::Backend::preferred().is_gpu() {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        }
+    }
 }
 
 fn keep() -> bool {

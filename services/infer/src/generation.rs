@@ -10,7 +10,7 @@
 //! sampler draws from SplitMix64 seeded by the request, and nothing else is random.
 
 use model::tokenizer::{BOS, EOS, PAD};
-use model::{Transformer, token_batch};
+use model::{KvCache, Transformer};
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,6 +95,18 @@ impl Decoder {
         &self.tokens[self.tokens.len().saturating_sub(context)..]
     }
 
+    /// The token a decoding step feeds next: the last one sampled, or the prompt's last.
+    pub fn last_token(&self) -> u32 {
+        *self.tokens.last().expect("a prompt holds BOS at least")
+    }
+
+    /// Whether the next token's position is inside the context, so that a cache of the
+    /// positions before it can take it. Past the context the window slides, every position
+    /// moves, and the window has to be run whole (prefilled) each step.
+    pub fn continues_in_cache(&self, context: usize) -> bool {
+        self.tokens.len() <= context
+    }
+
     /// Samples the next token from the logits at the window's last position and shows what
     /// became showable; `Some` when the sequence is finished.
     pub fn step(&mut self, logits: &[f32], on_text: &mut dyn FnMut(&str) -> bool) -> Option<FinishReason> {
@@ -127,20 +139,23 @@ impl Decoder {
 /// Decodes `request` on `model` alone, handing text to `on_text` as soon as it is whole
 /// characters that cannot be the start of a stop sequence; `on_text` returns false when nobody
 /// listens any more, which ends decoding. The reference the batcher is tested against.
+///
+/// The prompt is prefilled once and each further token is one decoding step on the cache,
+/// until the window slides past the context; from then on every step prefills the window.
 pub fn generate(model: &Transformer, request: &GenerationRequest, on_text: &mut dyn FnMut(&str) -> bool) -> model::Result<Generated> {
     let context = model.config().context_length;
-    let vocab = model.config().vocab_size;
-    let device = model.device();
     let mut decoder = Decoder::new(request.clone());
+    let mut cache: Option<KvCache> = None;
     loop {
-        let window = decoder.window(context);
-        let logits = model
-            .forward(token_batch(&[window], vocab, &device)?)
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|error| model::Error::MalformedBatch(format!("logits are not f32: {error:?}")))?;
-        let last = &logits[(window.len() - 1) * vocab..window.len() * vocab];
-        if let Some(finish) = decoder.step(last, on_text) {
+        let logits = match cache.as_mut() {
+            Some(cache) if decoder.continues_in_cache(context) => model.decode(&[decoder.last_token()], cache)?,
+            _ => {
+                let (logits, fresh) = model.prefill(&[decoder.window(context)])?;
+                cache = Some(fresh);
+                logits
+            }
+        };
+        if let Some(finish) = decoder.step(&logits, on_text) {
             return Ok(decoder.finish(finish, on_text));
         }
     }

@@ -5,8 +5,9 @@
 //!   into memory; a request names `<base>` or `<base>/<adapter>`.
 //! - Weights come from the object store on first use ([`models`]): bases stay loaded, adapters'
 //!   low-rank factors live in an LRU cache with pinning, loads are single-flight.
-//! - Each base has one decoding thread ([`batching`]) that runs every active request, whatever
-//!   its adapter, through one forward pass per step (a gathered low-rank product per row).
+//! - Each base has its decoding threads ([`batching`]); each runs its active requests, whatever
+//!   their adapters, through one forward pass per step (a gathered low-rank product per row),
+//!   decoding one token per request from a cache of the positions before it.
 //! - Decoding ([`generation`]) samples with temperature, top-p and a seed, honours stop
 //!   sequences and streams whole characters.
 //! - Each answer's fee comes from the model's price ([`pricing`]) and is recorded in

@@ -1,4 +1,4 @@
-//! Loaded models: a base model, once used, stays loaded with its decoding thread
+//! Loaded models: a base model, once used, stays loaded with its decoding threads
 //! ([`Batcher`]); adapters are kept as their low-rank factors (a few kB to MB each, never a
 //! copy of the base) in a least-recently-used RAM cache (pinned ones are never evicted),
 //! filled from the object store on first use, and joined to their base's batches per request.
@@ -74,6 +74,7 @@ pub struct CacheStats {
 pub struct ModelCache {
     store: BlobStore,
     max_batch_rows: usize,
+    decode_threads: usize,
     bases: Mutex<HashMap<String, Slot<LoadedBase>>>,
     adapters: Mutex<HashMap<String, CachedAdapter>>,
     capacity: usize,
@@ -85,11 +86,13 @@ pub struct ModelCache {
 }
 
 impl ModelCache {
-    /// A cache whose bases decode up to `max_batch_rows` requests per forward pass.
-    pub fn new(store: BlobStore, capacity: usize, pinned: Vec<String>, max_batch_rows: usize) -> ModelCache {
+    /// A cache whose bases decode on `decode_threads` threads each, up to `max_batch_rows`
+    /// requests per forward pass of a thread.
+    pub fn new(store: BlobStore, capacity: usize, pinned: Vec<String>, max_batch_rows: usize, decode_threads: usize) -> ModelCache {
         ModelCache {
             store,
             max_batch_rows,
+            decode_threads,
             bases: Mutex::default(),
             adapters: Mutex::default(),
             capacity: capacity.max(1),
@@ -204,7 +207,7 @@ impl ModelCache {
         })
         .await?;
         let model = Arc::new(model);
-        let batcher = Batcher::start(Arc::clone(&model), base.weights_sha256.clone(), self.max_batch_rows)
+        let batcher = Batcher::start(Arc::clone(&model), base.weights_sha256.clone(), self.max_batch_rows, self.decode_threads)
             .map_err(|error| LoadError::Unloadable(base.model_id.clone(), format!("no decoding thread: {error}")))?;
         Ok(LoadedBase { model, batcher })
     }

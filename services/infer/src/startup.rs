@@ -64,8 +64,13 @@ impl Application {
         let transcript_store = bus.blob_store(TRANSCRIPTS_BUCKET).await.context("failed to open the transcripts bucket")?;
         let transcripts = config.serving.keep_transcripts.then(|| transcript_store.clone());
         let serving = &config.serving;
-        let cache =
-            Arc::new(ModelCache::new(store, serving.adapter_cache_entries, serving.pinned_adapters.clone(), serving.max_batch_size));
+        let cache = Arc::new(ModelCache::new(
+            store,
+            serving.adapter_cache_entries,
+            serving.pinned_adapters.clone(),
+            serving.max_batch_size,
+            serving.decoding_threads(),
+        ));
         let late_receipts = match config.late_receipts.enabled {
             true => {
                 let handler = LateReceipts {

@@ -429,6 +429,12 @@ async fn concurrent_requests_for_different_adapters_share_batches_and_answer_as_
     }
     let together = futures::future::join_all(requests.iter().map(answer)).await;
     assert_eq!(together, one_at_a_time, "batched rows answer as they did alone");
+    // BOS, the prompt and the answer: past the context of 48 the window slides, and the row
+    // leaves the batch's cache to be recomputed each step.
+    let past_context = together.iter().zip(&requests).filter(|(text, request)| {
+        1 + request["prompt"].as_str().expect("prompt").len() + text.len() > tiny().context_length
+    });
+    assert!(past_context.count() >= 2, "some answers run past the context: {together:?}");
     let (_, adapters) = app.get(CALLER_KEY, "/v1/adapters").await;
     let largest = adapters["decoding"][0]["largest_batch"].as_u64().expect("counted");
     assert!(largest > 1, "the concurrent requests shared forward passes: {adapters}");
@@ -709,7 +715,7 @@ async fn a_late_receipt_appended_before_a_crash_is_not_appended_again_after_the_
             bus: bus.clone(),
             index_wait: Duration::from_secs(3_600),
             catalog: catalog.clone(),
-            cache: std::sync::Arc::new(infer::models::ModelCache::new(models.clone(), 4, Vec::new(), 4)),
+            cache: std::sync::Arc::new(infer::models::ModelCache::new(models.clone(), 4, Vec::new(), 4, 2)),
             attributor: std::sync::Arc::new(infer::attribution::Attributor::new(models.clone(), indexes.clone())),
             transcripts: transcripts.clone(),
             upcasters: Upcasters::contract(),

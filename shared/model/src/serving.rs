@@ -17,6 +17,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::LoraTarget;
 use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
 use crate::lora::AdapterWeights;
 use crate::transformer::{Deltas, Transformer};
 
@@ -100,18 +101,57 @@ impl AdapterBank {
     }
 }
 
-/// A bank and the slot of each batch row.
-struct Gathered<'a> {
-    bank: &'a AdapterBank,
-    rows: Tensor<1, Int>,
+/// Each batch row's adapter factors, gathered from an [`AdapterBank`] for one list of slots.
+///
+/// Gathering copies every row's factors, so a decoding loop keeps one while its rows stay the
+/// same rather than gathering again for every token.
+#[derive(Debug, Clone)]
+pub struct RowAdapters {
+    slots: Vec<usize>,
+    /// Per adapted layer: `A` as `[rows, d_in, rank]`, `scale · B` as `[rows, rank, d_out]`.
+    factors: BTreeMap<(usize, LoraTarget), Factors>,
 }
 
-impl Deltas for Gathered<'_> {
+impl AdapterBank {
+    /// The factors of the adapter in `slots[i]` for row `i` (0: the base alone).
+    pub fn gather(&self, slots: &[usize], device: &Device) -> Result<RowAdapters> {
+        if slots.is_empty() {
+            return Err(Error::MalformedBatch("no rows".into()));
+        }
+        if let Some(&slot) = slots.iter().find(|&&slot| slot >= self.slots) {
+            return Err(Error::MalformedBatch(format!("slot {slot} is not in a bank of {}", self.slots)));
+        }
+        let indices: Vec<i64> = slots.iter().map(|&slot| slot as i64).collect();
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(indices, [slots.len()]), device);
+        let factors = self
+            .factors
+            .iter()
+            .map(|(&key, factors)| {
+                (key, Factors { a: factors.a.clone().select(0, rows.clone()), b: factors.b.clone().select(0, rows.clone()) })
+            })
+            .collect();
+        Ok(RowAdapters { slots: slots.to_vec(), factors })
+    }
+}
+
+impl RowAdapters {
+    /// The bank slot of each row.
+    pub fn slots(&self) -> &[usize] {
+        &self.slots
+    }
+
+    fn check_rows(&self, rows: usize) -> Result<&Self> {
+        if rows != self.slots.len() {
+            return Err(Error::MalformedBatch(format!("{} slots for {rows} rows", self.slots.len())));
+        }
+        Ok(self)
+    }
+}
+
+impl Deltas for RowAdapters {
     fn delta(&self, layer: usize, target: LoraTarget, input: &Tensor<3>) -> Option<Tensor<3>> {
-        let factors = self.bank.factors.get(&(layer, target))?;
-        let a = factors.a.clone().select(0, self.rows.clone());
-        let b = factors.b.clone().select(0, self.rows.clone());
-        Some(input.clone().matmul(a).matmul(b))
+        let factors = self.factors.get(&(layer, target))?;
+        Some(input.clone().matmul(factors.a.clone()).matmul(factors.b.clone()))
     }
 }
 
@@ -120,15 +160,18 @@ impl Transformer {
     /// `slots[i]` of `bank` (0: the base alone).
     pub fn forward_with_adapters(&self, tokens: Tensor<2, Int>, bank: &AdapterBank, slots: &[usize]) -> Result<Tensor<3>> {
         let [batch, _] = tokens.dims();
-        if slots.len() != batch {
-            return Err(Error::MalformedBatch(format!("{} slots for {batch} rows", slots.len())));
-        }
-        if let Some(&slot) = slots.iter().find(|&&slot| slot >= bank.slots) {
-            return Err(Error::MalformedBatch(format!("slot {slot} is not in a bank of {}", bank.slots)));
-        }
-        let device: Device = tokens.device();
-        let indices: Vec<i64> = slots.iter().map(|&slot| slot as i64).collect();
-        let rows = Tensor::<1, Int>::from_data(TensorData::new(indices, [batch]), &device);
-        Ok(self.forward_with(tokens, &Gathered { bank, rows }))
+        let adapters = bank.gather(slots, &self.device())?;
+        Ok(self.forward_with(tokens, adapters.check_rows(batch)?))
+    }
+
+    /// [`prefill`](Self::prefill) where each row runs with its adapter in `adapters`.
+    pub fn prefill_with_adapters(&self, rows: &[&[u32]], adapters: &RowAdapters) -> Result<(Vec<f32>, KvCache)> {
+        self.prefill_with(rows, adapters.check_rows(rows.len())?)
+    }
+
+    /// [`decode`](Self::decode) where each row runs with its adapter in `adapters` (the one its
+    /// cache row was prefilled with).
+    pub fn decode_with_adapters(&self, tokens: &[u32], cache: &mut KvCache, adapters: &RowAdapters) -> Result<Vec<f32>> {
+        self.decode_with(tokens, cache, adapters.check_rows(tokens.len())?)
     }
 }

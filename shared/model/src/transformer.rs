@@ -9,7 +9,7 @@ use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{gelu_approximate, log_softmax, relu};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::config::{Activation, LoraSpec, LoraTarget, ModelConfig};
 use crate::error::{Error, Result};
@@ -147,15 +147,20 @@ impl Transformer {
     pub(crate) fn forward_with(&self, tokens: Tensor<2, Int>, deltas: &dyn Deltas) -> Tensor<3> {
         let [batch, time] = tokens.dims();
         assert!(time <= self.config.context_length, "sequence of {time} tokens exceeds the context length {}", self.config.context_length);
-        let device = tokens.device();
-        let positions = Tensor::<1, Int>::arange(0..time as i64, &device).reshape([1, time]);
-        let mut hidden = self.token_embedding.forward(tokens) + self.position_embedding.forward(positions);
-        for (layer, block) in self.blocks.iter().enumerate() {
-            hidden = block.forward(hidden, layer, deltas);
-        }
-        let logits = self.lm_head.forward(self.final_norm.forward(hidden));
+        let positions = Tensor::<1, Int>::arange(0..time as i64, &tokens.device()).reshape([1, time]);
+        let logits = self.run(tokens, positions, deltas, &mut Attend::Causal);
         debug_assert_eq!(logits.dims(), [batch, time, self.config.vocab_size]);
         logits
+    }
+
+    /// Logits `[batch, time, vocab]` of `tokens` at `positions` (`[1, time]` shared by every
+    /// row, or `[batch, time]`), each block's attention seeing what `attend` says.
+    pub(crate) fn run(&self, tokens: Tensor<2, Int>, positions: Tensor<2, Int>, deltas: &dyn Deltas, attend: &mut Attend) -> Tensor<3> {
+        let mut hidden = self.token_embedding.forward(tokens) + self.position_embedding.forward(positions);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            hidden = block.forward(hidden, layer, deltas, attend);
+        }
+        self.lm_head.forward(self.final_norm.forward(hidden))
     }
 
     /// Mean cross-entropy of predicting `targets` from `tokens` (both `[batch, time]`), over
@@ -210,7 +215,7 @@ pub(crate) trait Deltas {
 }
 
 /// The plain model: nothing added.
-struct NoDeltas;
+pub(crate) struct NoDeltas;
 
 impl Deltas for NoDeltas {
     fn delta(&self, _layer: usize, _target: LoraTarget, _input: &Tensor<3>) -> Option<Tensor<3>> {
@@ -226,15 +231,35 @@ fn adapted(linear: &Linear, input: Tensor<3>, layer: usize, target: LoraTarget, 
     }
 }
 
+/// One block's keys and values, `[rows, heads, slots, head_width]`.
+#[derive(Debug, Clone)]
+pub(crate) struct KeysValues {
+    pub(crate) keys: Tensor<4>,
+    pub(crate) values: Tensor<4>,
+}
+
+/// What each block's attention sees.
+#[allow(clippy::large_enum_variant, reason = "one lives on the stack for the length of a forward pass")]
+pub(crate) enum Attend {
+    /// Causal attention within the input (training, scoring, recomputing a window).
+    Causal,
+    /// Causal attention within the input, keeping each block's keys and values (a prefill).
+    Recording(Vec<KeysValues>),
+    /// One new position per row (a decoding step): its key and value are written at `slot` of
+    /// the block's cache (taken from `blocks`, the updated one pushed to `updated`), and its
+    /// query attends to the cache's slots except the `hidden` ones (`[rows, 1, 1, slots]`).
+    Cached { blocks: std::vec::IntoIter<KeysValues>, updated: Vec<KeysValues>, slot: usize, hidden: Tensor<4, Bool> },
+}
+
 impl Block {
-    fn forward(&self, input: Tensor<3>, layer: usize, deltas: &dyn Deltas) -> Tensor<3> {
-        let hidden = input.clone() + self.attention.forward(self.attention_norm.forward(input), layer, deltas);
+    fn forward(&self, input: Tensor<3>, layer: usize, deltas: &dyn Deltas, attend: &mut Attend) -> Tensor<3> {
+        let hidden = input.clone() + self.attention.forward(self.attention_norm.forward(input), layer, deltas, attend);
         hidden.clone() + self.mlp.forward(self.mlp_norm.forward(hidden), layer, deltas)
     }
 }
 
 impl Attention {
-    fn forward(&self, input: Tensor<3>, layer: usize, deltas: &dyn Deltas) -> Tensor<3> {
+    fn forward(&self, input: Tensor<3>, layer: usize, deltas: &dyn Deltas, attend: &mut Attend) -> Tensor<3> {
         let [batch, time, width] = input.dims();
         let head_width = width / self.heads;
         let split = |projection: &Linear, target| {
@@ -243,8 +268,25 @@ impl Attention {
         let query = split(&self.query, LoraTarget::AttentionQuery);
         let key = split(&self.key, LoraTarget::AttentionKey);
         let value = split(&self.value, LoraTarget::AttentionValue);
-        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
-        let attended = attention(query, key, value, None, None, options);
+        let causal = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+        let attended = match attend {
+            Attend::Causal => attention(query, key, value, None, None, causal),
+            Attend::Recording(blocks) => {
+                blocks.push(KeysValues { keys: key.clone(), values: value.clone() });
+                attention(query, key, value, None, None, causal)
+            }
+            Attend::Cached { blocks, updated, slot, hidden } => {
+                let cache = blocks.next().expect("a cache per block");
+                // The cache is owned here alone, so Burn writes the slot in place.
+                let at = [0..batch, 0..self.heads, *slot..*slot + 1, 0..head_width];
+                let keys = cache.keys.slice_assign(at.clone(), key);
+                let values = cache.values.slice_assign(at, value);
+                let options = AttentionModuleOptions { is_causal: false, ..causal };
+                let attended = attention(query, keys.clone(), values.clone(), Some(hidden.clone()), None, options);
+                updated.push(KeysValues { keys, values });
+                attended
+            }
+        };
         adapted(&self.output, attended.swap_dims(1, 2).reshape([batch, time, width]), layer, LoraTarget::AttentionOutput, deltas)
     }
 }

@@ -337,3 +337,81 @@ fn one_batch_serves_several_adapters_as_each_would_alone_and_as_merged_weights()
     let single = token_batch(&row_refs[..1], 259, &base.device()).expect("batch");
     assert!(matches!(base.forward_with_adapters(single, &bank, &[4]), Err(Error::MalformedBatch(_))), "slot 4 is not in the bank");
 }
+
+#[test]
+fn decoding_from_the_cache_gives_the_logits_of_running_the_whole_window() {
+    let base = english_base().inference();
+    let base_digest = base.weights_digest().expect("serialisable");
+    let adapter = |text: &str, rank: usize| {
+        let spec = LoraSpec { rank, alpha: 2.0 * rank as f64, targets: LoraTarget::ALL.to_vec() };
+        let on_training = Transformer::from_bytes(&tiny(), &base.to_bytes().expect("bytes"), &training_device()).expect("loads");
+        let mut trainer = Trainer::lora(on_training, &spec, lora_config(4), tokens(text, 2)).expect("valid run");
+        trainer.run(&mut |_: &StepReport| Control::Continue).expect("runs");
+        AdapterWeights::from_bytes(&trainer.into_model().adapter_to_bytes().expect("an adapter")).expect("parses")
+    };
+    let adapters = [adapter(SPANISH_TRAIN, 4), adapter(ENGLISH, 2)];
+    let bank = model::AdapterBank::new(&base, &base_digest, &adapters.iter().collect::<Vec<_>>()).expect("one base");
+    // What the whole window gives at its last position, the row run alone.
+    let whole = |tokens: &[u32], slot: usize| {
+        let batch = token_batch(&[tokens], 259, &base.device()).expect("batch");
+        let logits = base.forward_with_adapters(batch, &bank, &[slot]).expect("valid slot").into_data().try_to_vec::<f32>().expect("f32");
+        logits[(tokens.len() - 1) * 259..].to_vec()
+    };
+    let texts: Vec<Vec<u32>> = [SPANISH_HELD_OUT, ENGLISH, SPANISH_TRAIN, ENGLISH]
+        .iter()
+        .map(|text| Tokenizer::byte_level().encode(text)[..32].to_vec())
+        .collect();
+    // (text, slot, prompt length): ragged prompts, every slot, the base alone included.
+    let mut rows: Vec<(usize, usize, usize)> = vec![(0, 1, 5), (1, 2, 12), (2, 0, 9)];
+    let check = |rows: &[(usize, usize, usize)], logits: &[f32], what: &str| {
+        for ((text, slot, length), ours) in rows.iter().zip(logits.chunks(259)) {
+            let difference = max_difference(ours, &whole(&texts[*text][..*length], *slot));
+            assert!(difference < 1e-5, "{what}: text {text} at {length} tokens (slot {slot}) differs by {difference}");
+        }
+    };
+
+    let prompts: Vec<&[u32]> = rows.iter().map(|&(text, _, length)| &texts[text][..length]).collect();
+    let gather = |rows: &[(usize, usize, usize)]| {
+        let slots: Vec<usize> = rows.iter().map(|&(_, slot, _)| slot).collect();
+        bank.gather(&slots, &base.device()).expect("slots in the bank")
+    };
+    let (logits, mut cache) = base.prefill_with_adapters(&prompts, &gather(&rows)).expect("prefills");
+    check(&rows, &logits, "prefill");
+    assert_eq!(cache.lengths(), [5, 12, 9]);
+    for step in 0..19 {
+        if step == 6 {
+            // The middle row leaves; a new one joins with a prompt longer than any row's
+            // positions, so the cache shifts the others to align write slots.
+            cache = cache.retain(&[true, false, true]).expect("two rows stay");
+            rows.remove(1);
+            let (logits, fresh) =
+                base.prefill_with_adapters(&[&texts[3][..19]], &bank.gather(&[2], &base.device()).expect("slot 2")).expect("prefills");
+            check(&[(3, 2, 19)], &logits, "joining prefill");
+            cache = cache.append(fresh);
+            rows.push((3, 2, 19));
+        }
+        let fed: Vec<u32> = rows.iter().map(|&(text, _, length)| texts[text][length]).collect();
+        for row in &mut rows {
+            row.2 += 1;
+        }
+        let logits = base.decode_with_adapters(&fed, &mut cache, &gather(&rows)).expect("decodes");
+        check(&rows, &logits, &format!("decoding step {step}"));
+        assert_eq!(cache.lengths(), rows.iter().map(|&(_, _, length)| length).collect::<Vec<_>>());
+    }
+    // The joined row now holds the whole context: it cannot take another position.
+    assert_eq!(rows[2].2, 32);
+    let refused = base.decode_with_adapters(&[1, 1, 1], &mut cache, &gather(&rows));
+    assert!(matches!(refused, Err(Error::MalformedBatch(_))), "a full row must be prefilled, not decoded");
+    assert!(cache.retain(&[false, false, false]).is_none());
+
+    // The plain model's path: one row, prefill then steps, as `forward` gives.
+    let text = &texts[1];
+    let (mut logits, mut cache) = base.prefill(&[&text[..3]]).expect("prefills");
+    for length in 3..32 {
+        let alone = base.forward(token_batch(&[&text[..length]], 259, &base.device()).expect("batch"));
+        let alone = alone.into_data().try_to_vec::<f32>().expect("f32");
+        let difference = max_difference(&logits, &alone[(length - 1) * 259..]);
+        assert!(difference < 1e-5, "plain decoding at {length} tokens differs by {difference}");
+        logits = base.decode(&[text[length]], &mut cache).expect("decodes");
+    }
+}

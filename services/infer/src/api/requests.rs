@@ -273,6 +273,7 @@ mod tests {
     fn serving() -> ServingConfig {
         ServingConfig {
             max_batch_size: 1,
+            decode_threads: 1,
             default_max_tokens: 16,
             max_tokens_limit: 64,
             max_prompt_bytes: 100,
