@@ -431,9 +431,10 @@ async fn concurrent_requests_for_different_adapters_share_batches_and_answer_as_
     assert_eq!(together, one_at_a_time, "batched rows answer as they did alone");
     // BOS, the prompt and the answer: past the context of 48 the window slides, and the row
     // leaves the batch's cache to be recomputed each step.
-    let past_context = together.iter().zip(&requests).filter(|(text, request)| {
-        1 + request["prompt"].as_str().expect("prompt").len() + text.len() > tiny().context_length
-    });
+    let past_context = together
+        .iter()
+        .zip(&requests)
+        .filter(|(text, request)| 1 + request["prompt"].as_str().expect("prompt").len() + text.len() > tiny().context_length);
     assert!(past_context.count() >= 2, "some answers run past the context: {together:?}");
     let (_, adapters) = app.get(CALLER_KEY, "/v1/adapters").await;
     let largest = adapters["decoding"][0]["largest_batch"].as_u64().expect("counted");
