@@ -48,7 +48,8 @@ struct Arguments {
     context: usize,
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    /// PyTorch's intra-op threads (Burn uses every core; set both to the core count).
+    /// PyTorch's intra-op threads. Burn's Flex backend runs each operation on one core (its `rayon`
+    /// feature, tried, trained slower here), so the default of 2 gives PyTorch both cores.
     #[arg(long, default_value_t = 2)]
     threads: usize,
     #[arg(long, default_value = ".tools/torch-venv/bin/python")]
