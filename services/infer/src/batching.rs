@@ -130,123 +130,129 @@ impl Row {
     }
 }
 
+/// What a decoding thread holds between steps.
+#[derive(Default)]
+struct InFlight {
+    rows: Vec<Row>,
+    /// The keys and values of the first rows of `rows`, in order; rows after them are
+    /// prefilled next.
+    cache: Option<KvCache>,
+    /// The adapters of `rows`, by model id.
+    adapters: BTreeMap<String, Arc<AdapterWeights>>,
+    /// Those adapters stacked, with their ids in slot order.
+    bank: Option<(Vec<String>, AdapterBank)>,
+    /// The cached rows' factors, gathered from `bank`.
+    gathered: Option<RowAdapters>,
+}
+
 fn run(base: &Transformer, base_digest: &str, max_rows: usize, jobs: &Receiver<Job>, counters: &Counters, in_flight: &AtomicUsize) {
-    let mut rows: Vec<Row> = Vec::new();
-    // The cache holds the first rows of `rows`, in order; rows after them are prefilled next.
-    let mut cache: Option<KvCache> = None;
-    let mut adapters: BTreeMap<String, Arc<AdapterWeights>> = BTreeMap::new();
-    let mut bank: Option<(Vec<String>, AdapterBank)> = None;
-    let mut gathered: Option<RowAdapters> = None;
+    let mut state = InFlight::default();
     loop {
-        if rows.is_empty() {
+        if state.rows.is_empty() {
             match jobs.recv() {
-                Ok(job) => admit(job, &mut rows, &mut adapters),
+                Ok(job) => state.admit(job),
                 Err(_) => return,
             }
         }
-        while rows.len() < max_rows {
+        while state.rows.len() < max_rows {
             match jobs.try_recv() {
-                Ok(job) => admit(job, &mut rows, &mut adapters),
+                Ok(job) => state.admit(job),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        let rows = state.rows.len();
         counters.steps.fetch_add(1, Ordering::Relaxed);
-        counters.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
-        counters.largest.fetch_max(rows.len() as u64, Ordering::Relaxed);
-        metrics::histogram!("infer_batch_rows").record(rows.len() as f64);
-        let before = rows.len();
-        if let Err(error) = step(base, base_digest, &mut rows, &mut cache, &adapters, &mut bank, &mut gathered) {
-            warn!(%error, rows = rows.len(), "a decoding step failed; its requests fail");
-            cache = None;
-            for row in rows.drain(..) {
+        counters.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        counters.largest.fetch_max(rows as u64, Ordering::Relaxed);
+        metrics::histogram!("infer_batch_rows").record(rows as f64);
+        if let Err(error) = state.step(base, base_digest) {
+            warn!(%error, rows, "a decoding step failed; its requests fail");
+            state.cache = None;
+            for row in state.rows.drain(..) {
                 let _ = row.done.send(Err(model::Error::MalformedBatch(error.to_string())));
             }
         }
-        in_flight.fetch_sub(before - rows.len(), Ordering::Relaxed);
+        in_flight.fetch_sub(rows - state.rows.len(), Ordering::Relaxed);
+        let InFlight { rows, adapters, .. } = &mut state;
         adapters.retain(|id, _| rows.iter().any(|row| row.adapter.as_deref() == Some(id.as_str())));
     }
 }
 
-fn admit(job: Job, rows: &mut Vec<Row>, adapters: &mut BTreeMap<String, Arc<AdapterWeights>>) {
-    let adapter = job.adapter.map(|(id, weights)| {
-        adapters.insert(id.clone(), weights);
-        id
-    });
-    rows.push(Row { decoder: Decoder::new(job.request), adapter, pieces: job.pieces, done: job.done });
-}
-
-/// One token for every row: a decoding step for the cached rows and a prefill for the others
-/// (new rows, and rows past the context); finished rows answer and leave.
-fn step(
-    base: &Transformer,
-    base_digest: &str,
-    rows: &mut Vec<Row>,
-    cache: &mut Option<KvCache>,
-    adapters: &BTreeMap<String, Arc<AdapterWeights>>,
-    bank: &mut Option<(Vec<String>, AdapterBank)>,
-    gathered: &mut Option<RowAdapters>,
-) -> model::Result<()> {
-    let context = base.config().context_length;
-    // The bank holds the adapters of the rows in flight, rebuilt only when that set changes.
-    let wanted: Vec<String> = adapters.keys().cloned().collect();
-    if bank.as_ref().is_none_or(|(ids, _)| *ids != wanted) {
-        let weights: Vec<&AdapterWeights> = adapters.values().map(Arc::as_ref).collect();
-        *bank = Some((wanted.clone(), AdapterBank::new(base, base_digest, &weights)?));
-        *gathered = None;
-    }
-    let (ids, bank) = bank.as_ref().expect("built above");
-
-    // Rows whose window now slides leave the cache, and move behind the rows that stay.
-    let cached = cache.as_ref().map_or(0, KvCache::rows);
-    let stays: Vec<bool> = rows[..cached].iter().map(|row| row.decoder.continues_in_cache(context)).collect();
-    if stays.contains(&false) {
-        *cache = cache.take().and_then(|kept| kept.retain(&stays));
-        let newcomers = rows.split_off(cached);
-        let mut flags = stays.iter();
-        let (staying, sliding): (Vec<Row>, Vec<Row>) = rows.drain(..).partition(|_| *flags.next().expect("a flag per cached row"));
-        rows.extend(staying.into_iter().chain(sliding));
-        rows.extend(newcomers);
-    }
-    let cached = cache.as_ref().map_or(0, KvCache::rows);
-
-    let slots: Vec<usize> = rows
-        .iter()
-        .map(|row| row.adapter.as_ref().map_or(0, |id| ids.iter().position(|known| known == id).map_or(0, |index| index + 1)))
-        .collect();
-    let device = base.device();
-    let mut logits = Vec::with_capacity(rows.len() * base.config().vocab_size);
-    if let Some(cache) = cache.as_mut() {
-        // The cached rows' factors, gathered again only when those rows (or the bank) change.
-        if gathered.as_ref().is_none_or(|adapters| adapters.slots() != &slots[..cached]) {
-            *gathered = Some(bank.gather(&slots[..cached], &device)?);
-        }
-        let tokens: Vec<u32> = rows[..cached].iter().map(|row| row.decoder.last_token()).collect();
-        logits.extend(base.decode_with_adapters(&tokens, cache, gathered.as_ref().expect("gathered above"))?);
-    }
-    if cached < rows.len() {
-        let windows: Vec<&[u32]> = rows[cached..].iter().map(|row| row.decoder.window(context)).collect();
-        let (prefilled, fresh) = base.prefill_with_adapters(&windows, &bank.gather(&slots[cached..], &device)?)?;
-        logits.extend(prefilled);
-        *cache = Some(match cache.take() {
-            Some(earlier) => earlier.append(fresh),
-            None => fresh,
+impl InFlight {
+    fn admit(&mut self, job: Job) {
+        let adapter = job.adapter.map(|(id, weights)| {
+            self.adapters.insert(id.clone(), weights);
+            id
         });
+        self.rows.push(Row { decoder: Decoder::new(job.request), adapter, pieces: job.pieces, done: job.done });
     }
 
-    let vocab = base.config().vocab_size;
-    let mut finished: Vec<(usize, FinishReason)> = Vec::new();
-    for (index, (row, logits)) in rows.iter_mut().zip(logits.chunks(vocab)).enumerate() {
-        if let Some(finish) = row.decoder.step(logits, &mut Row::show(&row.pieces)) {
-            finished.push((index, finish));
+    /// One token for every row: a decoding step for the cached rows and a prefill for the
+    /// others (new rows, and rows past the context); finished rows answer and leave.
+    fn step(&mut self, base: &Transformer, base_digest: &str) -> model::Result<()> {
+        let InFlight { rows, cache, adapters, bank, gathered } = self;
+        let context = base.config().context_length;
+        // The bank holds the adapters of the rows in flight, rebuilt only when that set changes.
+        let wanted: Vec<String> = adapters.keys().cloned().collect();
+        if bank.as_ref().is_none_or(|(ids, _)| *ids != wanted) {
+            let weights: Vec<&AdapterWeights> = adapters.values().map(Arc::as_ref).collect();
+            *bank = Some((wanted.clone(), AdapterBank::new(base, base_digest, &weights)?));
+            *gathered = None;
         }
+        let (ids, bank) = bank.as_ref().expect("built above");
+
+        // Rows whose window now slides leave the cache, and move behind the rows that stay.
+        let cached = cache.as_ref().map_or(0, KvCache::rows);
+        let stays: Vec<bool> = rows[..cached].iter().map(|row| row.decoder.continues_in_cache(context)).collect();
+        if stays.contains(&false) {
+            *cache = cache.take().and_then(|kept| kept.retain(&stays));
+            let newcomers = rows.split_off(cached);
+            let mut flags = stays.iter();
+            let (staying, sliding): (Vec<Row>, Vec<Row>) = rows.drain(..).partition(|_| *flags.next().expect("a flag per cached row"));
+            rows.extend(staying.into_iter().chain(sliding));
+            rows.extend(newcomers);
+        }
+        let cached = cache.as_ref().map_or(0, KvCache::rows);
+
+        let slots: Vec<usize> = rows
+            .iter()
+            .map(|row| row.adapter.as_ref().map_or(0, |id| ids.iter().position(|known| known == id).map_or(0, |index| index + 1)))
+            .collect();
+        let device = base.device();
+        let mut logits = Vec::with_capacity(rows.len() * base.config().vocab_size);
+        if let Some(cache) = cache.as_mut() {
+            // The cached rows' factors, gathered again only when those rows (or the bank) change.
+            if gathered.as_ref().is_none_or(|adapters| adapters.slots() != &slots[..cached]) {
+                *gathered = Some(bank.gather(&slots[..cached], &device)?);
+            }
+            let tokens: Vec<u32> = rows[..cached].iter().map(|row| row.decoder.last_token()).collect();
+            logits.extend(base.decode_with_adapters(&tokens, cache, gathered.as_ref().expect("gathered above"))?);
+        }
+        if cached < rows.len() {
+            let windows: Vec<&[u32]> = rows[cached..].iter().map(|row| row.decoder.window(context)).collect();
+            let (prefilled, fresh) = base.prefill_with_adapters(&windows, &bank.gather(&slots[cached..], &device)?)?;
+            logits.extend(prefilled);
+            *cache = Some(match cache.take() {
+                Some(earlier) => earlier.append(fresh),
+                None => fresh,
+            });
+        }
+
+        let vocab = base.config().vocab_size;
+        let mut finished: Vec<(usize, FinishReason)> = Vec::new();
+        for (index, (row, logits)) in rows.iter_mut().zip(logits.chunks(vocab)).enumerate() {
+            if let Some(finish) = row.decoder.step(logits, &mut Row::show(&row.pieces)) {
+                finished.push((index, finish));
+            }
+        }
+        if !finished.is_empty() {
+            let keep: Vec<bool> = (0..rows.len()).map(|index| !finished.iter().any(|&(done, _)| done == index)).collect();
+            *cache = cache.take().and_then(|kept| kept.retain(&keep));
+        }
+        for (index, finish) in finished.into_iter().rev() {
+            let Row { decoder, pieces, done, .. } = rows.remove(index);
+            let _ = done.send(Ok(decoder.finish(finish, &mut Row::show(&pieces))));
+        }
+        Ok(())
     }
-    if !finished.is_empty() {
-        let keep: Vec<bool> = (0..rows.len()).map(|index| !finished.iter().any(|&(done, _)| done == index)).collect();
-        *cache = cache.take().and_then(|kept| kept.retain(&keep));
-    }
-    for (index, finish) in finished.into_iter().rev() {
-        let Row { decoder, pieces, done, .. } = rows.remove(index);
-        let _ = done.send(Ok(decoder.finish(finish, &mut Row::show(&pieces))));
-    }
-    Ok(())
 }
