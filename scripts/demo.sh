@@ -415,6 +415,9 @@ for currency in report["currencies"]:
 payouts = sorted((p for p in report["payouts"] if p["account"].startswith("payable:contributor:")), key=lambda p: -int(p["amount"]))[:5]
 for payout in payouts:
     print(f"    {payout['account']:<40} {int(payout['amount']) / 10 ** payout['exponent']:>8.4f} {payout['currency']} from {payout['settlements']} settlements")
+for datanet in report.get("datanets", []):
+    scale = 10 ** datanet["exponent"]
+    print(f"    Datanet {datanet['datanet_id']:<36} {int(datanet['total']) / scale:>8.4f} {datanet['currency']} (owner {int(datanet['owner']) / scale:.4f}, contributors {int(datanet['contributors']) / scale:.4f}) from {datanet['settlements']} settlements")
 reconciliation = call("GET", "/v1/reconciliation")
 print(f"  {sum(p['settlement_count'] for p in closed)} settlements in {len(closed)} closed periods, {reconciliation['ledger_transactions']} in the ledger; ledger matches the log: {reconciliation['ledger_matches_log']}")
 PY

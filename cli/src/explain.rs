@@ -116,9 +116,9 @@ fn print_receipt(served: &InferenceServed, receipt: &Receipt) {
     println!("model     {model}");
     println!("receipt   {}  ({})", receipt.receipt_id, receipt.method);
     println!("index     {}", receipt.index_sha256);
-    println!("\ncontributor shares (parts per billion)");
+    println!("\ncontributor shares (parts per billion), with the Datanet each was earned through");
     for share in &attribution.shares {
-        println!("  {:<40} {:>10}  {}", share.contributor_id, share.share_ppb, percent(share.share_ppb));
+        println!("  {:<40} {:>10}  {}  {}", share.contributor_id, share.share_ppb, percent(share.share_ppb), share.datanet_id);
     }
     println!("  {:<40} {:>10}  {}", "(base pool)", attribution.base_pool_ppb, percent(attribution.base_pool_ppb));
     println!("  noise floor {}   verbatim coverage {}", percent(attribution.noise_floor_ppb), percent(attribution.span_coverage_ppb));

@@ -172,6 +172,7 @@ fn main() -> anyhow::Result<()> {
             duplicate_cluster_id: format!("contribution-{example}"),
             token_offset: example * per_example,
             token_count: per_example,
+            datanet_id: String::new(),
         })
         .collect();
     let blocks: Vec<BlockLayout> =

@@ -159,6 +159,7 @@ fn table_of(examples: &[&Example], clusters: &[String]) -> anyhow::Result<(Examp
             duplicate_cluster_id: cluster.clone(),
             token_offset: stream.len() as u64,
             token_count: tokens.len() as u64,
+            datanet_id: String::new(),
         });
         stream.extend(tokens);
     }

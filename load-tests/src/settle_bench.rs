@@ -82,7 +82,13 @@ async fn publish_events(bus: &Bus, events: usize) -> anyhow::Result<()> {
     };
     bus.publish(&Envelope::new(&model, "train"), &model, Expect::NoEvents).await?;
     let receipt = AttributionReceipt {
-        shares: (0..8).map(|index| ContributorShare { contributor_id: format!("contributor-{index}"), share_ppb: 100_000_000 }).collect(),
+        shares: (0..8)
+            .map(|index| ContributorShare {
+                contributor_id: format!("contributor-{index}"),
+                share_ppb: 100_000_000,
+                datanet_id: "bench-datanet".into(),
+            })
+            .collect(),
         base_pool_ppb: 200_000_000,
         noise_floor_ppb: 1_000_000,
         model_weights_sha256: digest('a'),

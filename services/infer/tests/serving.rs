@@ -488,6 +488,7 @@ async fn publish_index(
             duplicate_cluster_id: format!("contribution-{number}"),
             token_offset: stream.len() as u64,
             token_count: tokens.len() as u64,
+            datanet_id: "datanet-1".to_owned(),
         });
         stream.extend_from_slice(tokens);
     }

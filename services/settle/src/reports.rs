@@ -2,9 +2,12 @@
 //! function of the log): the canonical JSON (whose SHA-256 the `SettlementReportIssued` event
 //! names), and the same evidence as CSV and Parquet for finance tools.
 //!
-//! Canonical means: fields in a fixed order, lists in a fixed order (accounts, models and
-//! currencies by name, evidence by stream position), amounts as decimal strings of minor units,
-//! no floats, no whitespace. Replaying the log from scratch gives the same bytes.
+//! Canonical means: fields in a fixed order, lists in a fixed order (accounts, models, Datanets
+//! and currencies by name, evidence by stream position), amounts as decimal strings of minor
+//! units, no floats, no whitespace. Replaying the log from scratch gives the same bytes.
+//!
+//! Per-Datanet totals and the Datanet of a posting came later: both are left out of the JSON
+//! when empty, so a period whose postings name no Datanet renders exactly as it did before.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -22,8 +25,9 @@ use crate::projections::ledger::{PeriodPosting, transactions};
 
 pub const FORMAT: &str = "provenant.settlement-report.v1";
 
-/// The columns of the CSV and Parquet evidence tables: one row per posting.
-pub const EVIDENCE_COLUMNS: [&str; 12] = [
+/// The columns of the CSV and Parquet evidence tables: one row per posting. `datanet_id` is
+/// empty on lines not earned through a Datanet.
+pub const EVIDENCE_COLUMNS: [&str; 13] = [
     "period_id",
     "settlement_id",
     "kind",
@@ -36,6 +40,7 @@ pub const EVIDENCE_COLUMNS: [&str; 12] = [
     "currency",
     "exponent",
     "amount_minor_units",
+    "datanet_id",
 ];
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -68,10 +73,29 @@ pub struct ModelRevenue {
     pub settlements: u64,
 }
 
+/// What a Datanet earned in a period, in one currency: its owner's credits and its
+/// contributors' (net of reversals).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DatanetRevenue {
+    pub datanet_id: String,
+    pub currency: String,
+    pub exponent: u32,
+    /// Credited to the Datanet's owner (the policy's Datanet owners' part).
+    pub owner: String,
+    /// Credited to contributors for their records in the Datanet.
+    pub contributors: String,
+    /// `owner` + `contributors`.
+    pub total: String,
+    /// How many settlements of the period credited the Datanet.
+    pub settlements: u64,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct EvidencePosting {
     pub account: String,
     pub amount: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub datanet_id: String,
 }
 
 /// One settlement: the inference event it settles, the policy version, and its postings.
@@ -104,6 +128,8 @@ pub struct Report {
     pub currencies: Vec<CurrencyTotals>,
     pub payouts: Vec<Payout>,
     pub models: Vec<ModelRevenue>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub datanets: Vec<DatanetRevenue>,
     pub evidence: Vec<Evidence>,
 }
 
@@ -160,15 +186,72 @@ impl Tally {
     }
 }
 
+/// Per Datanet and currency: owner credits, contributor credits, and how many settlements
+/// credited it (`last` is the last settlement counted, so a settlement with several lines for
+/// one Datanet counts once).
+#[derive(Default)]
+struct DatanetTally(HashMap<(String, u32), HashMap<String, DatanetSums>>);
+
+#[derive(Default)]
+struct DatanetSums {
+    owner: i128,
+    contributors: i128,
+    settlements: u64,
+    last: Option<usize>,
+}
+
+impl DatanetTally {
+    fn add(&mut self, datanet_id: &str, account: &str, currency: &(String, u32), amount: i128, settlement: usize) {
+        let datanets = match self.0.get_mut(currency) {
+            Some(datanets) => datanets,
+            None => self.0.entry(currency.clone()).or_default(),
+        };
+        let sums = match datanets.get_mut(datanet_id) {
+            Some(sums) => sums,
+            None => datanets.entry(datanet_id.to_owned()).or_default(),
+        };
+        if account.starts_with("payable:datanet_owner:") {
+            sums.owner += amount;
+        } else {
+            sums.contributors += amount;
+        }
+        if sums.last != Some(settlement) {
+            sums.last = Some(settlement);
+            sums.settlements += 1;
+        }
+    }
+
+    fn into_sorted(self) -> Vec<DatanetRevenue> {
+        let mut rows: Vec<DatanetRevenue> = self
+            .0
+            .into_iter()
+            .flat_map(|((currency, exponent), datanets)| {
+                datanets.into_iter().map(move |(datanet_id, sums)| DatanetRevenue {
+                    datanet_id,
+                    currency: currency.clone(),
+                    exponent,
+                    owner: sums.owner.to_string(),
+                    contributors: sums.contributors.to_string(),
+                    total: (sums.owner + sums.contributors).to_string(),
+                    settlements: sums.settlements,
+                })
+            })
+            .collect();
+        rows.sort_unstable_by(|a, b| (&a.datanet_id, &a.currency, a.exponent).cmp(&(&b.datanet_id, &b.currency, b.exponent)));
+        rows
+    }
+}
+
 /// Builds the report from the period's transactions (in stream order) and their postings,
 /// taking them over: their strings move into the evidence instead of being copied.
 pub fn build(period: Period, through_sequence: u64, settled: Vec<(transactions::Model, Vec<PeriodPosting>)>) -> Report {
     let mut currencies: BTreeMap<(String, u32), Totals> = BTreeMap::new();
     let mut payouts = Tally::default();
     let mut models = Tally::default();
+    let mut datanets = DatanetTally::default();
     let settlement_count = settled.len() as u64;
     let mut evidence = Vec::with_capacity(settled.len());
-    for (transaction, lines) in settled {
+    for (index, (transaction, lines)) in settled.into_iter().enumerate() {
         let currency = (transaction.currency, exponent(transaction.exponent));
         let fee = units(&transaction.fee);
         // A release moves money already counted as its inference's revenue.
@@ -186,7 +269,10 @@ pub fn build(period: Period, through_sequence: u64, settled: Vec<(transactions::
             if !line.account.starts_with("fees:") {
                 payouts.add(&line.account, &currency, amount);
             }
-            postings.push(EvidencePosting { account: line.account, amount: line.amount });
+            if !line.datanet_id.is_empty() {
+                datanets.add(&line.datanet_id, &line.account, &currency, amount, index);
+            }
+            postings.push(EvidencePosting { account: line.account, amount: line.amount, datanet_id: line.datanet_id });
         }
         evidence.push(Evidence {
             settlement_id: transaction.settlement_id,
@@ -243,6 +329,7 @@ pub fn build(period: Period, through_sequence: u64, settled: Vec<(transactions::
                 settlements,
             })
             .collect(),
+        datanets: datanets.into_sorted(),
         evidence,
     }
 }
@@ -274,6 +361,7 @@ impl Report {
             8 => &posting.account,
             9 => &settlement.currency,
             11 => &posting.amount,
+            12 => &posting.datanet_id,
             // 6 (policy version) and 10 (exponent) are numbers.
             _ => "",
         }
@@ -321,6 +409,7 @@ impl Report {
                 REQUIRED BYTE_ARRAY currency (UTF8);
                 REQUIRED INT32 exponent;
                 REQUIRED BYTE_ARRAY amount_minor_units (UTF8);
+                REQUIRED BYTE_ARRAY datanet_id (UTF8);
             }",
         )?);
         let rows: Vec<(&Evidence, &EvidencePosting)> = self.rows().collect();
@@ -392,7 +481,11 @@ mod tests {
 
     #[test]
     fn the_csv_has_a_row_per_posting_quoted_where_rfc_4180_asks_and_parquet_the_same_rows() {
-        let posting = |account: &str, amount: &str| EvidencePosting { account: account.into(), amount: amount.into() };
+        let posting = |account: &str, amount: &str, datanet_id: &str| EvidencePosting {
+            account: account.into(),
+            amount: amount.into(),
+            datanet_id: datanet_id.into(),
+        };
         let report = Report {
             format: FORMAT,
             period_id: "2026-11".into(),
@@ -403,6 +496,7 @@ mod tests {
             currencies: Vec::new(),
             payouts: Vec::new(),
             models: Vec::new(),
+            datanets: Vec::new(),
             evidence: vec![Evidence {
                 settlement_id: "s1".into(),
                 kind: "inference".into(),
@@ -414,14 +508,17 @@ mod tests {
                 currency: "EUR".into(),
                 exponent: 2,
                 fee: "100".into(),
-                postings: vec![posting("fees:caller:c", "-100"), posting("payable:protocol", "100")],
+                postings: vec![posting("fees:caller:c", "-100", ""), posting("payable:datanet_owner:o", "100", "de")],
             }],
         };
         let csv = String::from_utf8(report.csv()).expect("utf-8");
         let lines: Vec<&str> = csv.split("\r\n").collect();
         assert_eq!(lines[0], EVIDENCE_COLUMNS.join(","));
-        assert_eq!(lines[1], "2026-11,s1,inference,e1,\"a,\"\"b\"\"\",m,3,2026-11-02T00:00:00.000000Z,fees:caller:c,EUR,2,-100");
-        assert_eq!(lines[2], "2026-11,s1,inference,e1,\"a,\"\"b\"\"\",m,3,2026-11-02T00:00:00.000000Z,payable:protocol,EUR,2,100");
+        assert_eq!(lines[1], "2026-11,s1,inference,e1,\"a,\"\"b\"\"\",m,3,2026-11-02T00:00:00.000000Z,fees:caller:c,EUR,2,-100,");
+        assert_eq!(
+            lines[2],
+            "2026-11,s1,inference,e1,\"a,\"\"b\"\"\",m,3,2026-11-02T00:00:00.000000Z,payable:datanet_owner:o,EUR,2,100,de"
+        );
         assert_eq!(lines[3..], [""]);
 
         let parquet = report.parquet().expect("renders");
@@ -432,6 +529,73 @@ mod tests {
             .collect();
         assert_eq!(rows.len(), 2);
         assert!(rows[0].contains("fees:caller:c") && rows[0].contains("revenue_policy_version: 3"), "{}", rows[0]);
-        assert!(rows[1].contains("account: \"payable:protocol\"") && rows[1].contains("exponent: 2"), "{}", rows[1]);
+        assert!(rows[1].contains("account: \"payable:datanet_owner:o\"") && rows[1].contains("datanet_id: \"de\""), "{}", rows[1]);
+    }
+
+    fn settled(sequence: i64, kind: &str, fee: &str, lines: &[(&str, &str, &str)]) -> (transactions::Model, Vec<PeriodPosting>) {
+        let transaction = transactions::Model {
+            settlement_id: format!("s{sequence}"),
+            kind: kind.into(),
+            inference_event_id: format!("e{sequence}"),
+            request_id: format!("r{sequence}"),
+            model_id: "m".into(),
+            period_id: "2026-11".into(),
+            currency: "EUR".into(),
+            exponent: 2,
+            fee: fee.into(),
+            policy_version: 1,
+            occurred_at: "2026-11-02T00:00:00.000000Z".into(),
+            stream_sequence: sequence,
+        };
+        let postings = lines
+            .iter()
+            .map(|(account, amount, datanet_id)| PeriodPosting {
+                stream_sequence: sequence,
+                account: (*account).into(),
+                amount: (*amount).into(),
+                datanet_id: (*datanet_id).into(),
+            })
+            .collect();
+        (transaction, postings)
+    }
+
+    #[test]
+    fn datanet_totals_sum_owner_and_contributor_credits_net_of_reversals_and_are_left_out_when_none() {
+        let period = Period::from_id("2026-11").expect("a month");
+        let first = [
+            ("fees:caller:app", "-100", ""),
+            ("payable:contributor:ann", "30", "de"),
+            ("payable:contributor:ann", "10", "it"),
+            ("payable:datanet_owner:olga", "5", "de"),
+            ("payable:datanet_owner:olga", "5", "it"),
+            ("payable:protocol", "50", ""),
+        ];
+        let second = [("fees:caller:app", "-10", ""), ("payable:contributor:bea", "7", "de"), ("pool:base:m", "3", "")];
+        let reversal: Vec<(&str, String, &str)> = second
+            .iter()
+            .map(|(account, amount, datanet)| (*account, format!("{}", -amount.parse::<i128>().expect("number")), *datanet))
+            .collect();
+        let reversal: Vec<(&str, &str, &str)> =
+            reversal.iter().map(|(account, amount, datanet)| (*account, amount.as_str(), *datanet)).collect();
+        let report = build(
+            period,
+            3,
+            vec![settled(1, "inference", "100", &first), settled(2, "inference", "10", &second), settled(3, "reversal", "-10", &reversal)],
+        );
+        let totals: Vec<(&str, &str, &str, &str, u64)> = report
+            .datanets
+            .iter()
+            .map(|row| (row.datanet_id.as_str(), row.owner.as_str(), row.contributors.as_str(), row.total.as_str(), row.settlements))
+            .collect();
+        assert_eq!(totals, [("de", "5", "30", "35", 3), ("it", "5", "10", "15", 1)]);
+        let json = String::from_utf8(report.render().expect("renders").json).expect("utf-8");
+        assert!(json.contains(r#"{"account":"payable:contributor:ann","amount":"30","datanet_id":"de"}"#), "{json}");
+        assert!(json.contains(r#"{"account":"fees:caller:app","amount":"-100"}"#), "{json}");
+
+        // Postings that name no Datanet: no totals and no field, as before Datanets were booked.
+        let plain =
+            build(period, 1, vec![settled(1, "inference", "10", &[("fees:caller:app", "-10", ""), ("payable:protocol", "10", "")])]);
+        let json = String::from_utf8(plain.render().expect("renders").json).expect("utf-8");
+        assert!(!json.contains("datanet"), "{json}");
     }
 }

@@ -178,9 +178,9 @@ impl Running {
 fn receipt() -> AttributionReceipt {
     AttributionReceipt {
         shares: vec![
-            ContributorShare { contributor_id: "ann".into(), share_ppb: 500_000_000 },
-            ContributorShare { contributor_id: "cid".into(), share_ppb: 10_000_000 },
-            ContributorShare { contributor_id: "dan".into(), share_ppb: 290_000_000 },
+            ContributorShare { contributor_id: "ann".into(), share_ppb: 500_000_000, datanet_id: "d-en".into() },
+            ContributorShare { contributor_id: "cid".into(), share_ppb: 10_000_000, datanet_id: "d-en".into() },
+            ContributorShare { contributor_id: "dan".into(), share_ppb: 290_000_000, datanet_id: "d-en".into() },
         ],
         base_pool_ppb: 200_000_000,
         noise_floor_ppb: 20_000_000,
@@ -389,6 +389,10 @@ async fn external_inference_events_are_checked_and_refusals_dead_lettered_with_t
     let mut adapter_as_base = served("bad-6", "infer", false, "100", None);
     adapter_as_base.model_id = ADAPTER.into();
     adapter_as_base.base_weights_sha256 = digest('b');
+    // Credits dan through otto's Datanet, which the base was not trained on.
+    let mut foreign_datanet = receipt();
+    foreign_datanet.shares[2].datanet_id = "d-de".into();
+    let foreign_datanet = served("bad-9", "infer", false, "100", Some(foreign_datanet));
     let refused = [
         (served("bad-1", "rogue", false, "100", None), "inference.unauthorised_producer"),
         // The gateway may report the base only, not the adapter.
@@ -398,6 +402,7 @@ async fn external_inference_events_are_checked_and_refusals_dead_lettered_with_t
         (absurd_counts, "inference.token_counts_invalid"),
         (half_adapter, "inference.adapter_incomplete"),
         (adapter_as_base, "inference.not_a_base"),
+        (foreign_datanet, "inference.receipt_datanet_unknown"),
         // A second, different event for a request already settled.
         (served("ok-1", "gateway", false, "5", None), "inference.request_conflict"),
     ];
@@ -452,7 +457,10 @@ async fn a_late_receipt_pays_out_what_was_held_once_and_a_reversal_takes_the_pay
         let (_, accounts) = running.get(FINANCE_KEY, "/v1/ledger/accounts?limit=500").await;
         assert_eq!(balance(&accounts, &format!("held:unattributed:{ADAPTER}")), "601");
 
-        let signed = AttributionReceipt { model_weights_sha256: digest('a'), adapter_weights_sha256: digest('b'), ..receipt() };
+        // The adapter was trained on otto's Datanet: its contributors earn through that one.
+        let with_weights = AttributionReceipt { model_weights_sha256: digest('a'), adapter_weights_sha256: digest('b'), ..receipt() };
+        let mut signed = with_weights.clone();
+        signed.shares.iter_mut().for_each(|share| share.datanet_id = "d-de".into());
         let send = |event: InferenceAttributed, producer: &'static str| {
             let bus = &bus;
             async move {
@@ -468,9 +476,19 @@ async fn a_late_receipt_pays_out_what_was_held_once_and_a_reversal_takes_the_pay
         send(attributed("late-1", &served_envelope, other_weights), "infer").await;
         let not_whole = AttributionReceipt { base_pool_ppb: 0, ..signed.clone() };
         send(attributed("late-1", &served_envelope, not_whole), "infer").await;
-        let letters = dead_letters(&bus, 3).await;
+        // … and one that credits through olga's Datanet, which the adapter was not trained on.
+        send(attributed("late-1", &served_envelope, with_weights), "infer").await;
+        let letters = dead_letters(&bus, 4).await;
         let codes: Vec<&str> = letters.iter().map(|letter| letter.reason_code.as_str()).collect();
-        assert_eq!(codes, ["attribution.unauthorised_producer", "attribution.weights_mismatch", "inference.receipt_invalid"]);
+        assert_eq!(
+            codes,
+            [
+                "attribution.unauthorised_producer",
+                "attribution.weights_mismatch",
+                "inference.receipt_invalid",
+                "inference.receipt_datanet_unknown"
+            ]
+        );
 
         // The receipt, twice (a redelivery), and a second receipt: the held 601 are paid out once,
         // split as a receipt with the inference would have split them.
@@ -478,7 +496,7 @@ async fn a_late_receipt_pays_out_what_was_held_once_and_a_reversal_takes_the_pay
         let again = attributed("late-1", &served_envelope, signed.clone());
         bus.publish(&first, &again, Expect::Any).await.expect("redelivered");
         let second = AttributionReceipt {
-            shares: vec![ContributorShare { contributor_id: "eve".into(), share_ppb: 1_000_000_000 }],
+            shares: vec![ContributorShare { contributor_id: "eve".into(), share_ppb: 1_000_000_000, datanet_id: "d-de".into() }],
             base_pool_ppb: 0,
             ..signed.clone()
         };
@@ -503,6 +521,8 @@ async fn a_late_receipt_pays_out_what_was_held_once_and_a_reversal_takes_the_pay
             (200, Some("attribution"), Some("0")),
             "{release}"
         );
+        let ann_line = release["postings"].as_array().expect("postings").iter().find(|line| line["account"] == "payable:contributor:ann");
+        assert_eq!(ann_line.map(|line| line["datanet_id"].clone()), Some(json!("d-de")), "{release}");
         let (status, refused) = running
             .call(reqwest::Method::POST, FINANCE_KEY, &format!("/v1/settlements/{release_id}/reverse"), Some(json!({"reason": "no"})))
             .await;
@@ -614,8 +634,8 @@ async fn a_settlement_appended_while_its_period_closes_is_reported_in_the_next_o
         fee: money("100"),
         revenue_policy_version: 1,
         postings: vec![
-            Posting { account: "fees:caller:app".into(), amount: money("-100") },
-            Posting { account: "payable:protocol".into(), amount: money("100") },
+            Posting { account: "fees:caller:app".into(), amount: money("-100"), datanet_id: String::new() },
+            Posting { account: "payable:protocol".into(), amount: money("100"), datanet_id: String::new() },
         ],
         period_id: closing.id(),
     };
@@ -797,16 +817,25 @@ async fn closing_a_month_issues_a_report_that_replays_byte_for_byte_and_opens_in
         assert_eq!(report["currencies"][0]["fees_in"], "1254");
         let ann = report["payouts"].as_array().expect("payouts").iter().find(|payout| payout["account"] == "payable:contributor:ann");
         assert_eq!(ann.map(|payout| payout["amount"].clone()), Some(json!("301")));
+        // What olga's Datanet earned: her 100 + 25 as its owner, ann's 301 and dan's 174 through
+        // it (old-0, old-2); otto's earned nothing (the adapter's 3 cents left no owner's cent).
+        assert_eq!(
+            report["datanets"],
+            json!([{"datanet_id": "d-en", "currency": "EUR", "exponent": 2, "owner": "125", "contributors": "475", "total": "600", "settlements": 2}])
+        );
         let rows: usize =
             report["evidence"].as_array().expect("evidence").iter().map(|item| item["postings"].as_array().map_or(0, Vec::len)).sum();
         let folder = tempfile::tempdir().expect("folder");
-        let (csv, parquet) = (folder.path().join("report.csv"), folder.path().join("report.parquet"));
+        let (csv, parquet, json_path) =
+            (folder.path().join("report.csv"), folder.path().join("report.parquet"), folder.path().join("report.json"));
         std::fs::write(&csv, download("csv").await).expect("written");
         std::fs::write(&parquet, download("parquet").await).expect("written");
+        std::fs::write(&json_path, &json_bytes).expect("written");
         let opened = std::process::Command::new(report_python())
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_reports.py"))
             .args([&csv, &parquet])
             .arg(rows.to_string())
+            .arg(&json_path)
             .output()
             .expect("python with pandas and pyarrow (scripts/bootstrap.sh --api-fuzz)");
         assert!(opened.status.success(), "{}{}", String::from_utf8_lossy(&opened.stdout), String::from_utf8_lossy(&opened.stderr));

@@ -61,6 +61,9 @@ async fn check_attribution_index(app: &TestApp, job_id: &str, model: &Value) -> 
     let total: u64 = receipt.shares.iter().map(|share| share.share_ppb).sum::<u64>() + receipt.base_pool_ppb;
     assert_eq!(total, attribution::WHOLE_PPB);
     assert_eq!(receipt.shares[0].contributor_id, row.contributor_id, "{receipt:?}");
+    // Every example and share names the Datanet of the snapshot it came from.
+    assert_eq!(row.datanet_id, "english");
+    assert!(receipt.shares.iter().all(|share| share.datanet_id == "english"), "{receipt:?}");
     assert!(receipt.spans.iter().any(|span| span.contribution_id == row.contribution_id), "{receipt:?}");
     assert!(receipt.span_coverage_ppb > 500_000_000, "{receipt:?}");
     assert_eq!(receipt.top_examples.len(), 10);

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::spans::{SpanHit, SpanIndex};
-use crate::table::ExampleTable;
+use crate::table::{ExampleTable, Owner};
 
 pub const WHOLE_PPB: u64 = 1_000_000_000;
 
@@ -58,6 +58,10 @@ pub struct ExampleScore {
 pub struct Share {
     pub contributor_id: String,
     pub share_ppb: u64,
+    /// The Datanet the share was earned through (see [`Owner`](crate::table::Owner)); absent
+    /// when the index's table names none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub datanet_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +76,7 @@ pub struct SpanCredit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attribution {
     pub top_examples: Vec<ExampleScore>,
-    /// By contributor id; zero shares are left out.
+    /// One per contributor and Datanet, largest first; zero shares are left out.
     pub shares: Vec<Share>,
     pub base_pool_ppb: u64,
     pub noise_floor_ppb: u64,
@@ -120,7 +124,11 @@ impl Receipt {
             shares: attribution
                 .shares
                 .iter()
-                .map(|share| proto::ContributorShare { contributor_id: share.contributor_id.clone(), share_ppb: share.share_ppb })
+                .map(|share| proto::ContributorShare {
+                    contributor_id: share.contributor_id.clone(),
+                    share_ppb: share.share_ppb,
+                    datanet_id: share.datanet_id.clone(),
+                })
                 .collect(),
             base_pool_ppb: attribution.base_pool_ppb,
             spans: attribution
@@ -192,17 +200,20 @@ pub fn attribute(evidence: &Evidence<'_>, rules: &ReceiptRules) -> Attribution {
         }
     }
     // 5. Parts per billion.
-    let mut parties: Vec<(&str, f64)> = vec![("", base.max(0.0))];
-    parties.extend(owners.iter().map(String::as_str).zip(fractions.iter().copied()));
+    let base_pool = Owner { contributor_id: String::new(), datanet_id: String::new() };
+    let mut parties: Vec<(&Owner, f64)> = vec![(&base_pool, base.max(0.0))];
+    parties.extend(owners.iter().zip(fractions.iter().copied()));
     let allocated = largest_remainder(&parties);
     let base_pool_ppb = allocated[0];
     let mut shares: Vec<Share> = owners
         .iter()
         .zip(&allocated[1..])
         .filter(|(_, ppb)| **ppb > 0)
-        .map(|(contributor_id, &share_ppb)| Share { contributor_id: contributor_id.clone(), share_ppb })
+        .map(|(owner, &share_ppb)| Share { contributor_id: owner.contributor_id.clone(), share_ppb, datanet_id: owner.datanet_id.clone() })
         .collect();
-    shares.sort_by(|a, b| b.share_ppb.cmp(&a.share_ppb).then_with(|| a.contributor_id.cmp(&b.contributor_id)));
+    shares.sort_by(|a, b| {
+        b.share_ppb.cmp(&a.share_ppb).then_with(|| (&a.contributor_id, &a.datanet_id).cmp(&(&b.contributor_id, &b.datanet_id)))
+    });
 
     // A one-example owner at the noise margin, as a share of the whole.
     let noise_floor_ppb = if positive_mass > 0.0 {
@@ -288,7 +299,7 @@ fn span_credit(table: &ExampleTable, index: &SpanIndex, output: &[u32], rules: &
 /// Splits 10⁹ over non-negative weights: floors, then the remaining units to the largest
 /// fractional parts, ties to the smaller id. Sums to exactly 10⁹ unless every weight is zero,
 /// when the first party (the base pool) takes all.
-fn largest_remainder(parties: &[(&str, f64)]) -> Vec<u64> {
+fn largest_remainder<K: Ord>(parties: &[(K, f64)]) -> Vec<u64> {
     let total: f64 = parties.iter().map(|(_, weight)| weight.max(0.0)).sum();
     let mut allocated = vec![0u64; parties.len()];
     if total <= 0.0 || !total.is_finite() {
@@ -302,7 +313,7 @@ fn largest_remainder(parties: &[(&str, f64)]) -> Vec<u64> {
         let floor = quota.floor().min(WHOLE_PPB as f64) as u64;
         allocated[slot] = floor;
         given += floor;
-        remainders.push((quota - floor as f64, *id, slot));
+        remainders.push((quota - floor as f64, id, slot));
     }
     remainders.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     let mut left = WHOLE_PPB.saturating_sub(given);
@@ -335,6 +346,7 @@ mod tests {
                     duplicate_cluster_id: (*cluster).into(),
                     token_offset: index as u64 * 10,
                     token_count: 10,
+                    datanet_id: String::new(),
                 })
                 .collect(),
         )

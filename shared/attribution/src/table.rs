@@ -1,6 +1,6 @@
-//! The example table of an index: which contribution, contributor and duplicate cluster every
-//! trained example (a row of the feature matrix) came from, where its tokens sit in the training
-//! stream, and who owns each cluster.
+//! The example table of an index: which contribution, contributor, Datanet and duplicate cluster
+//! every trained example (a row of the feature matrix) came from, where its tokens sit in the
+//! training stream, and who owns each cluster.
 
 use std::collections::HashMap;
 
@@ -20,6 +20,19 @@ pub struct ExampleRow {
     /// Where the example's tokens start in the training stream, and how many there are.
     pub token_offset: u64,
     pub token_count: u64,
+    /// The Datanet whose snapshot held the contribution. Last, and left out when empty, so that
+    /// tables written before it existed read back byte for byte.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub datanet_id: String,
+}
+
+/// Who is credited for a cluster: its founding contributor, in the Datanet of the founding
+/// contribution. A contributor with records in two Datanets is two owners, so that settlement
+/// can total what each Datanet earned.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Owner {
+    pub contributor_id: String,
+    pub datanet_id: String,
 }
 
 /// The rows, with every cluster's owner resolved.
@@ -28,7 +41,7 @@ pub struct ExampleTable {
     rows: Vec<ExampleRow>,
     /// Per row: the index of its cluster's owner in `owners`.
     owner_of_row: Vec<usize>,
-    owners: Vec<String>,
+    owners: Vec<Owner>,
     /// Per row: the index of its cluster in `clusters`.
     cluster_of_row: Vec<usize>,
     clusters: Vec<String>,
@@ -43,19 +56,20 @@ impl ExampleTable {
         if rows.windows(2).any(|pair| pair[1].token_offset < pair[0].token_offset + pair[0].token_count) {
             return Err(Error::Shape("example rows must be in stream order without overlaps".into()));
         }
-        let founders: HashMap<&str, &str> = rows.iter().map(|row| (row.contribution_id.as_str(), row.contributor_id.as_str())).collect();
+        let founders: HashMap<&str, &ExampleRow> = rows.iter().map(|row| (row.contribution_id.as_str(), row)).collect();
         let mut cluster_index: HashMap<&str, usize> = HashMap::new();
         let mut clusters = Vec::new();
         let mut cluster_owner = Vec::new();
-        let mut owner_index: HashMap<String, usize> = HashMap::new();
+        let mut owner_index: HashMap<Owner, usize> = HashMap::new();
         let mut owners = Vec::new();
         let mut cluster_of_row = Vec::with_capacity(rows.len());
         for row in &rows {
             let cluster = *cluster_index.entry(row.duplicate_cluster_id.as_str()).or_insert_with(|| {
-                let owner = founders.get(row.duplicate_cluster_id.as_str()).copied().unwrap_or(row.contributor_id.as_str());
+                let founder = founders.get(row.duplicate_cluster_id.as_str()).copied().unwrap_or(row);
+                let owner = Owner { contributor_id: founder.contributor_id.clone(), datanet_id: founder.datanet_id.clone() };
                 let next = owners.len();
-                let owner = *owner_index.entry(owner.to_owned()).or_insert_with(|| {
-                    owners.push(owner.to_owned());
+                let owner = *owner_index.entry(owner).or_insert_with_key(|owner| {
+                    owners.push(owner.clone());
                     next
                 });
                 clusters.push(row.duplicate_cluster_id.clone());
@@ -101,12 +115,12 @@ impl ExampleTable {
         &self.rows[index]
     }
 
-    /// The owner (a contributor id) of row `index`'s cluster, as an index into [`owners`](Self::owners).
+    /// The owner of row `index`'s cluster, as an index into [`owners`](Self::owners).
     pub fn owner_of(&self, index: usize) -> usize {
         self.owner_of_row[index]
     }
 
-    pub fn owners(&self) -> &[String] {
+    pub fn owners(&self) -> &[Owner] {
         &self.owners
     }
 
@@ -138,6 +152,7 @@ mod tests {
             duplicate_cluster_id: cluster.into(),
             token_offset: offset,
             token_count: 10,
+            datanet_id: String::new(),
         }
     }
 
@@ -151,7 +166,7 @@ mod tests {
             row(3, "orphan", "carol", "gone", 30),
         ])
         .expect("valid");
-        let owner = |index| table.owners()[table.owner_of(index)].as_str();
+        let owner = |index| table.owners()[table.owner_of(index)].contributor_id.as_str();
         assert_eq!([owner(0), owner(1), owner(2), owner(3)], ["alice", "alice", "bob", "carol"]);
         assert_eq!(table.cluster_count(), 3);
         assert_eq!(table.row_at(15), Some(1));
@@ -159,5 +174,36 @@ mod tests {
         let again = ExampleTable::from_bytes(&table.to_bytes()).expect("reads");
         assert_eq!(again.to_bytes(), table.to_bytes());
         assert!(ExampleTable::new(vec![row(0, "a", "a", "a", 5), row(1, "b", "b", "b", 0)]).is_err());
+    }
+
+    #[test]
+    fn a_contributor_in_two_datanets_is_two_owners_and_a_copy_credits_the_founders_datanet() {
+        let in_datanet = |mut row: ExampleRow, datanet: &str| {
+            row.datanet_id = datanet.into();
+            row
+        };
+        let table = ExampleTable::new(vec![
+            in_datanet(row(0, "de-1", "ann", "de-1", 0), "de"),
+            in_datanet(row(1, "es-1", "ann", "es-1", 10), "es"),
+            // bob copied ann's German record into the Spanish Datanet: ann's, and the German one's.
+            in_datanet(row(2, "es-2", "bob", "de-1", 20), "es"),
+        ])
+        .expect("valid");
+        let owner = |index| {
+            let owner = &table.owners()[table.owner_of(index)];
+            (owner.contributor_id.as_str(), owner.datanet_id.as_str())
+        };
+        assert_eq!([owner(0), owner(1), owner(2)], [("ann", "de"), ("ann", "es"), ("ann", "de")]);
+        assert_eq!(table.owners().len(), 2);
+        let bytes = table.to_bytes();
+        assert!(
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .all(|line| line.ends_with(r#""datanet_id":"de"}"#) || line.ends_with(r#""datanet_id":"es"}"#))
+        );
+        // A table without Datanets serialises as before the field existed.
+        assert!(
+            !String::from_utf8_lossy(&ExampleTable::new(vec![row(0, "a", "a", "a", 0)]).expect("valid").to_bytes()).contains("datanet")
+        );
     }
 }

@@ -43,6 +43,10 @@ pub struct PostingView {
     pub account: String,
     /// Debits negative, credits positive.
     pub amount: MoneyView,
+    /// The Datanet a Datanet owner's or contributor's credit was earned through; absent on
+    /// other lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datanet_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -114,7 +118,11 @@ fn settlement_view(transaction: ledger::transactions::Model, lines: &[ledger::po
     let postings = lines
         .iter()
         .map(|line| {
-            Ok(PostingView { account: line.account.clone(), amount: (&money(&line.currency, line.exponent, &line.amount)?).into() })
+            Ok(PostingView {
+                account: line.account.clone(),
+                amount: (&money(&line.currency, line.exponent, &line.amount)?).into(),
+                datanet_id: Some(line.datanet_id.clone()).filter(|id| !id.is_empty()),
+            })
         })
         .collect::<Result<_, ApiError>>()?;
     Ok(SettlementView {
@@ -183,7 +191,11 @@ pub async fn reverse(
         .iter()
         .map(|line| {
             let amount = money(&line.currency, line.exponent, &line.amount)?;
-            Ok(Posting { account: line.account.clone(), amount: Some(Amount { minor_units: -amount.minor_units, ..amount }.to_proto()) })
+            Ok(Posting {
+                account: line.account.clone(),
+                amount: Some(Amount { minor_units: -amount.minor_units, ..amount }.to_proto()),
+                datanet_id: line.datanet_id.clone(),
+            })
         })
         .collect::<Result<_, ApiError>>()?;
     let reversal_id = reversal_id_for(&settlement_id);

@@ -29,11 +29,20 @@ pub struct CountLimits {
     pub max_output_tokens: u32,
 }
 
+/// A contributor's share of an answer, earned through one Datanet (empty: the producer did
+/// not say which).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReceiptShare {
+    pub contributor_id: String,
+    pub datanet_id: String,
+    pub share_ppb: u64,
+}
+
 /// An attribution receipt whose shares are well formed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedReceipt {
-    /// Contributor id and share in parts per billion, in contributor order.
-    pub shares: Vec<(String, u64)>,
+    /// In contributor, then Datanet order; a contributor and Datanet once.
+    pub shares: Vec<ReceiptShare>,
     pub base_pool_ppb: u64,
     pub noise_floor_ppb: u64,
 }
@@ -134,19 +143,28 @@ fn check_digest(name: &str, digest: &str) -> Result<(), Refusal> {
     if well_formed { Ok(()) } else { Err(Refusal::new("inference.digest_invalid", format!("{name} must be 64 lowercase hex digits"))) }
 }
 
-/// The receipt's shares, checked: named contributors, each once, summing with the base pool to
-/// one whole.
+/// The receipt's shares, checked: named contributors, each once per Datanet, summing with the
+/// base pool to one whole. (Whether the Datanets are the model's is the settler's check: it
+/// needs the catalogue.)
 pub fn check_receipt(receipt: &AttributionReceipt) -> Result<CheckedReceipt, Refusal> {
     let invalid = |message: String| Refusal::new("inference.receipt_invalid", message);
-    let mut shares: Vec<(String, u64)> = receipt.shares.iter().map(|share| (share.contributor_id.clone(), share.share_ppb)).collect();
+    let mut shares: Vec<ReceiptShare> = receipt
+        .shares
+        .iter()
+        .map(|share| ReceiptShare {
+            contributor_id: share.contributor_id.clone(),
+            datanet_id: share.datanet_id.clone(),
+            share_ppb: share.share_ppb,
+        })
+        .collect();
     shares.sort();
-    if shares.iter().any(|(contributor, _)| contributor.is_empty()) {
+    if shares.iter().any(|share| share.contributor_id.is_empty()) {
         return Err(invalid("a share names no contributor".into()));
     }
-    if shares.windows(2).any(|pair| pair[0].0 == pair[1].0) {
-        return Err(invalid("a contributor appears twice among the shares".into()));
+    if shares.windows(2).any(|pair| (&pair[0].contributor_id, &pair[0].datanet_id) == (&pair[1].contributor_id, &pair[1].datanet_id)) {
+        return Err(invalid("a contributor appears twice among the shares for the same Datanet".into()));
     }
-    let total: u128 = shares.iter().map(|(_, share)| u128::from(*share)).sum::<u128>() + u128::from(receipt.base_pool_ppb);
+    let total: u128 = shares.iter().map(|share| u128::from(share.share_ppb)).sum::<u128>() + u128::from(receipt.base_pool_ppb);
     if total != u128::from(WHOLE_PPB) {
         return Err(invalid(format!("shares and base pool add up to {total} parts per billion, not 1,000,000,000")));
     }
@@ -188,7 +206,10 @@ mod tests {
     fn whole_receipt() -> AttributionReceipt {
         AttributionReceipt {
             model_weights_sha256: "a".repeat(64),
-            shares: vec![ContributorShare { contributor_id: "ann".into(), share_ppb: 700_000_000 }],
+            shares: vec![
+                ContributorShare { contributor_id: "ann".into(), share_ppb: 600_000_000, datanet_id: "de".into() },
+                ContributorShare { contributor_id: "ann".into(), share_ppb: 100_000_000, datanet_id: "it".into() },
+            ],
             base_pool_ppb: 300_000_000,
             ..Default::default()
         }
@@ -201,7 +222,8 @@ mod tests {
         assert_eq!(checked.settled_model_id(), "model-1");
         let attributed = InferenceServed { receipt: Some(whole_receipt()), ..event() };
         let checked = check(&attributed, "gateway", "req-1", LIMITS).expect("valid with its receipt");
-        assert_eq!(checked.receipt.expect("receipt").shares, vec![("ann".to_owned(), 700_000_000)]);
+        let share = |datanet_id: &str, share_ppb| ReceiptShare { contributor_id: "ann".into(), datanet_id: datanet_id.into(), share_ppb };
+        assert_eq!(checked.receipt.expect("receipt").shares, vec![share("de", 600_000_000), share("it", 100_000_000)]);
     }
 
     #[test]
@@ -223,10 +245,18 @@ mod tests {
                 "inference.receipt_invalid",
                 Box::new(|event| {
                     event.receipt = Some(AttributionReceipt {
-                        shares: vec![ContributorShare { contributor_id: "ann".into(), share_ppb: 600_000_000 }],
+                        shares: vec![ContributorShare { contributor_id: "ann".into(), share_ppb: 600_000_000, ..Default::default() }],
                         base_pool_ppb: 300_000_000,
                         ..Default::default()
                     })
+                }),
+            ),
+            (
+                "inference.receipt_invalid",
+                Box::new(|event| {
+                    let mut receipt = whole_receipt();
+                    receipt.shares[1].datanet_id = "de".into();
+                    event.receipt = Some(receipt);
                 }),
             ),
             (

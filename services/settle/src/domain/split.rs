@@ -1,8 +1,11 @@
 //! From a fee to a balanced double-entry transaction.
 //!
 //! The caller's fee account is debited the whole fee; the credits split it first by the
-//! revenue policy's parts, then each part among its parties: Datanet owners by how many of
-//! the model's pinned snapshots are theirs, contributors by the receipt's shares. A share below
+//! revenue policy's parts, then each part among its parties: the Datanet owners' part among the
+//! model's Datanets by how many of its pinned snapshots each has, contributors by the receipt's
+//! shares. Owners' and contributors' credits name the Datanet they were earned through, so that
+//! a report can total each Datanet's revenue; an account credited through two Datanets gets a
+//! line for each. A share below
 //! the receipt's noise floor, and the receipt's base pool, go to the model's base pool; without
 //! a receipt the contributors' part is held for the model until one comes (DESIGN.md, "Proof of
 //! Attribution"). Every split is largest-remainder, so the credits sum to the fee exactly.
@@ -87,21 +90,35 @@ impl Totals {
     }
 }
 
+/// One of the Datanets a model was trained on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedDatanet {
+    pub datanet_id: String,
+    pub owner_id: String,
+    /// How many of the model's pinned snapshots are of this Datanet.
+    pub snapshots: u64,
+}
+
 /// Who stands behind a model, beyond the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parties {
     pub model_id: String,
     pub builder_id: String,
-    /// Each Datanet owner with the number of the model's pinned snapshots that are theirs.
-    pub datanet_owners: Vec<(String, u64)>,
+    /// The model's Datanets, in Datanet id order.
+    pub datanets: Vec<PinnedDatanet>,
 }
 
 /// One line of a transaction, in the fee's currency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posting {
     pub account: String,
+    /// The Datanet the credit was earned through; empty on every other line.
+    pub datanet_id: String,
     pub minor_units: i128,
 }
+
+/// Credits by account, then Datanet: the order a transaction lists them in.
+type Credits = BTreeMap<(String, String), i128>;
 
 /// The postings that settle `fee` (minor units, ≥ 0) paid by `caller_id`: the debit first, then
 /// the credits in account order; no zero lines.
@@ -112,23 +129,26 @@ pub fn postings(
     parties: &Parties,
     receipt: Option<&CheckedReceipt>,
 ) -> Result<Vec<Posting>, AllocationError> {
-    let mut credits: BTreeMap<String, i128> = BTreeMap::new();
-    let mut credit = |account: String, units: i128| *credits.entry(account).or_default() += units;
+    let mut credits = Credits::new();
+    let mut credit =
+        |account: String, datanet_id: &str, units: i128| *credits.entry((account, datanet_id.to_owned())).or_default() += units;
     for (beneficiary, part) in largest_remainder(fee, &policy.parts)? {
         match beneficiary {
-            Beneficiary::Protocol => credit(account::PROTOCOL.to_owned(), part),
-            Beneficiary::ModelBuilder => credit(account::model_builder(&parties.builder_id), part),
-            Beneficiary::DatanetOwners if parties.datanet_owners.is_empty() => credit(account::base_pool(&parties.model_id), part),
+            Beneficiary::Protocol => credit(account::PROTOCOL.to_owned(), "", part),
+            Beneficiary::ModelBuilder => credit(account::model_builder(&parties.builder_id), "", part),
+            Beneficiary::DatanetOwners if parties.datanets.is_empty() => credit(account::base_pool(&parties.model_id), "", part),
             Beneficiary::DatanetOwners => {
-                for (owner, units) in largest_remainder(part, &parties.datanet_owners)? {
-                    credit(account::datanet_owner(&owner), units);
+                let weights: Vec<(usize, u64)> = parties.datanets.iter().map(|datanet| datanet.snapshots).enumerate().collect();
+                for (index, units) in largest_remainder(part, &weights)? {
+                    let datanet = &parties.datanets[index];
+                    credit(account::datanet_owner(&datanet.owner_id), &datanet.datanet_id, units);
                 }
             }
             Beneficiary::Contributors => match receipt {
-                None => credit(account::unattributed(&parties.model_id), part),
+                None => credit(account::unattributed(&parties.model_id), "", part),
                 Some(receipt) => {
-                    for (account, units) in largest_remainder(part, &contributor_weights(receipt, &parties.model_id))? {
-                        credit(account, units);
+                    for ((account, datanet_id), units) in largest_remainder(part, &contributor_weights(receipt, &parties.model_id))? {
+                        credit(account, &datanet_id, units);
                     }
                 }
             },
@@ -138,9 +158,9 @@ pub fn postings(
 }
 
 /// The debit of `total` from `debited`, then the credits in account order; no zero lines.
-fn transaction(debited: String, total: i128, credits: BTreeMap<String, i128>) -> Vec<Posting> {
-    let mut lines = vec![Posting { account: debited, minor_units: -total }];
-    lines.extend(credits.into_iter().map(|(account, minor_units)| Posting { account, minor_units }));
+fn transaction(debited: String, total: i128, credits: Credits) -> Vec<Posting> {
+    let mut lines = vec![Posting { account: debited, datanet_id: String::new(), minor_units: -total }];
+    lines.extend(credits.into_iter().map(|((account, datanet_id), minor_units)| Posting { account, datanet_id, minor_units }));
     lines.retain(|posting| posting.minor_units != 0);
     lines
 }
@@ -150,32 +170,31 @@ fn transaction(debited: String, total: i128, credits: BTreeMap<String, i128>) ->
 /// account debited, then the credits in account order, exactly as [`postings`] would have
 /// split that part had the receipt come with the inference.
 pub fn release_postings(held: i128, model_id: &str, receipt: &CheckedReceipt) -> Result<Vec<Posting>, AllocationError> {
-    let mut credits: BTreeMap<String, i128> = BTreeMap::new();
-    for (account, units) in largest_remainder(held, &contributor_weights(receipt, model_id))? {
-        *credits.entry(account).or_default() += units;
-    }
+    let credits: Credits = largest_remainder(held, &contributor_weights(receipt, model_id))?.into_iter().collect();
     Ok(transaction(account::unattributed(model_id), held, credits))
 }
 
-/// Contributor accounts weighted by their shares; shares under the noise floor join the base
-/// pool, which also takes the receipt's unexplained mass. The weights sum to one whole.
-fn contributor_weights(receipt: &CheckedReceipt, model_id: &str) -> Vec<(String, u64)> {
+/// Contributor accounts, each with the Datanet of its share, weighted by their shares; shares
+/// under the noise floor join the base pool, which also takes the receipt's unexplained mass.
+/// The weights sum to one whole.
+fn contributor_weights(receipt: &CheckedReceipt, model_id: &str) -> Vec<((String, String), u64)> {
     let mut pool = receipt.base_pool_ppb;
     let mut weights = Vec::with_capacity(receipt.shares.len() + 1);
-    for (contributor, share) in &receipt.shares {
-        if *share < receipt.noise_floor_ppb {
-            pool += share;
+    for share in &receipt.shares {
+        if share.share_ppb < receipt.noise_floor_ppb {
+            pool += share.share_ppb;
         } else {
-            weights.push((account::contributor(contributor), *share));
+            weights.push(((account::contributor(&share.contributor_id), share.datanet_id.clone()), share.share_ppb));
         }
     }
-    weights.push((account::base_pool(model_id), pool));
+    weights.push(((account::base_pool(model_id), String::new()), pool));
     weights
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::inference::ReceiptShare;
 
     fn policy() -> RevenuePolicy {
         RevenuePolicy::new(
@@ -190,18 +209,30 @@ mod tests {
         .expect("whole")
     }
 
+    fn pinned(datanet_id: &str, owner_id: &str, snapshots: u64) -> PinnedDatanet {
+        PinnedDatanet { datanet_id: datanet_id.into(), owner_id: owner_id.into(), snapshots }
+    }
+
     fn parties() -> Parties {
-        Parties { model_id: "m".into(), builder_id: "bob".into(), datanet_owners: vec![("olga".into(), 2), ("otto".into(), 1)] }
+        Parties { model_id: "m".into(), builder_id: "bob".into(), datanets: vec![pinned("de", "olga", 2), pinned("es", "otto", 1)] }
+    }
+
+    fn share(contributor_id: &str, datanet_id: &str, share_ppb: u64) -> ReceiptShare {
+        ReceiptShare { contributor_id: contributor_id.into(), datanet_id: datanet_id.into(), share_ppb }
     }
 
     fn lines(postings: &[Posting]) -> Vec<(&str, i128)> {
         postings.iter().map(|posting| (posting.account.as_str(), posting.minor_units)).collect()
     }
 
+    fn lines_with_datanets(postings: &[Posting]) -> Vec<(&str, &str, i128)> {
+        postings.iter().map(|posting| (posting.account.as_str(), posting.datanet_id.as_str(), posting.minor_units)).collect()
+    }
+
     #[test]
     fn a_fee_splits_by_policy_then_by_receipt_and_balances() {
         let receipt = CheckedReceipt {
-            shares: vec![("ann".into(), 500_000_000), ("cid".into(), 10_000_000), ("dan".into(), 290_000_000)],
+            shares: vec![share("ann", "de", 500_000_000), share("cid", "de", 10_000_000), share("dan", "es", 290_000_000)],
             base_pool_ppb: 200_000_000,
             noise_floor_ppb: 20_000_000,
         };
@@ -223,6 +254,32 @@ mod tests {
             ]
         );
         assert_eq!(postings.iter().map(|posting| posting.minor_units).sum::<i128>(), 0);
+        let datanets: Vec<&str> = postings.iter().map(|posting| posting.datanet_id.as_str()).collect();
+        assert_eq!(datanets, ["", "de", "es", "de", "es", "", "", ""]);
+    }
+
+    #[test]
+    fn a_contributor_and_an_owner_in_two_datanets_get_a_line_for_each() {
+        let parties = Parties { datanets: vec![pinned("de", "olga", 1), pinned("it", "olga", 1)], ..parties() };
+        let receipt = CheckedReceipt {
+            shares: vec![share("ann", "de", 300_000_000), share("ann", "it", 100_000_000)],
+            base_pool_ppb: 600_000_000,
+            noise_floor_ppb: 0,
+        };
+        let postings = postings(1_000, "app", &policy(), &parties, Some(&receipt)).expect("split");
+        assert_eq!(
+            lines_with_datanets(&postings),
+            vec![
+                ("fees:caller:app", "", -1_000),
+                ("payable:contributor:ann", "de", 180),
+                ("payable:contributor:ann", "it", 60),
+                ("payable:datanet_owner:olga", "de", 50),
+                ("payable:datanet_owner:olga", "it", 50),
+                ("payable:model_builder:bob", "", 200),
+                ("payable:protocol", "", 100),
+                ("pool:base:m", "", 360),
+            ]
+        );
     }
 
     #[test]
@@ -243,7 +300,7 @@ mod tests {
             floor in 0u64..=50_000_000,
         ) {
             let receipt = CheckedReceipt {
-                shares: vec![("ann".into(), ann), ("cid".into(), cid)],
+                shares: vec![share("ann", "de", ann), share("cid", "es", cid)],
                 base_pool_ppb: 1_000_000_000 - ann - cid,
                 noise_floor_ppb: floor,
             };
@@ -252,12 +309,13 @@ mod tests {
             let held_units = held.iter().find(|posting| posting.account == account::unattributed("m")).map_or(0, |posting| posting.minor_units);
             let released = release_postings(held_units, "m", &receipt).expect("release");
             proptest::prop_assert_eq!(released.iter().map(|posting| posting.minor_units).sum::<i128>(), 0);
-            let mut later: BTreeMap<String, i128> = BTreeMap::new();
+            let mut later: BTreeMap<(String, String), i128> = BTreeMap::new();
             for posting in held.iter().chain(&released) {
-                *later.entry(posting.account.clone()).or_default() += posting.minor_units;
+                *later.entry((posting.account.clone(), posting.datanet_id.clone())).or_default() += posting.minor_units;
             }
             later.retain(|_, units| *units != 0);
-            let at_once: BTreeMap<String, i128> = at_once.into_iter().map(|posting| (posting.account, posting.minor_units)).collect();
+            let at_once: BTreeMap<(String, String), i128> =
+                at_once.into_iter().map(|posting| ((posting.account, posting.datanet_id), posting.minor_units)).collect();
             proptest::prop_assert_eq!(later, at_once);
         }
     }

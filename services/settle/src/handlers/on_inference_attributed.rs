@@ -15,8 +15,8 @@ use provenant_events::proto::settlement::v1::{InferenceSettled, Posting, Settlem
 use sea_orm::DatabaseTransaction;
 
 use super::Settler;
-use super::on_inference_served::{derived_uuid, open_period_at, reversal_event_id, reversal_id_for};
-use crate::domain::inference::{self, Refusal};
+use super::on_inference_served::{check_receipt_datanets, derived_uuid, open_period_at, reversal_event_id, reversal_id_for};
+use crate::domain::inference::{self, CheckedReceipt, Refusal};
 use crate::domain::period::Periods;
 use crate::domain::split::{self, account};
 use crate::projections::{catalog, inferences};
@@ -86,7 +86,7 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
         .transpose()
         .map_err(|error| refuse("settlement.posting_invalid", error.to_string()))?;
     let held = held.ok_or_else(|| refuse("settlement.posting_invalid", "the held posting has no amount"))?;
-    check_weights(transaction, &settled.model_id, receipt).await?;
+    check_model(transaction, &settled.model_id, receipt, &checked).await?;
     let lines = split::release_postings(held.minor_units, &settled.model_id, &checked)
         .map_err(|error| HandleError::rejected("settlement.allocation_failed", error))?;
     let periods = settler.settings.periods();
@@ -104,6 +104,7 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
             .map(|line| Posting {
                 account: line.account.clone(),
                 amount: Some(Amount { minor_units: line.minor_units, ..held.clone() }.to_proto()),
+                datanet_id: line.datanet_id.clone(),
             })
             .collect(),
         period_id,
@@ -127,11 +128,20 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
     Ok(())
 }
 
-/// The receipt must name the weights of the settled model (and of its base, for an adapter).
-async fn check_weights(transaction: &DatabaseTransaction, model_id: &str, receipt: &AttributionReceipt) -> Result<(), HandleError> {
+/// The receipt must name the weights of the settled model (and of its base, for an adapter),
+/// and credit only through the model's Datanets.
+async fn check_model(
+    transaction: &DatabaseTransaction,
+    model_id: &str,
+    receipt: &AttributionReceipt,
+    checked: &CheckedReceipt,
+) -> Result<(), HandleError> {
     let model = catalog::find_model(transaction, model_id)
         .await?
         .ok_or_else(|| transient(anyhow::anyhow!("settled model {model_id} is not projected")))?;
+    let datanet_ids = model.datanet_ids();
+    let datanet_ids: Vec<&str> = datanet_ids.iter().map(String::as_str).collect();
+    check_receipt_datanets(checked, model_id, &datanet_ids).map_err(|refusal| refuse(refusal.code, refusal.message))?;
     let (base_weights, adapter_weights) = if model.is_adapter() {
         let base = catalog::find_model(transaction, &model.base_model_id)
             .await?
@@ -167,6 +177,7 @@ pub(crate) async fn reverse_release_of(
         postings.push(Posting {
             account: posting.account.clone(),
             amount: Some(Amount { minor_units: -amount.minor_units, ..amount }.to_proto()),
+            datanet_id: posting.datanet_id.clone(),
         });
     }
     let reversal = SettlementReversed {

@@ -13,9 +13,9 @@ use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 use super::Settler;
-use crate::domain::inference::{self, CheckedInference, Refusal};
+use crate::domain::inference::{self, CheckedInference, CheckedReceipt, Refusal};
 use crate::domain::period::Periods;
-use crate::domain::split::{self, Parties};
+use crate::domain::split::{self, Parties, PinnedDatanet};
 use crate::projections::{catalog, inferences, policies};
 
 pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
@@ -40,6 +40,10 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
         )));
     }
     let parties = parties(settler, transaction, &checked).await?;
+    if let Some(receipt) = &checked.receipt {
+        let datanet_ids: Vec<&str> = parties.datanets.iter().map(|datanet| datanet.datanet_id.as_str()).collect();
+        check_receipt_datanets(receipt, &parties.model_id, &datanet_ids).map_err(refuse)?;
+    }
     let policy = match policies::governing(transaction, checked.settled_model_id(), &checked.base_model_id).await? {
         Some(row) => row.policy()?,
         None => settler.default_policy.clone(),
@@ -59,6 +63,7 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
             .map(|line| Posting {
                 account: line.account.clone(),
                 amount: Some(Amount { minor_units: line.minor_units, ..checked.fee.clone() }.to_proto()),
+                datanet_id: line.datanet_id.clone(),
             })
             .collect(),
         period_id: open_period(settler, delivery).await?,
@@ -176,16 +181,49 @@ async fn parties(settler: &Settler, transaction: &DatabaseTransaction, checked: 
             adapter
         }
     };
-    let mut owners: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for datanet_id in settled.datanet_ids() {
-        let owner = settler
+    Ok(Parties {
+        datanets: pinned_datanets(settler, transaction, &settled).await?,
+        model_id: settled.model_id,
+        builder_id: settled.builder_id,
+    })
+}
+
+/// The model's Datanets with their owners, in Datanet id order.
+pub(super) async fn pinned_datanets(
+    settler: &Settler,
+    transaction: &DatabaseTransaction,
+    model: &catalog::models::Model,
+) -> Result<Vec<PinnedDatanet>, HandleError> {
+    let mut snapshots: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for datanet_id in model.datanet_ids() {
+        *snapshots.entry(datanet_id).or_default() += 1;
+    }
+    let mut datanets = Vec::with_capacity(snapshots.len());
+    for (datanet_id, snapshots) in snapshots {
+        let owner_id = settler
             .catalog
             .datanet_owner(transaction, &datanet_id)
             .await?
             .ok_or_else(|| HandleError::Transient(anyhow::anyhow!("Datanet {datanet_id} is not projected yet")))?;
-        *owners.entry(owner).or_default() += 1;
+        datanets.push(PinnedDatanet { datanet_id, owner_id, snapshots });
     }
-    Ok(Parties { model_id: settled.model_id, builder_id: settled.builder_id, datanet_owners: owners.into_iter().collect() })
+    Ok(datanets)
+}
+
+/// A share may name only a Datanet the model was trained on (or none): a receipt naming
+/// another would credit that Datanet with revenue it did not earn.
+pub(super) fn check_receipt_datanets(receipt: &CheckedReceipt, model_id: &str, datanet_ids: &[&str]) -> Result<(), Refusal> {
+    let foreign = receipt.shares.iter().find(|share| !share.datanet_id.is_empty() && !datanet_ids.contains(&share.datanet_id.as_str()));
+    match foreign {
+        None => Ok(()),
+        Some(share) => Err(Refusal::new(
+            "inference.receipt_datanet_unknown",
+            format!(
+                "the receipt credits {} through Datanet {:?}, which model {model_id} was not trained on",
+                share.contributor_id, share.datanet_id
+            ),
+        )),
+    }
 }
 
 async fn known_model(settler: &Settler, transaction: &DatabaseTransaction, model_id: &str) -> Result<catalog::models::Model, HandleError> {

@@ -7,7 +7,7 @@ use provenant_events::money::Amount;
 use provenant_events::proto::settlement::v1::{InferenceSettled, Posting, SettlementAttributed, SettlementReversed};
 use sea_orm::DatabaseTransaction;
 
-use crate::projections::ledger::{self, Entry, transactions};
+use crate::projections::ledger::{self, Entry, EntryLine, transactions};
 
 pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, event: InferenceSettled) -> Result<(), HandleError> {
     let invalid = |code: &'static str, message: String| HandleError::rejected(code, message);
@@ -40,7 +40,7 @@ pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, even
 
 /// Postings read from an event: each with an amount in `like`'s currency and exponent and a
 /// named account; with their sum.
-fn checked_postings(postings: &[Posting], like: &Amount) -> Result<(Vec<(String, Amount)>, Amount), String> {
+fn checked_postings(postings: &[Posting], like: &Amount) -> Result<(Vec<EntryLine>, Amount), String> {
     let mut checked = Vec::with_capacity(postings.len());
     let mut sum = like.zero_like();
     for posting in postings {
@@ -50,7 +50,7 @@ fn checked_postings(postings: &[Posting], like: &Amount) -> Result<(Vec<(String,
             return Err(format!("posting to {:?} is not in the settlement's currency", posting.account));
         }
         sum = sum.checked_add(&amount).map_err(|error| error.to_string())?;
-        checked.push((posting.account.clone(), amount));
+        checked.push(EntryLine { account: posting.account.clone(), datanet_id: posting.datanet_id.clone(), amount });
     }
     Ok((checked, sum))
 }
@@ -67,11 +67,12 @@ pub async fn handle_reversal(transaction: &DatabaseTransaction, delivery: &Deliv
     for posting in &event.postings {
         let amount = posting.amount.as_ref().ok_or_else(|| invalid("a posting without an amount".into()))?;
         let amount = Amount::from_proto(amount).map_err(|error| invalid(error.to_string()))?;
-        postings.push((posting.account.clone(), amount));
+        postings.push(EntryLine { account: posting.account.clone(), datanet_id: posting.datanet_id.clone(), amount });
     }
     let mirrors = postings.len() == lines.len()
-        && postings.iter().zip(&lines).all(|((account, amount), line)| {
+        && postings.iter().zip(&lines).all(|(EntryLine { account, datanet_id, amount }, line)| {
             account == &line.account
+                && datanet_id == &line.datanet_id
                 && amount.currency == line.currency
                 && provenant_events::money::parse_minor_units(&line.amount).is_ok_and(|original| original == -amount.minor_units)
         });
@@ -94,7 +95,7 @@ fn following(
     kind: &str,
     period_id: String,
     fee: String,
-    postings: Vec<(String, Amount)>,
+    postings: Vec<EntryLine>,
 ) -> Entry {
     Entry {
         transaction: transactions::Model {
@@ -130,8 +131,7 @@ pub async fn handle_release(
         .ok_or_else(|| invalid(format!("{} held nothing", original.settlement_id)))?;
     let held = ledger::stored_amount(&original.currency, original.exponent, &held.amount).map_err(|error| invalid(error.to_string()))?;
     let (postings, sum) = checked_postings(&event.postings, &held).map_err(invalid)?;
-    let debited: Vec<i128> =
-        postings.iter().filter(|(account, _)| account == &held_account).map(|(_, amount)| amount.minor_units).collect();
+    let debited: Vec<i128> = postings.iter().filter(|line| line.account == held_account).map(|line| line.amount.minor_units).collect();
     if sum.minor_units != 0 || debited != [-held.minor_units] {
         return Err(invalid(format!("the postings must debit {held_account} by the {} held, once, and sum to zero", held.minor_units)));
     }

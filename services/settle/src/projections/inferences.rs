@@ -15,7 +15,6 @@ pub mod settled {
         /// SHA-256 of the event's payload as received: the same id with another body differs here.
         pub payload_sha256: String,
         pub settlement_id: Option<String>,
-        pub refusal_code: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -56,7 +55,6 @@ pub async fn insert_settled(
         request_id: Set(request_id.to_owned()),
         payload_sha256: Set(payload_sha256.to_owned()),
         settlement_id: Set(Some(settlement_id.to_owned())),
-        refusal_code: Set(None),
     };
     settled::Entity::insert(row).exec_without_returning(database).await?;
     Ok(())

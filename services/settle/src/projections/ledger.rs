@@ -57,6 +57,9 @@ pub mod postings {
         pub currency: String,
         pub exponent: i32,
         pub amount: String,
+        /// The Datanet a Datanet owner's or contributor's credit was earned through; empty on
+        /// other lines.
+        pub datanet_id: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -153,8 +156,17 @@ pub async fn close_period(database: &impl ConnectionTrait, period_id: &str, thro
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub transaction: transactions::Model,
-    /// (account, amount) in posting order; every amount in the fee's currency.
-    pub postings: Vec<(String, Amount)>,
+    /// In posting order; every amount in the fee's currency.
+    pub postings: Vec<EntryLine>,
+}
+
+/// One posting of an [`Entry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryLine {
+    pub account: String,
+    /// Empty unless the line is a credit earned through a Datanet.
+    pub datanet_id: String,
+    pub amount: Amount,
 }
 
 /// Records `entry` and moves the balances; `false` when the settlement was recorded before.
@@ -168,13 +180,14 @@ pub async fn record(database: &impl ConnectionTrait, entry: Entry) -> Result<boo
         .postings
         .iter()
         .enumerate()
-        .map(|(line, (account, amount))| postings::ActiveModel {
+        .map(|(line, posting)| postings::ActiveModel {
             settlement_id: Set(settlement_id.clone()),
             line: Set(i32::try_from(line).unwrap_or(i32::MAX)),
-            account: Set(account.clone()),
-            currency: Set(amount.currency.clone()),
-            exponent: Set(exponent_column(amount.exponent)),
-            amount: Set(amount.minor_units.to_string()),
+            account: Set(posting.account.clone()),
+            currency: Set(posting.amount.currency.clone()),
+            exponent: Set(exponent_column(posting.amount.exponent)),
+            amount: Set(posting.amount.minor_units.to_string()),
+            datanet_id: Set(posting.datanet_id.clone()),
         })
         .collect();
     if !lines.is_empty() {
@@ -187,12 +200,12 @@ pub async fn record(database: &impl ConnectionTrait, entry: Entry) -> Result<boo
 /// Adds postings to their accounts' balances in two statements whatever their number (this
 /// runs once per settlement, and a statement per posting dominated the consumer's time): one
 /// read of the balances they touch, one upsert of the new ones.
-async fn add_to_balances(database: &impl ConnectionTrait, postings: &[(String, Amount)]) -> Result<(), DbErr> {
+async fn add_to_balances(database: &impl ConnectionTrait, postings: &[EntryLine]) -> Result<(), DbErr> {
     if postings.is_empty() {
         return Ok(());
     }
     let mut moved: BTreeMap<(String, String), (Amount, i64)> = BTreeMap::new();
-    for (account, amount) in postings {
+    for EntryLine { account, amount, .. } in postings {
         let key = (account.clone(), amount.currency.clone());
         match moved.get_mut(&key) {
             Some((sum, count)) => {
@@ -327,6 +340,7 @@ pub struct PeriodPosting {
     pub stream_sequence: i64,
     pub account: String,
     pub amount: String,
+    pub datanet_id: String,
 }
 
 /// A period's settlements up to `through` (a stream sequence), in stream order, with postings
@@ -353,7 +367,7 @@ pub async fn period_transactions(
     let p = Alias::new("p");
     let query = Query::select()
         .column((transactions::Entity, transactions::Column::StreamSequence))
-        .columns([postings::Column::Account, postings::Column::Amount].map(|column| (p.clone(), column)))
+        .columns([postings::Column::Account, postings::Column::Amount, postings::Column::DatanetId].map(|column| (p.clone(), column)))
         .from_as(postings::Entity, p.clone())
         .inner_join(
             transactions::Entity,

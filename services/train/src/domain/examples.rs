@@ -38,6 +38,8 @@ pub struct Example {
     /// Position in the table, from 0.
     pub example: u64,
     pub snapshot_id: String,
+    /// The Datanet the snapshot seals.
+    pub datanet_id: String,
     pub contribution_id: String,
     pub contributor_id: String,
     pub duplicate_cluster_id: String,
@@ -53,6 +55,7 @@ pub struct Example {
 #[derive(Debug, Clone)]
 pub struct SnapshotData {
     pub snapshot_id: String,
+    pub datanet_id: String,
     pub format: RecordFormat,
     pub entries: Vec<Entry>,
 }
@@ -163,6 +166,7 @@ pub fn assemble(
                 let example = Example {
                     example: dataset.examples.len() as u64,
                     snapshot_id: snapshot.snapshot_id.clone(),
+                    datanet_id: snapshot.datanet_id.clone(),
                     contribution_id: entry.contribution_id.clone(),
                     contributor_id: entry.contributor_id.clone(),
                     duplicate_cluster_id: entry.duplicate_cluster_id.clone(),
@@ -200,11 +204,13 @@ mod tests {
     fn overlapping_snapshots_give_each_contribution_once_and_duplicates_share_a_side() {
         let first = SnapshotData {
             snapshot_id: "d-1".into(),
+            datanet_id: "d".into(),
             format: RecordFormat::PlainText,
             entries: (0..40).map(|i| entry(i, i / 2 * 2)).collect(),
         };
         let second = SnapshotData {
             snapshot_id: "d-2".into(),
+            datanet_id: "d".into(),
             format: RecordFormat::PlainText,
             entries: (0..60).map(|i| entry(i, i / 2 * 2)).collect(),
         };

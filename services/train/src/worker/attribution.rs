@@ -68,6 +68,7 @@ pub(super) fn build(subject: &Subject, dataset: Dataset, config: &AttributionCon
             duplicate_cluster_id: example.duplicate_cluster_id.clone(),
             token_offset: example.token_offset,
             token_count: example.token_count,
+            datanet_id: example.datanet_id.clone(),
         })
         .collect();
     let table = ExampleTable::new(rows).map_err(|error| failed(&error))?;

@@ -53,7 +53,7 @@ pub async fn snapshots(bus: &Bus, manifests: &BlobStore, pins: &[Pin]) -> Result
             datanet_id: sealed.datanet_id.clone(),
             merkle_root: sealed.merkle_root.clone(),
         });
-        data.push(SnapshotData { snapshot_id: pin.snapshot_id.clone(), format, entries });
+        data.push(SnapshotData { snapshot_id: pin.snapshot_id.clone(), datanet_id: sealed.datanet_id.clone(), format, entries });
     }
     Ok((data, lineage))
 }

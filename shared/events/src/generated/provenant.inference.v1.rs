@@ -37,6 +37,11 @@ pub struct ContributorShare {
     /// Share of the attributable fee, in parts per billion; all shares plus base_pool_ppb sum to 1e9.
     #[prost(uint64, tag = "2")]
     pub share_ppb: u64,
+    /// The Datanet whose contributions earned this share. A contributor with records in several
+    /// of the model's Datanets has one share per Datanet. Empty from producers that do not know
+    /// it; settlement then books the share under no Datanet.
+    #[prost(string, tag = "3")]
+    pub datanet_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SpanMatch {

@@ -28,6 +28,11 @@ pub struct Posting {
     pub account: ::prost::alloc::string::String,
     #[prost(message, optional, tag = "2")]
     pub amount: ::core::option::Option<super::super::common::v1::Money>,
+    /// The Datanet the money was earned through: set on Datanet owners' and contributors' credits
+    /// (and on their reversals), empty on every other line. An account credited through two
+    /// Datanets in one transaction has a line for each. Per-Datanet report totals sum these.
+    #[prost(string, tag = "3")]
+    pub datanet_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct InferenceSettled {
