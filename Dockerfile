@@ -86,6 +86,9 @@ WORKDIR /app
 # A container listens on every interface (the services' own default is loopback). The Helm chart
 # sets the same in its rendered configuration.
 ENV PROVENANT_HTTP__HOST=0.0.0.0
+# glibc keeps tensors up to 32 MiB in its heap instead of mapping and unmapping them on every
+# training step and prefill (model::backend::GLIBC_TUNABLES; harmless for the other services).
+ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456
 # SQLite files and other local data go to /app/data (an emptyDir or volume in Kubernetes).
 COPY --from=rust-base --chown=65532:65532 /out/data /app/data
 USER 65532:65532
@@ -125,7 +128,8 @@ RUN groupadd --system --gid 65532 provenant \
     && install -d -o 65532 -g 65532 /app /app/data
 WORKDIR /app
 ENV PROVENANT_HTTP__HOST=0.0.0.0 \
-    CUDA_CACHE_PATH=/tmp/cuda-cache
+    CUDA_CACHE_PATH=/tmp/cuda-cache \
+    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456
 COPY --from=build-train-cuda /out/provenant-train /usr/local/bin/provenant-train
 USER 65532:65532
 EXPOSE 8083

@@ -68,7 +68,7 @@ bench:
 	# Burn vs PyTorch (pip torch, CPU, in .tools/torch-venv): run it on an idle machine.
 	target/release/train-bench --output target/bench/train.json
 	# Multi-adapter decoding (batched) beside merge-per-request, cold loads, 1,000 adapters' memory.
-	target/release/infer-bench --output target/bench/infer.json
+	GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456 target/release/infer-bench --output target/bench/infer.json
 	# Attribution: scoring 10^4/10^5 examples (f16, int8) beside a plain memory read; a 256-token receipt; spans over 10^7 tokens.
 	target/release/attribution-bench --output target/bench/attribution.json
 

@@ -24,6 +24,8 @@ json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[
 # start_suite BINARY DATA_DIR: runs `BINARY up` in the background (log in DATA_DIR/provenant.log),
 # sets $pid, stops it on exit, and waits until every service is ready.
 start_suite() {
+  # glibc's allocator settings for model work (model::backend::GLIBC_TUNABLES), as the images set.
+  export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456}"
   "$1" up --data-dir "$2" >"$2/provenant.log" 2>&1 &
   pid=$!
   trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT

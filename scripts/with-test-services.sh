@@ -68,4 +68,7 @@ if [ "$with_postgres" = 1 ] && [ -z "${PV_TEST_POSTGRES_URL:-}" ]; then
   echo "test PostgreSQL $("$bin/postgres" --version | awk '{print $3}') at $PV_TEST_POSTGRES_URL" >&2
 fi
 
+# The allocator settings the services run with (model::backend::GLIBC_TUNABLES): tests that
+# train models take the same path, and faster.
+export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456}"
 "$@"

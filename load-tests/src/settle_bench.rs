@@ -26,13 +26,13 @@ use provenant_bus::{Bus, Consumer, ConsumerConfig, Envelope, Expect};
 use provenant_events::proto::common::v1::{BlobRef, Money, Principal};
 use provenant_events::proto::datanet::v1::DatanetCreated;
 use provenant_events::proto::inference::v1::{AttributionReceipt, ContributorShare, InferenceServed};
-use provenant_events::proto::training::v1::{Lineage, ModelKind, ModelRegistered, SnapshotPin};
+use provenant_events::proto::training::v1::{AttributionIndexBuilt, Lineage, ModelKind, ModelRegistered, SnapshotPin};
 use provenant_load_tests::{AckBatcher, fresh_bus, machine_load, median, peak_rss_mib, write_report};
 use provenant_runtime::Shutdown;
 use sea_orm::{ActiveValue::Set, ConnectionTrait as _, EntityTrait as _, TransactionTrait as _};
 use serde_json::{Value, json};
 use settle::domain::period::{Period, PeriodLength};
-use settle::handlers::{DatanetProjector, LedgerProjector, ModelProjector, Settler};
+use settle::handlers::{DatanetProjector, IndexProjector, LedgerProjector, ModelProjector, Settler};
 use settle::projections::ledger::{self, postings, transactions};
 
 #[derive(Parser)]
@@ -81,6 +81,9 @@ async fn publish_events(bus: &Bus, events: usize) -> anyhow::Result<()> {
         ..Default::default()
     };
     bus.publish(&Envelope::new(&model, "train"), &model, Expect::NoEvents).await?;
+    let index =
+        AttributionIndexBuilt { index_id: "bench-index".into(), model_id: BASE.into(), index_sha256: digest('e'), ..Default::default() };
+    bus.publish(&Envelope::new(&index, "train"), &index, Expect::NoEvents).await?;
     let receipt = AttributionReceipt {
         shares: (0..8)
             .map(|index| ContributorShare {
@@ -92,6 +95,7 @@ async fn publish_events(bus: &Bus, events: usize) -> anyhow::Result<()> {
         base_pool_ppb: 200_000_000,
         noise_floor_ppb: 1_000_000,
         model_weights_sha256: digest('a'),
+        index_sha256: digest('e'),
         ..Default::default()
     };
     let mut acks = AckBatcher::new(256);
@@ -138,6 +142,7 @@ async fn settle_run(arguments: &Arguments, settings: &settle::configuration::Set
     <settle_migration::Migrator as sea_orm_migration::MigratorTrait>::up(&database, None).await?;
     Consumer::new(bus.clone(), database.clone(), ModelProjector::default(), consumer_config()).replay().await?;
     Consumer::new(bus.clone(), database.clone(), DatanetProjector::default(), consumer_config()).replay().await?;
+    Consumer::new(bus.clone(), database.clone(), IndexProjector::default(), consumer_config()).replay().await?;
     let shutdown = Shutdown::new();
     let started = Instant::now();
     let settler = Consumer::new(bus.clone(), database.clone(), Settler::new(bus.clone(), settings.clone())?, consumer_config());
@@ -215,11 +220,17 @@ async fn fill_period(database: &sea_orm::DatabaseConnection, period: Period, cou
                     currency: Set("EUR".into()),
                     exponent: Set(2),
                     amount: Set(amount.into()),
+                    datanet_id: Set(if account.starts_with("payable:datanet_owner:") || account.starts_with("payable:contributor:") {
+                        "bench-datanet".into()
+                    } else {
+                        String::new()
+                    }),
                 });
             }
         }
         transactions::Entity::insert_many(rows).exec_without_returning(&transaction).await?;
-        for chunk in lines.chunks(5_000) {
+        // 7 columns × 4,000 rows stays under SQLite's 32,766 bound parameters per statement.
+        for chunk in lines.chunks(4_000) {
             postings::Entity::insert_many(chunk.to_vec()).exec_without_returning(&transaction).await?;
         }
         transaction.commit().await?;

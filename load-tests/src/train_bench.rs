@@ -49,7 +49,8 @@ struct Arguments {
     #[arg(long, default_value_t = 16)]
     batch: usize,
     /// PyTorch's intra-op threads. Burn's Flex backend runs each operation on one core (its `rayon`
-    /// feature, tried, trained slower here), so the default of 2 gives PyTorch both cores.
+    /// feature, tried, trained slower here) and the trainer splits a CPU batch into two shards on
+    /// two threads, so the default of 2 gives PyTorch the same two cores.
     #[arg(long, default_value_t = 2)]
     threads: usize,
     #[arg(long, default_value = ".tools/torch-venv/bin/python")]
@@ -160,11 +161,15 @@ fn compare(arguments: &Arguments) -> anyhow::Result<()> {
     };
     let torch_device = if arguments.backend.is_gpu() { "cuda" } else { "cpu" };
     let torch_available = arguments.torch_python.exists();
+    // Both frameworks' children get the allocator settings the services run with (unless the
+    // caller chose their own).
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| model::backend::GLIBC_TUNABLES.to_owned());
     let load_before = provenant_load_tests::load_average();
     let mut runs: Vec<(String, Value)> = Vec::new();
     for round in 0..arguments.rounds {
         for method in ["full", "lora"] {
             let mut burn = Command::new(&exe);
+            burn.env("GLIBC_TUNABLES", &tunables);
             shape(&mut burn);
             burn.args(["--warmup", &arguments.warmup.to_string(), "--context", &arguments.context.to_string(), "--child", method]);
             burn.args(["--backend", arguments.backend.name()]);
@@ -172,6 +177,7 @@ fn compare(arguments: &Arguments) -> anyhow::Result<()> {
             runs.push((format!("burn_{method}"), run_child(burn, "Burn")?));
             if torch_available {
                 let mut torch = Command::new(&arguments.torch_python);
+                torch.env("GLIBC_TUNABLES", &tunables);
                 torch.arg(&arguments.torch_script);
                 shape(&mut torch);
                 torch.args(["--warmup-steps", &arguments.warmup.to_string(), "--context", &arguments.context.to_string()]);
@@ -206,6 +212,8 @@ fn compare(arguments: &Arguments) -> anyhow::Result<()> {
     let report = json!({
         "benchmark": format!("training throughput, Burn vs PyTorch on the {}", if arguments.backend.is_gpu() { "GPU" } else { "CPU" }),
         "burn_backend": arguments.backend.name(),
+        "burn_cpu_shards": model::training::CPU_SHARDS,
+        "glibc_tunables": tunables,
         "model": {"vocab_size": 259, "layers": arguments.layers, "heads": arguments.heads, "width": arguments.width,
                   "context_length": arguments.context, "mlp_ratio": 4, "activation": "relu", "batch_size": arguments.batch,
                   "sequence_length": arguments.context, "optimizer": "AdamW lr 3e-3 wd 0.01", "data": "random bytes"},

@@ -10,7 +10,7 @@ use sea_orm_migration::MigratorTrait as _;
 
 use crate::api::{self, AppState};
 use crate::configuration::Config;
-use crate::handlers::{DatanetProjector, LedgerProjector, ModelProjector, PeriodProjector, PolicyProjector, Settler};
+use crate::handlers::{DatanetProjector, IndexProjector, LedgerProjector, ModelProjector, PeriodProjector, PolicyProjector, Settler};
 
 /// The settle service, connected and bound, ready to run.
 pub struct Application {
@@ -45,6 +45,7 @@ impl Application {
             .context("failed to load the issued API keys")?;
         let consumer = |config: &Config| config.consumer.clone();
         let models = Consumer::new(frame.bus.clone(), database.clone(), ModelProjector::default(), consumer(&config));
+        let indexes = Consumer::new(frame.bus.clone(), database.clone(), IndexProjector::default(), consumer(&config));
         let datanets = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::default(), consumer(&config));
         let policies = Consumer::new(frame.bus.clone(), database.clone(), PolicyProjector::default(), consumer(&config));
         let default_policy = settler.default_policy.clone();
@@ -61,9 +62,10 @@ impl Application {
             periods: config.settlement.periods(),
         };
         let routes = api::router(state);
-        let (served, models, datanets, policies, inferences, ledger, periods) = tokio::join!(
+        let (served, models, indexes, datanets, policies, inferences, ledger, periods) = tokio::join!(
             frame.serve(routes, readiness, shutdown.clone()),
             provenant_bus::run_until_stopped(models, shutdown.clone()),
+            provenant_bus::run_until_stopped(indexes, shutdown.clone()),
             provenant_bus::run_until_stopped(datanets, shutdown.clone()),
             provenant_bus::run_until_stopped(policies, shutdown.clone()),
             provenant_bus::run_until_stopped(inferences, shutdown.clone()),
@@ -74,6 +76,7 @@ impl Application {
         identity.abort();
         served?;
         models.context("model projection failed")?;
+        indexes.context("index projection failed")?;
         datanets.context("Datanet projection failed")?;
         policies.context("policy projection failed")?;
         inferences.context("settling inferences failed")?;

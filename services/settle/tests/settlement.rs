@@ -11,7 +11,7 @@ use provenant_events::proto::common::v1::{BlobRef, Money, Principal};
 use provenant_events::proto::datanet::v1::DatanetCreated;
 use provenant_events::proto::inference::v1::{AttributionReceipt, ContributorShare, InferenceAttributed, InferenceServed};
 use provenant_events::proto::settlement::v1::{InferenceSettled, Posting, SettlementPeriodClosed};
-use provenant_events::proto::training::v1::{Lineage, ModelKind, ModelRegistered, SnapshotPin};
+use provenant_events::proto::training::v1::{AttributionIndexBuilt, Lineage, ModelKind, ModelRegistered, SnapshotPin};
 use provenant_runtime::Shutdown;
 use provenant_runtime::identity::{ApiKeyConfig, Role, hash_key};
 use provenant_test_support::{Backend, TestDatabase};
@@ -96,7 +96,20 @@ async fn register_catalogue(bus: &Bus) {
     {
         bus.publish(&Envelope::new(&event, "train"), &event, Expect::NoEvents).await.expect("model");
     }
+    for (model_id, index) in [(BASE, BASE_INDEX), (ADAPTER, ADAPTER_INDEX)] {
+        let event = AttributionIndexBuilt {
+            index_id: format!("index-of-{model_id}"),
+            model_id: model_id.into(),
+            index_sha256: digest(index),
+            ..Default::default()
+        };
+        bus.publish(&Envelope::new(&event, "train"), &event, Expect::NoEvents).await.expect("index");
+    }
 }
+
+/// The digests (as `digest` seeds) of the attribution indexes built for the base and the adapter.
+const BASE_INDEX: char = 'e';
+const ADAPTER_INDEX: char = '9';
 
 /// An inference of the base (or of the adapter) for `fee` euro cents.
 fn served(request_id: &str, producer: &str, adapter: bool, fee: &str, receipt: Option<AttributionReceipt>) -> InferenceServed {
@@ -184,8 +197,9 @@ fn receipt() -> AttributionReceipt {
         ],
         base_pool_ppb: 200_000_000,
         noise_floor_ppb: 20_000_000,
-        // Computed with the base that `served` names (without an adapter).
+        // Computed with the base that `served` names (without an adapter), over its index.
         model_weights_sha256: digest('a'),
+        index_sha256: digest(BASE_INDEX),
         ..Default::default()
     }
 }
@@ -393,6 +407,10 @@ async fn external_inference_events_are_checked_and_refusals_dead_lettered_with_t
     let mut foreign_datanet = receipt();
     foreign_datanet.shares[2].datanet_id = "d-de".into();
     let foreign_datanet = served("bad-9", "infer", false, "100", Some(foreign_datanet));
+    // Computed over the adapter's index, for the base's answer; over an index nobody built.
+    let foreign_index =
+        served("bad-10", "infer", false, "100", Some(AttributionReceipt { index_sha256: digest(ADAPTER_INDEX), ..receipt() }));
+    let unknown_index = served("bad-11", "infer", false, "100", Some(AttributionReceipt { index_sha256: digest('7'), ..receipt() }));
     let refused = [
         (served("bad-1", "rogue", false, "100", None), "inference.unauthorised_producer"),
         // The gateway may report the base only, not the adapter.
@@ -403,6 +421,8 @@ async fn external_inference_events_are_checked_and_refusals_dead_lettered_with_t
         (half_adapter, "inference.adapter_incomplete"),
         (adapter_as_base, "inference.not_a_base"),
         (foreign_datanet, "inference.receipt_datanet_unknown"),
+        (foreign_index, "inference.receipt_index_mismatch"),
+        (unknown_index, "inference.receipt_index_unknown"),
         // A second, different event for a request already settled.
         (served("ok-1", "gateway", false, "5", None), "inference.request_conflict"),
     ];
@@ -458,7 +478,12 @@ async fn a_late_receipt_pays_out_what_was_held_once_and_a_reversal_takes_the_pay
         assert_eq!(balance(&accounts, &format!("held:unattributed:{ADAPTER}")), "601");
 
         // The adapter was trained on otto's Datanet: its contributors earn through that one.
-        let with_weights = AttributionReceipt { model_weights_sha256: digest('a'), adapter_weights_sha256: digest('b'), ..receipt() };
+        let with_weights = AttributionReceipt {
+            model_weights_sha256: digest('a'),
+            adapter_weights_sha256: digest('b'),
+            index_sha256: digest(ADAPTER_INDEX),
+            ..receipt()
+        };
         let mut signed = with_weights.clone();
         signed.shares.iter_mut().for_each(|share| share.datanet_id = "d-de".into());
         let send = |event: InferenceAttributed, producer: &'static str| {

@@ -108,6 +108,24 @@ impl std::str::FromStr for Backend {
     }
 }
 
+/// glibc allocator settings for a process that trains or serves models, as the value of the
+/// `GLIBC_TUNABLES` environment variable (glibc reads it at start, so it is set where the process
+/// is launched: the Docker images, `scripts/suite-lib.sh`, `train-bench`'s children).
+///
+/// A tensor above glibc's mmap threshold (128 KiB at first, raised only as far as the largest
+/// block freed) comes from `mmap` and goes back with `munmap` when dropped, so every training
+/// step maps and faults in fresh zeroed pages for its activations and gradients. Page faults of
+/// two threads serialise on the process's memory-map lock: with the threshold at its 32 MiB
+/// maximum (and trimming only above 256 MiB) blocks are reused from the heap instead, and the
+/// two-shard training step ran 1.5× faster on two cores (`train-bench`).
+pub const GLIBC_TUNABLES: &str = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456";
+
+/// Whether this process was started with [`GLIBC_TUNABLES`]'s mmap threshold (or its own).
+pub fn allocator_is_tuned() -> bool {
+    std::env::var("GLIBC_TUNABLES").is_ok_and(|tunables| tunables.contains("glibc.malloc.mmap_threshold"))
+        || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
+}
+
 /// The preferred backend's inference device.
 pub fn inference_device() -> Device {
     Backend::preferred().device()

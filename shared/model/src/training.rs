@@ -10,13 +10,15 @@
 use std::time::Instant;
 
 use burn::module::{Module, ParamGroup};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bytes, Device};
 
+use crate::backend::Backend;
 use crate::checkpoint::{Checkpoint, DataState, sha256_hex};
 use crate::config::{LoraSpec, ModelConfig, TrainConfig};
 use crate::error::{Error, Result};
 use crate::rng::{SplitMix64, permutation};
+use crate::tokenizer::PAD;
 use crate::transformer::{Transformer, token_batch};
 
 /// Whether training goes on after a callback.
@@ -208,20 +210,27 @@ impl Trainer {
         })
     }
 
+    /// One optimizer step. On a CPU the batch is split into [`CPU_SHARDS`] shards whose
+    /// forward and backward passes run on their own threads, each on a fork of the model (its
+    /// own autodiff graph, the same parameter ids), and their gradients are summed in shard
+    /// order: the gradient of the whole batch's mean loss, computed the same way on any
+    /// machine.
     fn train_step(&mut self) -> Result<StepReport> {
         let started = Instant::now();
         let length = self.config.sequence_length;
         let starts: Vec<usize> = (0..self.config.batch_size).map(|_| self.data.next_start()).collect();
-        let inputs: Vec<&[u32]> = starts.iter().map(|&start| &self.tokens[start..start + length]).collect();
-        let targets: Vec<&[u32]> = starts.iter().map(|&start| &self.tokens[start + 1..start + length + 1]).collect();
+        let windows: Vec<Window<'_>> =
+            starts.iter().map(|&start| (&self.tokens[start..start + length], &self.tokens[start + 1..start + length + 1])).collect();
+        // Every shard divides by the whole batch's count, so the shards' losses sum to its mean.
+        let predicted = windows.iter().flat_map(|(_, targets)| targets.iter()).filter(|&&token| token != PAD).count().max(1);
         let model = self.model.take().expect("the model is only absent during a step");
-        let device = model.device();
-        let vocab_size = model.config().vocab_size;
-        let (inputs, targets) = (token_batch(&inputs, vocab_size, &device)?, token_batch(&targets, vocab_size, &device)?);
-
-        let loss = model.loss(inputs, targets);
-        let loss_value = loss.clone().into_scalar::<f32>();
-        let gradients = GradientsParams::from_grads(loss.backward(), &model);
+        let (loss_value, gradients) = match batch_gradients(&model, &windows, predicted, shards_on(&model.device())) {
+            Ok(computed) => computed,
+            Err(error) => {
+                self.model = Some(model);
+                return Err(error);
+            }
+        };
         let learning_rate = self.config.learning_rate_at(self.step);
         self.model = Some(self.optimizer.step(learning_rate, model, gradients));
         self.step += 1;
@@ -230,6 +239,61 @@ impl Trainer {
         let tokens = (self.config.batch_size * length) as f64;
         Ok(StepReport { step: self.step, loss: loss_value, learning_rate, tokens_per_second: tokens / seconds.max(1e-9) })
     }
+}
+
+/// An input window and its targets (the same tokens shifted by one).
+type Window<'a> = (&'a [u32], &'a [u32]);
+
+/// How many shards a training step on `device` splits its batch into. Burn's CPU backends run
+/// each operation on one core, so a step used one core of many; two shards use two. The count
+/// is fixed, not the machine's core count, because it changes the order floating-point sums
+/// are taken in, and a job must give the same weights on any machine (with one core the
+/// shards take turns). A GPU runs a whole batch at once: one shard.
+pub const CPU_SHARDS: usize = 2;
+
+fn shards_on(device: &Device) -> usize {
+    let on_cpu = Backend::available().into_iter().any(|backend| !backend.is_gpu() && backend.training_device() == *device);
+    if on_cpu { CPU_SHARDS } else { 1 }
+}
+
+/// The batch's mean loss over its `predicted` targets and its gradients, from `shards` shards
+/// run on threads of their own (the first on this one), summed in shard order.
+fn batch_gradients(model: &Transformer, windows: &[Window<'_>], predicted: usize, shards: usize) -> Result<(f32, GradientsParams)> {
+    let device = model.device();
+    let shards: Vec<&[Window<'_>]> = windows.chunks(windows.len().div_ceil(shards).max(1)).collect();
+    let forks: Vec<Transformer> = shards[1..].iter().map(|_| model.clone().fork(&device)).collect();
+    let results = std::thread::scope(|scope| {
+        let others: Vec<_> = forks
+            .into_iter()
+            .zip(&shards[1..])
+            .map(|(fork, shard)| scope.spawn(move || shard_gradients(&fork, shard, predicted)))
+            .collect();
+        let mut results = vec![shard_gradients(model, shards[0], predicted)];
+        results.extend(others.into_iter().map(|other| other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))));
+        results
+    });
+    let mut loss = 0.0;
+    let mut accumulator = GradientsAccumulator::<Transformer>::new();
+    for result in results {
+        let (shard_loss, gradients) = result?;
+        loss += shard_loss;
+        accumulator.accumulate(model, gradients);
+    }
+    Ok((loss, accumulator.grads()))
+}
+
+/// One shard's share of the batch loss (its summed cross-entropy over the batch's `predicted`
+/// targets) and that share's gradients.
+fn shard_gradients(model: &Transformer, windows: &[Window<'_>], predicted: usize) -> Result<(f32, GradientsParams)> {
+    let device = model.device();
+    let vocab_size = model.config().vocab_size;
+    let inputs: Vec<&[u32]> = windows.iter().map(|(inputs, _)| *inputs).collect();
+    let targets: Vec<&[u32]> = windows.iter().map(|(_, targets)| *targets).collect();
+    let (inputs, targets) = (token_batch(&inputs, vocab_size, &device)?, token_batch(&targets, vocab_size, &device)?);
+    let (sum, _) = model.loss_sum(inputs, targets);
+    let loss = sum / predicted as f32;
+    let value = loss.clone().into_scalar::<f32>();
+    Ok((value, GradientsParams::from_grads(loss.backward(), model)))
 }
 
 /// AdamW with decoupled weight decay on matrices and embeddings, none on biases and LayerNorm.
@@ -374,6 +438,55 @@ pub fn evaluate(model: &Transformer, tokens: &[u32]) -> Result<Evaluation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ModelConfig;
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+
+    /// Every gradient of `model`'s parameters, in visiting order.
+    fn flattened(model: &Transformer, gradients: &GradientsParams) -> Vec<Vec<f32>> {
+        struct Collect<'a>(&'a GradientsParams, Vec<Vec<f32>>);
+        impl ModuleVisitor for Collect<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if let Some(gradient) = self.0.get::<D>(param.id) {
+                    self.1.push(gradient.into_data().try_to_vec::<f32>().expect("f32"));
+                }
+            }
+        }
+        let mut collect = Collect(gradients, Vec::new());
+        model.visit(&mut collect);
+        collect.1
+    }
+
+    #[test]
+    fn shards_on_their_threads_give_the_whole_batchs_loss_and_gradients() {
+        let device = Backend::preferred().training_device();
+        let model = Transformer::new(&ModelConfig::new(259, 2, 2, 32, 16), 5, &device).expect("model");
+        let tokens: Vec<u32> = (0..200u32).map(|index| (index * 37 + 11) % 259).collect();
+        // Five windows: shards of three and two; one target is PAD, which no shard counts.
+        let mut windows: Vec<Window<'_>> = (0..5).map(|k| (&tokens[k * 16..k * 16 + 16], &tokens[k * 16 + 1..k * 16 + 17])).collect();
+        let padded: Vec<u32> = tokens[97..113].iter().copied().chain([PAD]).skip(1).collect();
+        windows[4].1 = &padded;
+        let predicted = windows.iter().flat_map(|window| window.1.iter()).filter(|&&token| token != PAD).count();
+        assert!(predicted < 5 * 16);
+        let (whole_loss, whole) = batch_gradients(&model, &windows, predicted, 1).expect("one shard");
+        let (sharded_loss, sharded) = batch_gradients(&model, &windows, predicted, 2).expect("two shards");
+        assert!((whole_loss - sharded_loss).abs() < 1e-5, "{whole_loss} vs {sharded_loss}");
+        let expected = model.loss(
+            token_batch(&windows.iter().map(|window| window.0).collect::<Vec<_>>(), 259, &device).expect("inputs"),
+            token_batch(&windows.iter().map(|window| window.1).collect::<Vec<_>>(), 259, &device).expect("targets"),
+        );
+        assert!((expected.into_scalar::<f32>() - whole_loss).abs() < 1e-5, "the mean over non-PAD targets");
+        let (whole, sharded) = (flattened(&model, &whole), flattened(&model, &sharded));
+        assert_eq!(whole.len(), sharded.len());
+        assert!(!whole.is_empty());
+        for (left, right) in whole.iter().zip(&sharded) {
+            let difference = left.iter().zip(right).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(difference < 1e-5, "a gradient differs by {difference}");
+        }
+        // Sharded twice: the same bits.
+        let (_, again) = batch_gradients(&model, &windows, predicted, 2).expect("two shards");
+        assert_eq!(flattened(&model, &again), sharded);
+    }
 
     #[test]
     fn every_window_is_drawn_once_per_epoch_in_a_seeded_order() {

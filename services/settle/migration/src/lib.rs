@@ -8,6 +8,7 @@ mod m20261126_000002_create_periods;
 mod m20261127_000003_index_transactions_by_request;
 mod m20261127_000004_create_ledger_closed_periods;
 mod m20261206_000005_datanet_of_postings;
+mod m20261206_000006_create_settle_indexes;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_index_transactions_by_request::Migration),
             Box::new(m20261127_000004_create_ledger_closed_periods::Migration),
             Box::new(m20261206_000005_datanet_of_postings::Migration),
+            Box::new(m20261206_000006_create_settle_indexes::Migration),
         ]
     }
 }

@@ -45,6 +45,9 @@ pub struct CheckedReceipt {
     pub shares: Vec<ReceiptShare>,
     pub base_pool_ppb: u64,
     pub noise_floor_ppb: u64,
+    /// The attribution index the shares were computed from (checked against the model's by the
+    /// settler).
+    pub index_sha256: String,
 }
 
 /// An inference event that passed every self-contained check.
@@ -171,7 +174,12 @@ pub fn check_receipt(receipt: &AttributionReceipt) -> Result<CheckedReceipt, Ref
     if receipt.noise_floor_ppb > WHOLE_PPB {
         return Err(invalid("the noise floor exceeds the whole".into()));
     }
-    Ok(CheckedReceipt { shares, base_pool_ppb: receipt.base_pool_ppb, noise_floor_ppb: receipt.noise_floor_ppb })
+    Ok(CheckedReceipt {
+        shares,
+        base_pool_ppb: receipt.base_pool_ppb,
+        noise_floor_ppb: receipt.noise_floor_ppb,
+        index_sha256: receipt.index_sha256.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -235,6 +235,7 @@ mod tests {
             shares: vec![share("ann", "de", 500_000_000), share("cid", "de", 10_000_000), share("dan", "es", 290_000_000)],
             base_pool_ppb: 200_000_000,
             noise_floor_ppb: 20_000_000,
+            index_sha256: String::new(),
         };
         let postings = postings(1_001, "app", &policy(), &parties(), Some(&receipt)).expect("split");
         // 1,001 by policy: 100.1 / 200.2 / 100.1 / 600.6 → 100 / 200 / 100 / 601 (largest remainder).
@@ -265,6 +266,7 @@ mod tests {
             shares: vec![share("ann", "de", 300_000_000), share("ann", "it", 100_000_000)],
             base_pool_ppb: 600_000_000,
             noise_floor_ppb: 0,
+            index_sha256: String::new(),
         };
         let postings = postings(1_000, "app", &policy(), &parties, Some(&receipt)).expect("split");
         assert_eq!(
@@ -303,6 +305,7 @@ mod tests {
                 shares: vec![share("ann", "de", ann), share("cid", "es", cid)],
                 base_pool_ppb: 1_000_000_000 - ann - cid,
                 noise_floor_ppb: floor,
+                index_sha256: String::new(),
             };
             let at_once = postings(fee, "app", &policy(), &parties(), Some(&receipt)).expect("split");
             let held = postings(fee, "app", &policy(), &parties(), None).expect("split");

@@ -1,5 +1,6 @@
-//! Event handlers behind six durable consumers: three keep what settlement must know
-//! ([`ModelProjector`], [`DatanetProjector`], [`PolicyProjector`]), [`Settler`] judges each
+//! Event handlers behind seven durable consumers: four keep what settlement must know
+//! ([`ModelProjector`], [`IndexProjector`], [`DatanetProjector`], [`PolicyProjector`]),
+//! [`Settler`] judges each
 //! `InferenceServed` and appends its `InferenceSettled` (and each late `InferenceAttributed`,
 //! appending the `SettlementAttributed` that pays out what was held), [`LedgerProjector`] books
 //! every settlement into the double-entry ledger, and [`PeriodProjector`] keeps closed periods and
@@ -20,7 +21,7 @@ use provenant_events::proto::inference::v1::{InferenceAttributed, InferenceServe
 use provenant_events::proto::settlement::v1::{
     InferenceSettled, RevenuePolicySet, SettlementAttributed, SettlementPeriodClosed, SettlementReportIssued, SettlementReversed,
 };
-use provenant_events::proto::training::v1::{ModelKind, ModelRegistered};
+use provenant_events::proto::training::v1::{AttributionIndexBuilt, ModelKind, ModelRegistered};
 use sea_orm::DatabaseTransaction;
 
 use crate::configuration::SettlementConfig;
@@ -77,6 +78,44 @@ impl Handler for ModelProjector {
             datanet_ids: serde_json::to_string(&datanet_ids).unwrap_or_else(|_| "[]".into()),
         };
         catalog::insert_model(transaction, row).await?;
+        Ok(())
+    }
+}
+
+/// Attribution indexes (`AttributionIndexBuilt`): which model each index digest belongs to, so
+/// that the settler pays a receipt only when it names an index of the model that answered.
+#[derive(Debug, Clone, Default)]
+pub struct IndexProjector {
+    upcasters: Upcasters,
+}
+
+impl IndexProjector {
+    pub const NAME: &'static str = "settle-indexes";
+}
+
+impl Handler for IndexProjector {
+    fn name(&self) -> &str {
+        IndexProjector::NAME
+    }
+
+    fn context(&self) -> Context {
+        Context::Training
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        vec![namespace.aggregate_filter(Context::Training, "index")]
+    }
+
+    async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        if delivery.envelope.event_type != AttributionIndexBuilt::TYPE {
+            return Ok(());
+        }
+        let event: AttributionIndexBuilt = delivery.decode(&self.upcasters)?;
+        if event.model_id.is_empty() || event.index_sha256.is_empty() {
+            return Err(HandleError::rejected("index.incomplete", "an attribution index without its model or digest"));
+        }
+        let row = catalog::indexes::Model { index_id: event.index_id, model_id: event.model_id, index_sha256: event.index_sha256 };
+        catalog::insert_index(transaction, row).await?;
         Ok(())
     }
 }

@@ -15,7 +15,9 @@ use provenant_events::proto::settlement::v1::{InferenceSettled, Posting, Settlem
 use sea_orm::DatabaseTransaction;
 
 use super::Settler;
-use super::on_inference_served::{check_receipt_datanets, derived_uuid, open_period_at, reversal_event_id, reversal_id_for};
+use super::on_inference_served::{
+    check_receipt_datanets, check_receipt_index, derived_uuid, open_period_at, reversal_event_id, reversal_id_for,
+};
 use crate::domain::inference::{self, CheckedReceipt, Refusal};
 use crate::domain::period::Periods;
 use crate::domain::split::{self, account};
@@ -87,6 +89,7 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
         .map_err(|error| refuse("settlement.posting_invalid", error.to_string()))?;
     let held = held.ok_or_else(|| refuse("settlement.posting_invalid", "the held posting has no amount"))?;
     check_model(transaction, &settled.model_id, receipt, &checked).await?;
+    check_receipt_index(settler, transaction, &checked, &settled.model_id).await?;
     let lines = split::release_postings(held.minor_units, &settled.model_id, &checked)
         .map_err(|error| HandleError::rejected("settlement.allocation_failed", error))?;
     let periods = settler.settings.periods();

@@ -43,6 +43,7 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
     if let Some(receipt) = &checked.receipt {
         let datanet_ids: Vec<&str> = parties.datanets.iter().map(|datanet| datanet.datanet_id.as_str()).collect();
         check_receipt_datanets(receipt, &parties.model_id, &datanet_ids).map_err(refuse)?;
+        check_receipt_index(settler, transaction, receipt, &parties.model_id).await?;
     }
     let policy = match policies::governing(transaction, checked.settled_model_id(), &checked.base_model_id).await? {
         Some(row) => row.policy()?,
@@ -208,6 +209,37 @@ pub(super) async fn pinned_datanets(
         datanets.push(PinnedDatanet { datanet_id, owner_id, snapshots });
     }
     Ok(datanets)
+}
+
+/// The receipt must name an attribution index the training service built for `model_id` (the
+/// adapter for an adapter's answer): shares computed over another model's examples, or over an
+/// index nobody announced, would pay contributors the model never learned from. An index the
+/// log has but the projection does not yet is a lag (retry); one the log lacks is refused.
+pub(super) async fn check_receipt_index(
+    settler: &Settler,
+    transaction: &DatabaseTransaction,
+    receipt: &CheckedReceipt,
+    model_id: &str,
+) -> Result<(), HandleError> {
+    let refuse_as = |code: &'static str, message: String| refuse(Refusal::new(code, message));
+    if receipt.index_sha256.is_empty() {
+        return Err(refuse_as("inference.receipt_index_unknown", "the receipt names no attribution index".into()));
+    }
+    let models = settler.catalog.index_models(transaction, &receipt.index_sha256).await?;
+    if models.iter().any(|indexed| indexed == model_id) {
+        return Ok(());
+    }
+    if !models.is_empty() {
+        return Err(refuse_as(
+            "inference.receipt_index_mismatch",
+            format!("index {} was built for {}, not for {model_id}", receipt.index_sha256, models.join(", ")),
+        ));
+    }
+    let announced = settler.bus.count_messages(Context::Training, "index").await.map_err(|error| HandleError::Transient(error.into()))?;
+    if catalog::count_indexes(transaction).await? < announced {
+        return Err(HandleError::Transient(anyhow::anyhow!("index {} is not projected (yet)", receipt.index_sha256)));
+    }
+    Err(refuse_as("inference.receipt_index_unknown", format!("no attribution index {} was built", receipt.index_sha256)))
 }
 
 /// A share may name only a Datanet the model was trained on (or none): a receipt naming

@@ -55,6 +55,25 @@ pub mod datanets {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod indexes {
+    use sea_orm::entity::prelude::*;
+
+    /// An attribution index the training service built, and the model it was built for.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "settle_indexes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub index_id: String,
+        pub model_id: String,
+        pub index_sha256: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// Records a registered model; a registration seen again changes nothing.
 pub async fn insert_model(database: &impl ConnectionTrait, row: models::Model) -> Result<(), DbErr> {
     let row = models::ActiveModel {
@@ -86,6 +105,27 @@ pub async fn insert_datanet(database: &impl ConnectionTrait, datanet_id: &str, o
     Ok(())
 }
 
+/// Records an attribution index (written once; seen again, nothing changes).
+pub async fn insert_index(database: &impl ConnectionTrait, row: indexes::Model) -> Result<(), DbErr> {
+    let row = indexes::ActiveModel { index_id: Set(row.index_id), model_id: Set(row.model_id), index_sha256: Set(row.index_sha256) };
+    indexes::Entity::insert(row)
+        .on_conflict(OnConflict::column(indexes::Column::IndexId).do_nothing().to_owned())
+        .exec_without_returning(database)
+        .await?;
+    Ok(())
+}
+
+/// The models an index digest was announced for (one, unless a producer lied).
+pub async fn find_index_models(database: &impl ConnectionTrait, index_sha256: &str) -> Result<Vec<String>, DbErr> {
+    let rows = indexes::Entity::find().filter(indexes::Column::IndexSha256.eq(index_sha256)).all(database).await?;
+    Ok(rows.into_iter().map(|row| row.model_id).collect())
+}
+
+/// How many index announcements are projected (to compare with the log's count).
+pub async fn count_indexes(database: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    indexes::Entity::find().count(database).await
+}
+
 pub async fn find_datanet_owner(database: &impl ConnectionTrait, datanet_id: &str) -> Result<Option<String>, DbErr> {
     Ok(datanets::Entity::find_by_id(datanet_id.to_owned()).one(database).await?.map(|row| row.owner_id))
 }
@@ -98,6 +138,8 @@ pub async fn find_datanet_owner(database: &impl ConnectionTrait, datanet_id: &st
 pub struct Cache {
     models: std::sync::Mutex<std::collections::HashMap<String, models::Model>>,
     owners: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Index digest → the models it was announced for.
+    indexes: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 impl Cache {
@@ -108,6 +150,17 @@ impl Cache {
         let found = find_model(database, model_id).await?;
         if let Some(model) = &found {
             lock(&self.models).insert(model_id.to_owned(), model.clone());
+        }
+        Ok(found)
+    }
+
+    pub async fn index_models(&self, database: &impl ConnectionTrait, index_sha256: &str) -> Result<Vec<String>, DbErr> {
+        if let Some(models) = lock(&self.indexes).get(index_sha256) {
+            return Ok(models.clone());
+        }
+        let found = find_index_models(database, index_sha256).await?;
+        if !found.is_empty() {
+            lock(&self.indexes).insert(index_sha256.to_owned(), found.clone());
         }
         Ok(found)
     }

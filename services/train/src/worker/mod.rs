@@ -111,6 +111,12 @@ impl Worker {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let consumer = self.queue.consumer(&self.config).await?;
         info!(worker = %self.id, "training worker ready");
+        if !model::backend::allocator_is_tuned() {
+            warn!(
+                tunables = model::backend::GLIBC_TUNABLES,
+                "GLIBC_TUNABLES does not raise glibc's mmap threshold: training steps fault in fresh pages and run slower (the images set it)"
+            );
+        }
         while !shutdown.is_cancelled() {
             // One message at a time, fetched only when idle: a prefetched job would sit here
             // unheartbeated while another one trains.
