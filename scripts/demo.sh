@@ -388,9 +388,12 @@ PY
 target/debug/provenant attribution explain "$gateway_request" --nats-url "nats://127.0.0.1:$PROVENANT_NATS__EMBEDDED_PORT" | sed 's/^/  /'
 
 step "closing the settlement periods (minute-long in this demo): each one's settlements fixed, its report issued and reconciled"
-python3 - "$settle" "$finance_key" "$serving_started" <<'PY'
-import datetime, json, sys, time, urllib.request
+datanet_names=$(for language in "${!datanet[@]}"; do printf '%s=Fortunes (%s) ' "${datanet[$language]}" "$language"; done)
+python3 - "$settle" "$finance_key" "$serving_started" "$datanet_names" <<'PY'
+import datetime, json, re, sys, time, urllib.request
 settle, key, started = sys.argv[1], sys.argv[2], int(sys.argv[3])
+# "id=Fortunes (en) id=Fortunes (de) …" → {id: name}
+datanet_names = dict(re.findall(r"(\S+)=(Fortunes \(\w+\))", sys.argv[4]))
 def call(method, path):
     request = urllib.request.Request(f"{settle}{path}", method=method, headers={"authorization": f"Bearer {key}"})
     with urllib.request.urlopen(request, timeout=60) as response:
@@ -417,7 +420,8 @@ for payout in payouts:
     print(f"    {payout['account']:<40} {int(payout['amount']) / 10 ** payout['exponent']:>8.4f} {payout['currency']} from {payout['settlements']} settlements")
 for datanet in report.get("datanets", []):
     scale = 10 ** datanet["exponent"]
-    print(f"    Datanet {datanet['datanet_id']:<36} {int(datanet['total']) / scale:>8.4f} {datanet['currency']} (owner {int(datanet['owner']) / scale:.4f}, contributors {int(datanet['contributors']) / scale:.4f}) from {datanet['settlements']} settlements")
+    name = datanet_names.get(datanet["datanet_id"], datanet["datanet_id"])
+    print(f"    Datanet {name:<36} {int(datanet['total']) / scale:>8.4f} {datanet['currency']} (owner {int(datanet['owner']) / scale:.4f}, contributors {int(datanet['contributors']) / scale:.4f}) from {datanet['settlements']} settlements")
 reconciliation = call("GET", "/v1/reconciliation")
 print(f"  {sum(p['settlement_count'] for p in closed)} settlements in {len(closed)} closed periods, {reconciliation['ledger_transactions']} in the ledger; ledger matches the log: {reconciliation['ledger_matches_log']}")
 PY
