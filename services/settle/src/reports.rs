@@ -152,46 +152,59 @@ fn units(text: &str) -> i128 {
     provenant_events::money::parse_minor_units(text).unwrap_or(0)
 }
 
-/// Sums and counts per (name, currency, exponent) without allocating a key for a name seen
-/// before: a period of 10^6 settlements credits the same few thousand accounts millions of
-/// times.
-#[derive(Default)]
-struct Tally(HashMap<(String, u32), HashMap<String, (i128, u64)>>);
+/// Running figures per (name, currency, exponent), found without allocating a key for a name
+/// seen before: a period of 10^6 settlements credits the same few thousand accounts millions
+/// of times.
+struct Tally<V>(HashMap<(String, u32), HashMap<String, V>>);
 
-impl Tally {
-    fn add(&mut self, name: &str, currency: &(String, u32), amount: i128) {
+impl<V: Default> Tally<V> {
+    fn new() -> Self {
+        Tally(HashMap::new())
+    }
+
+    /// Applies `update` to the figures of `name` in `currency` (a callback, not a returned
+    /// reference: returning the borrow of a found-or-inserted entry would need a second lookup).
+    fn update(&mut self, name: &str, currency: &(String, u32), update: impl FnOnce(&mut V)) {
         let names = match self.0.get_mut(currency) {
             Some(names) => names,
             None => self.0.entry(currency.clone()).or_default(),
         };
-        let entry = match names.get_mut(name) {
-            Some(entry) => entry,
+        let value = match names.get_mut(name) {
+            Some(value) => value,
             None => names.entry(name.to_owned()).or_default(),
         };
-        entry.0 += amount;
-        entry.1 += 1;
+        update(value);
     }
 
-    /// (name, currency, exponent, sum, count), ordered by name, currency, exponent.
-    fn into_sorted(self) -> Vec<(String, String, u32, i128, u64)> {
+    /// (name, currency, exponent, figures), ordered by name, currency, exponent.
+    fn into_sorted(self) -> Vec<(String, String, u32, V)> {
         let mut rows: Vec<_> = self
             .0
             .into_iter()
-            .flat_map(|((currency, exponent), names)| {
-                names.into_iter().map(move |(name, (sum, count))| (name, currency.clone(), exponent, sum, count))
-            })
+            .flat_map(|((currency, exponent), names)| names.into_iter().map(move |(name, value)| (name, currency.clone(), exponent, value)))
             .collect();
         rows.sort_unstable_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
         rows
     }
 }
 
-/// Per Datanet and currency: owner credits, contributor credits, and how many settlements
-/// credited it (`last` is the last settlement counted, so a settlement with several lines for
-/// one Datanet counts once).
+/// A sum and how many postings (or settlements) made it.
 #[derive(Default)]
-struct DatanetTally(HashMap<(String, u32), HashMap<String, DatanetSums>>);
+struct Counted {
+    sum: i128,
+    count: u64,
+}
 
+impl Counted {
+    fn add(&mut self, amount: i128) {
+        self.sum += amount;
+        self.count += 1;
+    }
+}
+
+/// A Datanet's credits in one currency: its owner's, its contributors', and how many
+/// settlements credited it (`last` is the last settlement counted, so a settlement with several
+/// lines for one Datanet counts once).
 #[derive(Default)]
 struct DatanetSums {
     owner: i128,
@@ -200,45 +213,17 @@ struct DatanetSums {
     last: Option<usize>,
 }
 
-impl DatanetTally {
-    fn add(&mut self, datanet_id: &str, account: &str, currency: &(String, u32), amount: i128, settlement: usize) {
-        let datanets = match self.0.get_mut(currency) {
-            Some(datanets) => datanets,
-            None => self.0.entry(currency.clone()).or_default(),
-        };
-        let sums = match datanets.get_mut(datanet_id) {
-            Some(sums) => sums,
-            None => datanets.entry(datanet_id.to_owned()).or_default(),
-        };
+impl DatanetSums {
+    fn add(&mut self, account: &str, amount: i128, settlement: usize) {
         if account.starts_with("payable:datanet_owner:") {
-            sums.owner += amount;
+            self.owner += amount;
         } else {
-            sums.contributors += amount;
+            self.contributors += amount;
         }
-        if sums.last != Some(settlement) {
-            sums.last = Some(settlement);
-            sums.settlements += 1;
+        if self.last != Some(settlement) {
+            self.last = Some(settlement);
+            self.settlements += 1;
         }
-    }
-
-    fn into_sorted(self) -> Vec<DatanetRevenue> {
-        let mut rows: Vec<DatanetRevenue> = self
-            .0
-            .into_iter()
-            .flat_map(|((currency, exponent), datanets)| {
-                datanets.into_iter().map(move |(datanet_id, sums)| DatanetRevenue {
-                    datanet_id,
-                    currency: currency.clone(),
-                    exponent,
-                    owner: sums.owner.to_string(),
-                    contributors: sums.contributors.to_string(),
-                    total: (sums.owner + sums.contributors).to_string(),
-                    settlements: sums.settlements,
-                })
-            })
-            .collect();
-        rows.sort_unstable_by(|a, b| (&a.datanet_id, &a.currency, a.exponent).cmp(&(&b.datanet_id, &b.currency, b.exponent)));
-        rows
     }
 }
 
@@ -246,9 +231,9 @@ impl DatanetTally {
 /// taking them over: their strings move into the evidence instead of being copied.
 pub fn build(period: Period, through_sequence: u64, settled: Vec<(transactions::Model, Vec<PeriodPosting>)>) -> Report {
     let mut currencies: BTreeMap<(String, u32), Totals> = BTreeMap::new();
-    let mut payouts = Tally::default();
-    let mut models = Tally::default();
-    let mut datanets = DatanetTally::default();
+    let mut payouts = Tally::<Counted>::new();
+    let mut models = Tally::<Counted>::new();
+    let mut datanets = Tally::<DatanetSums>::new();
     let settlement_count = settled.len() as u64;
     let mut evidence = Vec::with_capacity(settled.len());
     for (index, (transaction, lines)) in settled.into_iter().enumerate() {
@@ -256,7 +241,7 @@ pub fn build(period: Period, through_sequence: u64, settled: Vec<(transactions::
         let fee = units(&transaction.fee);
         // A release moves money already counted as its inference's revenue.
         if transaction.kind != "attribution" && !(transaction.kind == "reversal" && fee == 0) {
-            models.add(&transaction.model_id, &currency, fee);
+            models.update(&transaction.model_id, &currency, |revenue| revenue.add(fee));
         }
         let totals = match currencies.get_mut(&currency) {
             Some(totals) => totals,
@@ -267,10 +252,10 @@ pub fn build(period: Period, through_sequence: u64, settled: Vec<(transactions::
             let amount = units(&line.amount);
             totals.add(&line.account, amount);
             if !line.account.starts_with("fees:") {
-                payouts.add(&line.account, &currency, amount);
+                payouts.update(&line.account, &currency, |paid| paid.add(amount));
             }
             if !line.datanet_id.is_empty() {
-                datanets.add(&line.datanet_id, &line.account, &currency, amount, index);
+                datanets.update(&line.datanet_id, &currency, |sums| sums.add(&line.account, amount, index));
             }
             postings.push(EvidencePosting { account: line.account, amount: line.amount, datanet_id: line.datanet_id });
         }
@@ -310,26 +295,38 @@ pub fn build(period: Period, through_sequence: u64, settled: Vec<(transactions::
         payouts: payouts
             .into_sorted()
             .into_iter()
-            .map(|(account, currency, exponent, amount, settlements)| Payout {
+            .map(|(account, currency, exponent, paid)| Payout {
                 account,
                 currency,
                 exponent,
-                amount: amount.to_string(),
-                settlements,
+                amount: paid.sum.to_string(),
+                settlements: paid.count,
             })
             .collect(),
         models: models
             .into_sorted()
             .into_iter()
-            .map(|(model_id, currency, exponent, revenue, settlements)| ModelRevenue {
+            .map(|(model_id, currency, exponent, revenue)| ModelRevenue {
                 model_id,
                 currency,
                 exponent,
-                revenue: revenue.to_string(),
-                settlements,
+                revenue: revenue.sum.to_string(),
+                settlements: revenue.count,
             })
             .collect(),
-        datanets: datanets.into_sorted(),
+        datanets: datanets
+            .into_sorted()
+            .into_iter()
+            .map(|(datanet_id, currency, exponent, sums)| DatanetRevenue {
+                datanet_id,
+                currency,
+                exponent,
+                owner: sums.owner.to_string(),
+                contributors: sums.contributors.to_string(),
+                total: (sums.owner + sums.contributors).to_string(),
+                settlements: sums.settlements,
+            })
+            .collect(),
         evidence,
     }
 }

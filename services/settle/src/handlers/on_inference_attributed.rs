@@ -15,10 +15,8 @@ use provenant_events::proto::settlement::v1::{InferenceSettled, Posting, Settlem
 use sea_orm::DatabaseTransaction;
 
 use super::Settler;
-use super::on_inference_served::{
-    check_receipt_datanets, check_receipt_index, derived_uuid, open_period_at, reversal_event_id, reversal_id_for,
-};
-use crate::domain::inference::{self, CheckedReceipt, Refusal};
+use super::on_inference_served::{check_receipt_for_model, derived_uuid, open_period_at, reversal_event_id, reversal_id_for};
+use crate::domain::inference::{self, Refusal};
 use crate::domain::period::Periods;
 use crate::domain::split::{self, account};
 use crate::projections::{catalog, inferences};
@@ -88,8 +86,12 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
         .transpose()
         .map_err(|error| refuse("settlement.posting_invalid", error.to_string()))?;
     let held = held.ok_or_else(|| refuse("settlement.posting_invalid", "the held posting has no amount"))?;
-    check_model(transaction, &settled.model_id, receipt, &checked).await?;
-    check_receipt_index(settler, transaction, &checked, &settled.model_id).await?;
+    let model = check_weights(transaction, &settled.model_id, receipt).await?;
+    let datanet_ids = model.datanet_ids();
+    let datanet_ids: Vec<&str> = datanet_ids.iter().map(String::as_str).collect();
+    check_receipt_for_model(settler, transaction, &checked, &settled.model_id, &datanet_ids)
+        .await?
+        .map_err(|refusal| refuse(refusal.code, refusal.message))?;
     let lines = split::release_postings(held.minor_units, &settled.model_id, &checked)
         .map_err(|error| HandleError::rejected("settlement.allocation_failed", error))?;
     let periods = settler.settings.periods();
@@ -131,32 +133,28 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
     Ok(())
 }
 
-/// The receipt must name the weights of the settled model (and of its base, for an adapter),
-/// and credit only through the model's Datanets.
-async fn check_model(
+/// The receipt must name the weights of the settled model (and of its base, for an adapter);
+/// the model, for the checks that follow.
+async fn check_weights(
     transaction: &DatabaseTransaction,
     model_id: &str,
     receipt: &AttributionReceipt,
-    checked: &CheckedReceipt,
-) -> Result<(), HandleError> {
+) -> Result<catalog::models::Model, HandleError> {
     let model = catalog::find_model(transaction, model_id)
         .await?
         .ok_or_else(|| transient(anyhow::anyhow!("settled model {model_id} is not projected")))?;
-    let datanet_ids = model.datanet_ids();
-    let datanet_ids: Vec<&str> = datanet_ids.iter().map(String::as_str).collect();
-    check_receipt_datanets(checked, model_id, &datanet_ids).map_err(|refusal| refuse(refusal.code, refusal.message))?;
     let (base_weights, adapter_weights) = if model.is_adapter() {
         let base = catalog::find_model(transaction, &model.base_model_id)
             .await?
             .ok_or_else(|| transient(anyhow::anyhow!("base model {} is not projected", model.base_model_id)))?;
-        (base.weights_sha256, model.weights_sha256)
+        (base.weights_sha256, model.weights_sha256.clone())
     } else {
-        (model.weights_sha256, String::new())
+        (model.weights_sha256.clone(), String::new())
     };
     if receipt.model_weights_sha256 != base_weights || receipt.adapter_weights_sha256 != adapter_weights {
         return Err(refuse("attribution.weights_mismatch", format!("the receipt was not computed with the weights of {model_id}")));
     }
-    Ok(())
+    Ok(model)
 }
 
 /// Reverses the release of `settlement_id`'s held part, if one was appended; a no-op when there

@@ -42,8 +42,7 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
     let parties = parties(settler, transaction, &checked).await?;
     if let Some(receipt) = &checked.receipt {
         let datanet_ids: Vec<&str> = parties.datanets.iter().map(|datanet| datanet.datanet_id.as_str()).collect();
-        check_receipt_datanets(receipt, &parties.model_id, &datanet_ids).map_err(refuse)?;
-        check_receipt_index(settler, transaction, receipt, &parties.model_id).await?;
+        check_receipt_for_model(settler, transaction, receipt, &parties.model_id, &datanet_ids).await?.map_err(refuse)?;
     }
     let policy = match policies::governing(transaction, checked.settled_model_id(), &checked.base_model_id).await? {
         Some(row) => row.policy()?,
@@ -190,7 +189,7 @@ async fn parties(settler: &Settler, transaction: &DatabaseTransaction, checked: 
 }
 
 /// The model's Datanets with their owners, in Datanet id order.
-pub(super) async fn pinned_datanets(
+async fn pinned_datanets(
     settler: &Settler,
     transaction: &DatabaseTransaction,
     model: &catalog::models::Model,
@@ -211,51 +210,50 @@ pub(super) async fn pinned_datanets(
     Ok(datanets)
 }
 
-/// The receipt must name an attribution index the training service built for `model_id` (the
-/// adapter for an adapter's answer): shares computed over another model's examples, or over an
-/// index nobody announced, would pay contributors the model never learned from. An index the
-/// log has but the projection does not yet is a lag (retry); one the log lacks is refused.
-pub(super) async fn check_receipt_index(
+/// A receipt pays only for the model it was computed for (`model_id`, trained on
+/// `datanet_ids`; the adapter for an adapter's answer), with the inference or late:
+/// - a share may name only one of the model's Datanets (or none), else it would credit a
+///   Datanet with revenue it did not earn;
+/// - it must name an attribution index the training service built for the model, else its
+///   shares may come from another model's examples.
+///
+/// The outer error is a failure to look (a lag in the index projection is retried: an index the
+/// log has but the projection lacks); the inner one a refusal, which each caller counts as its own.
+pub(super) async fn check_receipt_for_model(
     settler: &Settler,
     transaction: &DatabaseTransaction,
     receipt: &CheckedReceipt,
     model_id: &str,
-) -> Result<(), HandleError> {
-    let refuse_as = |code: &'static str, message: String| refuse(Refusal::new(code, message));
-    if receipt.index_sha256.is_empty() {
-        return Err(refuse_as("inference.receipt_index_unknown", "the receipt names no attribution index".into()));
-    }
-    let models = settler.catalog.index_models(transaction, &receipt.index_sha256).await?;
-    if models.iter().any(|indexed| indexed == model_id) {
-        return Ok(());
-    }
-    if !models.is_empty() {
-        return Err(refuse_as(
-            "inference.receipt_index_mismatch",
-            format!("index {} was built for {}, not for {model_id}", receipt.index_sha256, models.join(", ")),
-        ));
-    }
-    let announced = settler.bus.count_messages(Context::Training, "index").await.map_err(|error| HandleError::Transient(error.into()))?;
-    if catalog::count_indexes(transaction).await? < announced {
-        return Err(HandleError::Transient(anyhow::anyhow!("index {} is not projected (yet)", receipt.index_sha256)));
-    }
-    Err(refuse_as("inference.receipt_index_unknown", format!("no attribution index {} was built", receipt.index_sha256)))
-}
-
-/// A share may name only a Datanet the model was trained on (or none): a receipt naming
-/// another would credit that Datanet with revenue it did not earn.
-pub(super) fn check_receipt_datanets(receipt: &CheckedReceipt, model_id: &str, datanet_ids: &[&str]) -> Result<(), Refusal> {
+    datanet_ids: &[&str],
+) -> Result<Result<(), Refusal>, HandleError> {
     let foreign = receipt.shares.iter().find(|share| !share.datanet_id.is_empty() && !datanet_ids.contains(&share.datanet_id.as_str()));
-    match foreign {
-        None => Ok(()),
-        Some(share) => Err(Refusal::new(
+    if let Some(share) = foreign {
+        return Ok(Err(Refusal::new(
             "inference.receipt_datanet_unknown",
             format!(
                 "the receipt credits {} through Datanet {:?}, which model {model_id} was not trained on",
                 share.contributor_id, share.datanet_id
             ),
-        )),
+        )));
     }
+    if receipt.index_sha256.is_empty() {
+        return Ok(Err(Refusal::new("inference.receipt_index_unknown", "the receipt names no attribution index")));
+    }
+    let models = settler.catalog.index_models(transaction, &receipt.index_sha256).await?;
+    if models.iter().any(|indexed| indexed == model_id) {
+        return Ok(Ok(()));
+    }
+    if !models.is_empty() {
+        return Ok(Err(Refusal::new(
+            "inference.receipt_index_mismatch",
+            format!("index {} was built for {}, not for {model_id}", receipt.index_sha256, models.join(", ")),
+        )));
+    }
+    let announced = settler.bus.count_messages(Context::Training, "index").await.map_err(|error| HandleError::Transient(error.into()))?;
+    if catalog::count_indexes(transaction).await? < announced {
+        return Err(HandleError::Transient(anyhow::anyhow!("index {} is not projected (yet)", receipt.index_sha256)));
+    }
+    Ok(Err(Refusal::new("inference.receipt_index_unknown", format!("no attribution index {} was built", receipt.index_sha256))))
 }
 
 async fn known_model(settler: &Settler, transaction: &DatabaseTransaction, model_id: &str) -> Result<catalog::models::Model, HandleError> {

@@ -44,15 +44,21 @@ fn checked_postings(postings: &[Posting], like: &Amount) -> Result<(Vec<EntryLin
     let mut checked = Vec::with_capacity(postings.len());
     let mut sum = like.zero_like();
     for posting in postings {
-        let amount = posting.amount.as_ref().ok_or_else(|| "a posting without an amount".to_owned())?;
-        let amount = Amount::from_proto(amount).map_err(|error| error.to_string())?;
-        if amount.currency != like.currency || amount.exponent != like.exponent || posting.account.is_empty() {
-            return Err(format!("posting to {:?} is not in the settlement's currency", posting.account));
+        let line = entry_line(posting)?;
+        if line.amount.currency != like.currency || line.amount.exponent != like.exponent || line.account.is_empty() {
+            return Err(format!("posting to {:?} is not in the settlement's currency", line.account));
         }
-        sum = sum.checked_add(&amount).map_err(|error| error.to_string())?;
-        checked.push(EntryLine { account: posting.account.clone(), datanet_id: posting.datanet_id.clone(), amount });
+        sum = sum.checked_add(&line.amount).map_err(|error| error.to_string())?;
+        checked.push(line);
     }
     Ok((checked, sum))
+}
+
+/// One posting of an event as a ledger line, if its amount reads.
+fn entry_line(posting: &Posting) -> Result<EntryLine, String> {
+    let amount = posting.amount.as_ref().ok_or_else(|| "a posting without an amount".to_owned())?;
+    let amount = Amount::from_proto(amount).map_err(|error| error.to_string())?;
+    Ok(EntryLine { account: posting.account.clone(), datanet_id: posting.datanet_id.clone(), amount })
 }
 
 /// `SettlementReversed` → a new transaction with every posting of the original negated (a
@@ -63,12 +69,7 @@ pub async fn handle_reversal(transaction: &DatabaseTransaction, delivery: &Deliv
         // The original precedes its reversal in the same stream, so the ledger has it.
         return Err(invalid(format!("settlement {} is not in the ledger", event.reversed_settlement_id)));
     };
-    let mut postings = Vec::with_capacity(event.postings.len());
-    for posting in &event.postings {
-        let amount = posting.amount.as_ref().ok_or_else(|| invalid("a posting without an amount".into()))?;
-        let amount = Amount::from_proto(amount).map_err(|error| invalid(error.to_string()))?;
-        postings.push(EntryLine { account: posting.account.clone(), datanet_id: posting.datanet_id.clone(), amount });
-    }
+    let postings: Vec<EntryLine> = event.postings.iter().map(entry_line).collect::<Result<_, _>>().map_err(invalid)?;
     let mirrors = postings.len() == lines.len()
         && postings.iter().zip(&lines).all(|(EntryLine { account, datanet_id, amount }, line)| {
             account == &line.account
