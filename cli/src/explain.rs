@@ -7,7 +7,7 @@
 #![allow(clippy::print_stdout, reason = "the receipt and the verdict are the command's output")]
 
 use anyhow::{Context as _, bail};
-use attribution::{METHOD, Receipt};
+use attribution::{RECOMPUTABLE_METHODS, Receipt};
 use infer::attribution::{AttributedModel, fetch_index};
 use model::Transformer;
 use provenant_bus::Event as _;
@@ -66,8 +66,8 @@ pub async fn run(arguments: ExplainArguments) -> anyhow::Result<()> {
 }
 
 async fn recompute(bus: &Bus, served: &InferenceServed, recorded: &AttributionReceipt) -> anyhow::Result<Receipt> {
-    if recorded.method != METHOD {
-        bail!("the receipt was computed with {:?}; this build recomputes {METHOD:?}", recorded.method);
+    if !RECOMPUTABLE_METHODS.contains(&recorded.method.as_str()) {
+        bail!("the receipt was computed with {:?}; this build recomputes {}", recorded.method, RECOMPUTABLE_METHODS.join(" and "));
     }
     let models = bus.blob_store(infer::MODELS_BUCKET).await?;
     let transcripts = bus.blob_store(infer::TRANSCRIPTS_BUCKET).await?;

@@ -203,7 +203,7 @@ fn main() -> anyhow::Result<()> {
     let mut sequence = prompt.clone();
     sequence.extend_from_slice(&answer);
     let (featurise_ms, _) = time_ms(arguments.rounds, || {
-        let sequence = model::Sequence { tokens: &sequence, loss_from: prompt.len() };
+        let sequence = model::Sequence::answer(&sequence, prompt.len());
         black_box(featurizer.features(&model, &[sequence]).expect("features"));
     });
     println!(

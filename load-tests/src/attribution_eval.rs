@@ -17,7 +17,9 @@
 //!
 //! Every figure is computed for Provenant's scores (Fisher-preconditioned projected
 //! gradients) and for baselines: random scores, the plain gradient dot product (the same
-//! projected features, no preconditioning), and BM25 over the bytes' words.
+//! projected features, no preconditioning), BM25 over the bytes' words, and Provenant's
+//! method v1, whose training features were gradients of each example's mean token loss rather
+//! than of their sum.
 
 use std::collections::{HashMap, HashSet};
 
@@ -25,7 +27,9 @@ use attribution::receipt::{Evidence, attribute};
 use attribution::{BlockLayout, ExampleRow, ExampleTable, Index, IndexInput, Precision, Projection, ReceiptRules};
 use clap::Parser;
 use model::backend::training_device;
-use model::{Control, Featurizer, LoraSpec, LoraTarget, ModelConfig, Sequence, StepReport, Tokenizer, TrainConfig, Trainer, Transformer};
+use model::{
+    Control, Featurizer, LoraSpec, LoraTarget, ModelConfig, Reduction, Sequence, StepReport, Tokenizer, TrainConfig, Trainer, Transformer,
+};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -124,14 +128,15 @@ fn losses(model: &Transformer, texts: &[String]) -> anyhow::Result<Vec<f64>> {
         .collect()
 }
 
-/// Raw projected gradient features of `texts`, row-major.
-fn features(featurizer: &Featurizer, model: &Transformer, texts: &[String]) -> anyhow::Result<Vec<f32>> {
+/// Raw projected gradient features of `texts` as training examples, row-major; `reduction`
+/// says how each one's token losses make its loss (the index's `Sum`, or v1's `Mean`).
+fn features(featurizer: &Featurizer, model: &Transformer, texts: &[String], reduction: Reduction) -> anyhow::Result<Vec<f32>> {
     let frozen = model.inference();
     let tokenizer = Tokenizer::byte_level();
     let encoded: Vec<Vec<u32>> = texts.iter().map(|text| tokenizer.encode_document(text)).collect();
     let mut features = Vec::new();
     for chunk in encoded.chunks(16) {
-        let sequences: Vec<Sequence<'_>> = chunk.iter().map(|tokens| Sequence::whole(tokens)).collect();
+        let sequences: Vec<Sequence<'_>> = chunk.iter().map(|tokens| Sequence { reduction, ..Sequence::trained(tokens) }).collect();
         features.extend(featurizer.features(&frozen, &sequences)?);
     }
     Ok(features)
@@ -140,6 +145,9 @@ fn features(featurizer: &Featurizer, model: &Transformer, texts: &[String]) -> a
 /// Everything scoring needs for one trained model.
 struct Scored {
     index: Index,
+    /// The same index from per-example mean-loss features (method v1), to show what summing
+    /// each example's token losses (v2) changed.
+    index_v1: Index,
     /// Raw (unpreconditioned) training features, for the dot-product baseline.
     raw: Vec<f32>,
     featurizer: Featurizer,
@@ -186,43 +194,50 @@ fn score_model(
 ) -> anyhow::Result<Scored> {
     let featurizer = Featurizer::new(&model, 11, knobs.per_side)?;
     let texts: Vec<String> = examples.iter().map(|example| example.text.clone()).collect();
-    let raw = features(&featurizer, &model, &texts)?;
-    let phantom_features = features(&featurizer, &model, phantoms)?;
-    let (table, stream) = table_of(examples, clusters)?;
-    let blocks = featurizer.blocks().iter().map(|block| BlockLayout { name: block.name(), offset: block.offset, len: block.len }).collect();
-    let dim = featurizer.dim();
-    let built = attribution::build(IndexInput {
-        model_id: "eval".into(),
-        model_weights_sha256: String::new(),
-        base_weights_sha256: String::new(),
-        projection: Projection { seed: 11, per_side: knobs.per_side, dim, blocks },
-        features: raw.clone(),
-        phantoms: phantom_features,
-        table,
-        tokens: stream,
-        precision: Precision::F16,
-        damping: knobs.damping,
-        rules: ReceiptRules::default(),
-    })?;
-    let artifacts: HashMap<String, Vec<u8>> = built.artifacts.into_iter().collect();
-    Ok(Scored { index: Index::assemble(&built.manifest_bytes, &artifacts)?, raw, featurizer, model })
+    let index = |reduction: Reduction| -> anyhow::Result<(Index, Vec<f32>)> {
+        let raw = features(&featurizer, &model, &texts, reduction)?;
+        let phantom_features = features(&featurizer, &model, phantoms, reduction)?;
+        let (table, stream) = table_of(examples, clusters)?;
+        let blocks =
+            featurizer.blocks().iter().map(|block| BlockLayout { name: block.name(), offset: block.offset, len: block.len }).collect();
+        let built = attribution::build(IndexInput {
+            model_id: "eval".into(),
+            model_weights_sha256: String::new(),
+            base_weights_sha256: String::new(),
+            projection: Projection { seed: 11, per_side: knobs.per_side, dim: featurizer.dim(), blocks },
+            features: raw.clone(),
+            phantoms: phantom_features,
+            table,
+            tokens: stream,
+            precision: Precision::F16,
+            damping: knobs.damping,
+            rules: ReceiptRules::default(),
+        })?;
+        let artifacts: HashMap<String, Vec<u8>> = built.artifacts.into_iter().collect();
+        Ok((Index::assemble(&built.manifest_bytes, &artifacts)?, raw))
+    };
+    let (index_v1, _) = index(Reduction::Mean)?;
+    let (index, raw) = index(Reduction::Sum)?;
+    Ok(Scored { index, index_v1, raw, featurizer, model })
 }
 
 /// How a method scores every training example for one query.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Method {
     Provenant,
+    ProvenantV1,
     DotProduct,
     Bm25,
     Random,
 }
 
-const METHODS: [Method; 4] = [Method::Provenant, Method::DotProduct, Method::Bm25, Method::Random];
+const METHODS: [Method; 5] = [Method::Provenant, Method::ProvenantV1, Method::DotProduct, Method::Bm25, Method::Random];
 
 impl Method {
     fn name(self) -> &'static str {
         match self {
             Method::Provenant => "provenant (preconditioned projected gradients)",
+            Method::ProvenantV1 => "provenant v1 (the same, per-example mean-loss features)",
             Method::DotProduct => "gradient dot product",
             Method::Bm25 => "bm25",
             Method::Random => "random",
@@ -242,13 +257,14 @@ fn query(scored: &Scored, prompt: &str, answer: &str) -> anyhow::Result<Query> {
     tokens.pop();
     let prompt_len = tokens.len();
     tokens.extend(answer.bytes().map(u32::from));
-    let features = scored.featurizer.features(&scored.model.inference(), &[Sequence { tokens: &tokens, loss_from: prompt_len }])?;
+    let features = scored.featurizer.features(&scored.model.inference(), &[Sequence::answer(&tokens, prompt_len)])?;
     Ok(Query { features, text: format!("{prompt}{answer}") })
 }
 
 fn scores(method: Method, scored: &Scored, bm25: &Bm25, query: &Query, rng: &mut StdRng) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
     Ok(match method {
         Method::Provenant => scored.index.scores(&query.features)?,
+        Method::ProvenantV1 => scored.index_v1.scores(&query.features)?,
         Method::DotProduct => {
             let scores = scored
                 .raw
@@ -415,6 +431,7 @@ fn mean_shares(scored: &Scored, bm25: &Bm25, queries: &[String], method: Method,
         let query = query(scored, "", text)?;
         let attribution = match method {
             Method::Provenant => scored.index.attribute(&query.features, &text.bytes().map(u32::from).collect::<Vec<_>>())?,
+            Method::ProvenantV1 => scored.index_v1.attribute(&query.features, &text.bytes().map(u32::from).collect::<Vec<_>>())?,
             _ => {
                 let (scores, _) = scores(method, scored, bm25, &query, rng)?;
                 attribute(

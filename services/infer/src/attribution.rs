@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use attribution::{Attribution, BlockLayout, Index, METHOD, Receipt};
+use attribution::{Attribution, BlockLayout, Index, Receipt};
 use model::{Featurizer, Sequence, Transformer};
 use provenant_bus::follow::Apply;
 use provenant_bus::{BlobStore, Delivery, Event, Upcasters};
@@ -115,7 +115,7 @@ impl AttributedModel {
         } else {
             let mut tokens = prompt.to_vec();
             tokens.extend_from_slice(output);
-            let sequence = Sequence { tokens: &tokens, loss_from: prompt.len() };
+            let sequence = Sequence::answer(&tokens, prompt.len());
             self.featurizer.features(&self.model, &[sequence]).map_err(unusable)?
         };
         self.index.attribute(&features, output).map_err(unusable)
@@ -133,7 +133,8 @@ impl AttributedModel {
     ) -> Result<Receipt, ReceiptError> {
         Ok(Receipt {
             receipt_id: receipt_id(request_id),
-            method: METHOD.to_owned(),
+            // The index's own method: an index built before v2 still gives v1 receipts.
+            method: self.index.manifest.method.clone(),
             model_weights_sha256: base_weights_sha256.to_owned(),
             adapter_weights_sha256: adapter_weights_sha256.to_owned(),
             index_sha256: self.index.index_sha256.clone(),

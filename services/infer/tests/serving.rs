@@ -474,7 +474,7 @@ async fn publish_index(
     let featurizer = model::Featurizer::new(model, 5, 4).expect("featurizer");
     let frozen = model.inference();
     let features_of = |texts: Vec<Vec<u32>>| {
-        let sequences: Vec<model::Sequence<'_>> = texts.iter().map(|tokens| model::Sequence::whole(tokens)).collect();
+        let sequences: Vec<model::Sequence<'_>> = texts.iter().map(|tokens| model::Sequence::trained(tokens)).collect();
         featurizer.features(&frozen, &sequences).expect("features")
     };
     let encoded: Vec<Vec<u32>> = examples.iter().map(|(_, text)| tokenizer.encode_document(text)).collect();
@@ -574,7 +574,7 @@ async fn every_answer_carries_a_receipt_that_anyone_with_the_model_and_index_rec
     tokens.extend_from_slice(&output);
     let index = load_index(&store, &index_sha256).await;
     let featurizer = model::Featurizer::new(&model, 5, 4).expect("featurizer");
-    let features = featurizer.features(&model, &[model::Sequence { tokens: &tokens, loss_from: prompt_len }]).expect("features");
+    let features = featurizer.features(&model, &[model::Sequence::answer(&tokens, prompt_len)]).expect("features");
     assert_eq!(index.attribute(&features, &output).expect("attributes"), receipt.attribution);
 
     // A model without an index answers without a receipt.
@@ -646,7 +646,7 @@ async fn answers_served_without_a_receipt_are_attributed_later_from_their_transc
         let prompt_len = tokens.len();
         let output: Vec<u32> = output.bytes().map(u32::from).collect();
         tokens.extend_from_slice(&output);
-        let features = featurizer.features(&model, &[model::Sequence { tokens: &tokens, loss_from: prompt_len }]).expect("features");
+        let features = featurizer.features(&model, &[model::Sequence::answer(&tokens, prompt_len)]).expect("features");
         let expected = attribution::Receipt {
             receipt_id: receipt.receipt_id.clone(),
             method: attribution::METHOD.to_owned(),

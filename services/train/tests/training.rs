@@ -56,7 +56,7 @@ async fn check_attribution_index(app: &TestApp, job_id: &str, model: &Value) -> 
     let row = index.table().row(3).clone();
     let stream = index.example_tokens(3).to_vec();
     let prompt = 6;
-    let features = featurizer.features(&served, &[model::Sequence { tokens: &stream, loss_from: prompt }]).expect("features");
+    let features = featurizer.features(&served, &[model::Sequence::answer(&stream, prompt)]).expect("features");
     let receipt = index.attribute(&features, &stream[prompt..]).expect("attributes");
     let total: u64 = receipt.shares.iter().map(|share| share.share_ppb).sum::<u64>() + receipt.base_pool_ppb;
     assert_eq!(total, attribution::WHOLE_PPB);

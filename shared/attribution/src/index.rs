@@ -23,8 +23,14 @@ use crate::spans::SpanIndex;
 use crate::table::ExampleTable;
 
 pub const FORMAT: &str = "provenant-attribution-index/1";
-/// Receipts name this method; a change to how scores or shares are computed is a new version.
-pub const METHOD: &str = "grad-logra-v1+span-v1";
+/// Indexes and their receipts name this method; a change to how scores or shares are computed
+/// is a new version. v2 featurises a training example by the gradient of its summed token
+/// losses (v1: their mean), as training weighs it; a query is featurised alike in both.
+pub const METHOD: &str = "grad-logra-v2+span-v1";
+
+/// The methods whose receipts this build recomputes: they differ only in the index's stored
+/// features, which a recomputation reads rather than rebuilds.
+pub const RECOMPUTABLE_METHODS: [&str; 2] = ["grad-logra-v1+span-v1", METHOD];
 
 /// One block of the feature vector (a layer's sketched gradient).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

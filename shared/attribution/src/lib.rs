@@ -14,7 +14,9 @@ pub mod receipt;
 pub mod spans;
 pub mod table;
 
-pub use index::{ArtifactRef, BlockLayout, BuiltIndex, Index, IndexInput, METHOD, Manifest, Projection, build, sha256_hex};
+pub use index::{
+    ArtifactRef, BlockLayout, BuiltIndex, Index, IndexInput, METHOD, Manifest, Projection, RECOMPUTABLE_METHODS, build, sha256_hex,
+};
 pub use matrix::{FeatureMatrix, Precision};
 pub use precondition::Preconditioner;
 pub use receipt::{Attribution, ExampleScore, Receipt, ReceiptRules, Share, SpanCredit, WHOLE_PPB};

@@ -19,7 +19,7 @@
 use std::cell::RefCell;
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::config::LoraTarget;
@@ -60,19 +60,41 @@ impl FeatureBlock {
     }
 }
 
-/// One example to featurise: its tokens, and from which target position its loss counts
-/// (0 for a training example; the prompt's length for a (prompt, output) query, so that only
-/// the output is explained).
+/// One example to featurise: its tokens, from which target position its loss counts, and how
+/// its token losses make one loss.
 #[derive(Debug, Clone, Copy)]
 pub struct Sequence<'a> {
     pub tokens: &'a [u32],
+    /// 0 for a training example; the prompt's length for a (prompt, output) query, so that
+    /// only the output is explained.
     pub loss_from: usize,
+    pub reduction: Reduction,
+}
+
+/// How a sequence's next-token losses are reduced to the one loss whose gradient is its feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduction {
+    /// Their sum: what a training example weighs in training, where a batch's summed token
+    /// losses are divided by a count that does not depend on the example, so a long example
+    /// moves the weights in proportion to its length. (On real text this raised the LDS of
+    /// both gradient methods by about half against per-example means: `make attribution-eval`.)
+    Sum,
+    /// Their mean: a query's loss per token of the answer it explains. A query's scale
+    /// multiplies every score alike, so this only keeps queries of any length comparable.
+    Mean,
 }
 
 impl<'a> Sequence<'a> {
-    /// A training example: every next-token prediction counts.
-    pub fn whole(tokens: &'a [u32]) -> Self {
-        Self { tokens, loss_from: 0 }
+    /// A training example (or a phantom control, weighed as one would be): every next-token
+    /// prediction counts, summed.
+    pub fn trained(tokens: &'a [u32]) -> Self {
+        Self { tokens, loss_from: 0, reduction: Reduction::Sum }
+    }
+
+    /// A query: `tokens` is the prompt then the answer, and only the answer's predictions (from
+    /// position `prompt_len` on) count, averaged.
+    pub fn answer(tokens: &'a [u32], prompt_len: usize) -> Self {
+        Self { tokens, loss_from: prompt_len, reduction: Reduction::Mean }
     }
 }
 
@@ -169,14 +191,14 @@ impl Featurizer {
     /// backward pass with probes. Rows shorter than the longest are padded (padding carries no
     /// loss and so no gradient); a sequence longer than the context is cut to its first window.
     ///
-    /// Each sequence's loss is its mean next-token cross-entropy over the counted targets, so a
-    /// long example does not outweigh a short one.
+    /// Each sequence's loss is its next-token cross-entropy over the counted targets, summed or
+    /// averaged as its [`Reduction`] says.
     pub fn features(&self, model: &Transformer, sequences: &[Sequence<'_>]) -> Result<Vec<f32>> {
         let device = model.device().autodiff();
         let (tokens, targets) = batch(model, sequences, &device)?;
         let probes = Probes::new(self, model);
         let logits = model.forward_with(tokens, &probes);
-        let loss = per_sequence_mean_loss(logits, targets);
+        let loss = per_sequence_loss(logits, targets, sequences);
         let gradients = loss.backward();
         let records = probes.records.into_inner();
         let mut parts = Vec::with_capacity(self.blocks.len());
@@ -221,7 +243,7 @@ impl Featurizer {
             return Err(Error::InvalidConfig("parameter gradients need a model on an autodiff device".into()));
         }
         let (tokens, targets) = batch(model, &[sequence], &device)?;
-        let loss = per_sequence_mean_loss(model.forward(tokens), targets);
+        let loss = per_sequence_loss(model.forward(tokens), targets, &[sequence]);
         let gradients = loss.backward();
         let missing = |what: &str| Error::InvalidConfig(format!("no gradient for {what}"));
         let mut features = Vec::with_capacity(self.dim);
@@ -278,9 +300,11 @@ fn batch(model: &Transformer, sequences: &[Sequence<'_>], device: &Device) -> Re
     Ok((Tensor::from_data(TensorData::new(inputs, shape), device), Tensor::from_data(TensorData::new(targets, shape), device)))
 }
 
-/// The sum over sequences of each one's mean cross-entropy over its non-PAD targets.
-fn per_sequence_mean_loss(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
+/// The sum over sequences of each one's cross-entropy over its non-PAD targets, reduced as the
+/// sequence says (a mean divides by its count of targets).
+fn per_sequence_loss(logits: Tensor<3>, targets: Tensor<2, Int>, sequences: &[Sequence<'_>]) -> Tensor<1> {
     let [rows, time, vocab] = logits.dims();
+    let device = logits.device();
     let log_probs = log_softmax(logits.reshape([rows * time, vocab]), 1);
     let flat = targets.reshape([rows * time]);
     let padding = flat.clone().equal_elem(PAD as i64);
@@ -288,7 +312,10 @@ fn per_sequence_mean_loss(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<
     let picked = log_probs.gather(1, flat.mask_fill(padding, 0).reshape([rows * time, 1])).reshape([rows, time]);
     let sums = (picked * keep.clone()).sum_dim(1);
     let counts = keep.sum_dim(1).clamp_min(1.0);
-    (sums / counts).sum().neg()
+    // A summed sequence divides by 1, an averaged one by its count.
+    let summed: Vec<bool> = sequences.iter().map(|sequence| sequence.reduction == Reduction::Sum).collect();
+    let divisors = counts.mask_fill(Tensor::<2, Bool>::from_data(TensorData::new(summed, [rows, 1]), &device), 1.0);
+    (sums / divisors).sum().neg()
 }
 
 /// What one probed layer saw: its input (detached) and the zero leaf added to its output.

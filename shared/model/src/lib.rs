@@ -32,7 +32,7 @@ pub use backend::Device;
 pub use checkpoint::{Checkpoint, DataState};
 pub use config::{Activation, LoraSpec, LoraTarget, ModelConfig, TrainConfig};
 pub use error::{Error, Result};
-pub use influence::{FeatureBlock, Featurizer, Sequence};
+pub use influence::{FeatureBlock, Featurizer, Reduction, Sequence};
 pub use kv_cache::KvCache;
 pub use lora::{AdapterMatrices, AdapterWeights, Matrix};
 pub use serving::{AdapterBank, RowAdapters};

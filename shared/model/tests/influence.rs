@@ -29,10 +29,10 @@ fn sequences(tokens: &[Vec<u32>]) -> Vec<Sequence<'_>> {
     // Rows of different lengths (padding), one longer than the context (cut), and a query whose
     // loss counts only after its "prompt".
     vec![
-        Sequence::whole(&tokens[0][..20]),
-        Sequence::whole(&tokens[0][5..40]),
-        Sequence::whole(&tokens[1][..12]),
-        Sequence { tokens: &tokens[1][3..30], loss_from: 10 },
+        Sequence::trained(&tokens[0][..20]),
+        Sequence::trained(&tokens[0][5..40]),
+        Sequence::trained(&tokens[1][..12]),
+        Sequence::answer(&tokens[1][3..30], 10),
     ]
 }
 
@@ -70,6 +70,20 @@ fn batched_probe_features_agree_with_per_example_parameter_gradients() {
     let featurizer = Featurizer::new(&model, 17, 4).expect("valid projection");
     assert_eq!(featurizer.dim(), 2 * 6 * 16, "two blocks of six layers, 4x4 each");
     check_against_oracle(&model);
+}
+
+#[test]
+fn a_trained_examples_feature_is_its_summed_loss_gradient_a_querys_its_mean() {
+    let model = trained(TEXT, 8);
+    let tokens = Tokenizer::byte_level().encode(TEXT);
+    let featurizer = Featurizer::new(&model, 17, 4).expect("valid projection");
+    let frozen = model.inference();
+    let summed = featurizer.features(&frozen, &[Sequence::trained(&tokens[..25])]).expect("features");
+    let mean = featurizer.features(&frozen, &[Sequence::answer(&tokens[..25], 0)]).expect("features");
+    // 25 tokens make 24 next-token predictions: training weighs the example by all of them.
+    let scaled: Vec<f32> = mean.iter().map(|value| value * 24.0).collect();
+    let difference = relative_difference(&summed, &scaled);
+    assert!(difference < 1e-5, "summed and 24 x mean features differ by {difference:e} (relative)");
 }
 
 #[test]

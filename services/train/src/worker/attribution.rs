@@ -42,7 +42,8 @@ pub(super) fn build(subject: &Subject, dataset: Dataset, config: &AttributionCon
         let mut features = Vec::with_capacity(sequences.len() * featurizer.dim());
         // An example too short to predict anything has no gradient: a zero row.
         for chunk in sequences.chunks(config.batch_examples.max(1)) {
-            let usable: Vec<Sequence<'_>> = chunk.iter().filter(|tokens| tokens.len() >= 2).map(|tokens| Sequence::whole(tokens)).collect();
+            let usable: Vec<Sequence<'_>> =
+                chunk.iter().filter(|tokens| tokens.len() >= 2).map(|tokens| Sequence::trained(tokens)).collect();
             let computed =
                 if usable.is_empty() { Vec::new() } else { featurizer.features(&frozen, &usable).map_err(|error| failed(&error))? };
             let mut rows = computed.chunks_exact(featurizer.dim());
