@@ -9,7 +9,8 @@
 //!   over subsets between the predicted effect (the sum of the query's attribution scores over
 //!   the subset) and the measured one (minus the query's loss under the subset's model); the
 //!   mean over queries. The **noise ceiling** is the same correlation between the two seeds'
-//!   losses: no method can predict retraining better than retraining predicts itself.
+//!   losses: how well one retraining predicts another. It is not a bound on LDS: a method that
+//!   predicted the expected loss exactly would reach about its square root.
 //! - **Canary recall@10**: canary sentences planted, one per contributor, then queried
 //!   verbatim and paraphrased; is the canary among the ten best-scored examples?
 //! - **Gaming**: a contributor copying another's data (duplicates join the founder's cluster),

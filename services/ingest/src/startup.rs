@@ -44,6 +44,8 @@ impl Application {
         let identity = provenant_bus::identity::follow_identity(&frame.bus, directory.clone(), shutdown.clone())
             .await
             .context("failed to load the issued API keys")?;
+        let datanets = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::new(), config.consumer.clone());
+        let contributions = Consumer::new(frame.bus.clone(), database.clone(), ContributionProjector::new(), config.consumer);
         let routes = api::router(AppState {
             bus: frame.bus.clone(),
             database: database.clone(),
@@ -51,9 +53,8 @@ impl Application {
             blobs,
             contribution_max_bytes: config.contributions.max_bytes,
             quotas: config.contributions.clone(),
+            contributions_projected: contributions.progress(),
         });
-        let datanets = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::new(), config.consumer.clone());
-        let contributions = Consumer::new(frame.bus.clone(), database.clone(), ContributionProjector::new(), config.consumer);
         let (served, datanets_outcome, contributions_outcome) = tokio::join!(
             frame.serve(routes, readiness, shutdown.clone()),
             provenant_bus::run_until_stopped(datanets, shutdown.clone()),

@@ -7,6 +7,7 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait as _};
 use tracing::{Instrument as _, info_span, warn};
 
 use crate::delivery::DeadLetter;
+use crate::progress::{Progress, ProgressReporter};
 use crate::{Bus, ConsumerConfig, Context, Delivery, Error, Namespace, Outbox, store};
 
 /// Why a handler could not apply an event.
@@ -86,6 +87,7 @@ pub struct Consumer<H: Handler> {
     database: DatabaseConnection,
     handler: H,
     config: ConsumerConfig,
+    progress: ProgressReporter,
     #[cfg(feature = "fault-injection")]
     crash_at: Option<CrashPoint>,
 }
@@ -113,9 +115,16 @@ impl<H: Handler> Consumer<H> {
             database,
             handler,
             config,
+            progress: ProgressReporter::new(),
             #[cfg(feature = "fault-injection")]
             crash_at: None,
         }
+    }
+
+    /// How far this consumer has got through its stream, reported after each committed batch:
+    /// for request handlers that wait for their own write to be projected.
+    pub fn progress(&self) -> Progress {
+        self.progress.subscribe()
     }
 
     /// Makes the next batch die at `point` (the run returns [`Error::InjectedCrash`] without
@@ -251,6 +260,10 @@ impl<H: Handler> Consumer<H> {
                 }
             },
         };
+        // Committed: whoever waits for one of these events to be projected may read it now.
+        if let Some(info) = messages.last().and_then(|message| message.info().ok()) {
+            self.progress.handled_through(info.stream_sequence);
+        }
         for (message, outcome) in messages.iter().zip(outcomes) {
             self.settle(message, outcome, live, stats).await;
         }

@@ -19,6 +19,7 @@ mod frame;
 mod history;
 pub mod identity;
 mod outbox;
+mod progress;
 mod publish;
 
 pub mod store;
@@ -31,6 +32,7 @@ pub use delivery::{DeadLetter, Delivery, dead_letter_header};
 pub use error::Error;
 pub use frame::ServiceFrame;
 pub use outbox::Outbox;
+pub use progress::Progress;
 pub use provenant_events::{Context, Envelope, Event, Namespace, Upcasters};
 pub use publish::{Expect, PendingPublish, Published};
 

@@ -22,7 +22,7 @@ use crate::projections::contributions;
 use provenant_runtime::identity::{Principal, Role};
 use provenant_runtime::openapi::{AnyText, ErrorResponses, ToSchema};
 use provenant_runtime::pagination::{PageQuery, PageRequest};
-use provenant_runtime::read_your_writes::{DEFAULT_WAIT, await_projection};
+use provenant_runtime::read_your_writes::DEFAULT_WAIT;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Reviewed {
@@ -240,10 +240,11 @@ pub async fn submit(
         file_name: file_name.unwrap_or_default(),
     };
     let envelope = Envelope::new(&event, state.bus.producer());
-    state.bus.publish(&envelope, &event, Expect::NoEvents).await.map_err(|error| ApiError::internal("bus.unavailable", error))?;
+    let published =
+        state.bus.publish(&envelope, &event, Expect::NoEvents).await.map_err(|error| ApiError::internal("bus.unavailable", error))?;
     if state.quotas.await_read_model {
-        await_projection(DEFAULT_WAIT, || async { contributions::find(&state.database, &contribution_id).await.ok().flatten().is_some() })
-            .await;
+        // Past the deadline the answer goes out anyway: the submission stands.
+        state.contributions_projected.reached(published.sequence, DEFAULT_WAIT).await;
     }
     let location = format!("/v1/contributions/{contribution_id}");
     let body = SubmissionAccepted {

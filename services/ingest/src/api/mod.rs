@@ -27,6 +27,9 @@ pub struct AppState {
     /// Largest accepted contribution, in bytes.
     pub contribution_max_bytes: u64,
     pub quotas: crate::configuration::ContributionsConfig,
+    /// How far the contribution projection has got: a submission waits on it, not on the
+    /// database, to answer once its contribution shows.
+    pub contributions_projected: provenant_bus::Progress,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Directory> {
