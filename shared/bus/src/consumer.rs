@@ -260,16 +260,17 @@ impl<H: Handler> Consumer<H> {
                 }
             },
         };
+        let last = messages.last().and_then(|message| message.info().ok()).map(|info| (info.stream_sequence, info.pending));
         // Committed: whoever waits for one of these events to be projected may read it now.
-        if let Some(info) = messages.last().and_then(|message| message.info().ok()) {
-            self.progress.handled_through(info.stream_sequence);
+        if let Some((sequence, _)) = last {
+            self.progress.handled_through(sequence);
         }
         for (message, outcome) in messages.iter().zip(outcomes) {
             self.settle(message, outcome, live, stats).await;
         }
         // Consumer lag, as the server counted it when it sent the batch's last message.
-        if let Some(info) = messages.last().and_then(|message| message.info().ok()) {
-            metrics::gauge!("bus_consumer_pending", "consumer" => self.handler.name().to_owned()).set(info.pending as f64);
+        if let Some((_, pending)) = last {
+            metrics::gauge!("bus_consumer_pending", "consumer" => self.handler.name().to_owned()).set(pending as f64);
         }
         Ok(())
     }
