@@ -736,6 +736,40 @@ async fn a_settler_killed_before_or_after_its_commit_settles_each_inference_exac
     }
 }
 
+/// The settler reads and writes a batch's settlements together (`Settler::prepare`, `flush`):
+/// a second, different event for a request settled earlier in the same batch is still refused,
+/// and the batch's other settlements stand.
+#[tokio::test]
+async fn a_batch_holding_two_events_for_one_request_settles_the_first_and_refuses_the_second() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (config, database) = config(backend).await;
+        let bus = Bus::connect(&BusConfig { producer: "settle".into(), ..config.bus.clone() }).await.expect("bus");
+        bus.declare_streams().await.expect("streams");
+        let db = settle::open_database(&config.database).await.expect("db");
+        register_catalogue(&bus).await;
+        Consumer::new(bus.clone(), db.clone(), settle::handlers::ModelProjector::default(), fast_consumer())
+            .replay()
+            .await
+            .expect("models projected");
+        Consumer::new(bus.clone(), db.clone(), settle::handlers::DatanetProjector::default(), fast_consumer())
+            .replay()
+            .await
+            .expect("datanets projected");
+        let first = publish(&bus, &served("req-twice", "infer", false, "100", None)).await;
+        publish(&bus, &served("req-once", "infer", true, "40", None)).await;
+        publish(&bus, &served("req-twice", "gateway", false, "5", None)).await;
+        let settler = Settler::new(bus.clone(), config.settlement.clone()).expect("settler");
+        let replay = Consumer::new(bus.clone(), db.clone(), settler, fast_consumer()).replay().await.expect("settled");
+        assert_eq!((replay.stats.applied, replay.stats.dead_lettered), (2, 1), "{backend:?}: {:?}", replay.stats);
+        let settled = settle::projections::inferences::find_by_request(&db, "req-twice").await.expect("read").expect("settled");
+        assert_eq!(settled.inference_event_id, first.event_id.to_string(), "{backend:?}: the first event stands");
+        assert_eq!(settle::projections::inferences::count_settled(&db).await.expect("count"), 2, "{backend:?}");
+        assert_eq!(bus.count_messages(provenant_bus::Context::Settlement, "settlement").await.expect("count"), 2, "{backend:?}");
+        db.close().await.expect("closed");
+        database.drop_database().await.expect("drop");
+    }
+}
+
 #[tokio::test]
 async fn a_builder_sets_a_whole_policy_that_splits_later_fees() {
     let (config, database) = config(Backend::Sqlite).await;

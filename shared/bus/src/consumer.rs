@@ -60,6 +60,27 @@ pub trait Handler: Send + Sync + 'static {
         let _ = (transaction, delivery);
         std::future::ready(Ok(()))
     }
+
+    /// Reads, once for the batch, what each of its events would read alone (see
+    /// [`crate::Deferred`]): called before the events of a batch applied under shared isolation
+    /// with those of them that decoded; not called under per-event isolation, so `handle` must
+    /// still find what it needs without it. A failure abandons the attempt.
+    fn prepare(&self, transaction: &DatabaseTransaction, deliveries: &[&Delivery]) -> impl Future<Output = Result<(), HandleError>> + Send {
+        let _ = (transaction, deliveries);
+        std::future::ready(Ok(()))
+    }
+
+    /// Writes what `handle` deferred (see [`crate::Deferred`]) inside `transaction`: once
+    /// before a batch commits, or after each event inside its savepoint under per-event
+    /// isolation.
+    fn flush(&self, transaction: &DatabaseTransaction) -> impl Future<Output = Result<(), HandleError>> + Send {
+        let _ = transaction;
+        std::future::ready(Ok(()))
+    }
+
+    /// Forgets what `prepare` and `handle` kept for the batch: its attempt is abandoned, or a
+    /// new one starts.
+    fn discard(&self) {}
 }
 
 /// Where a fault-injection test makes the consumer die, to prove nothing is lost or doubled.
@@ -278,6 +299,8 @@ impl<H: Handler> Consumer<H> {
     /// Applies the batch in one transaction and commits it. `None` when the attempt was
     /// abandoned (rolled back): a handler failed under shared isolation, or the database did.
     async fn attempt(&self, messages: &[Message], isolation: Isolation) -> Result<Option<Vec<Outcome>>, Error> {
+        // Nothing an abandoned attempt kept may leak into this one.
+        self.handler.discard();
         let transaction = match self.database.begin().await {
             Ok(transaction) => transaction,
             Err(error) => {
@@ -307,6 +330,13 @@ impl<H: Handler> Consumer<H> {
                 }
             }
         };
+        if isolation == Isolation::Shared {
+            let decoded: Vec<&Delivery> = deliveries.iter().flatten().collect();
+            if let Err(failure) = self.handler.prepare(&transaction, &decoded).await {
+                warn!(consumer = self.handler.name(), failure = ?failure, "failed to prepare the batch, retrying it event by event");
+                return Ok(None);
+            }
+        }
         let mut outcomes = Vec::with_capacity(messages.len());
         let mut halted = false;
         for delivery in deliveries {
@@ -330,6 +360,15 @@ impl<H: Handler> Consumer<H> {
             };
             halted = matches!(outcome, Outcome::Retry { .. });
             outcomes.push(outcome);
+        }
+        // Under per-event isolation each event flushed its own writes.
+        if isolation == Isolation::Shared
+            && let Err(failure) = self.handler.flush(&transaction).await
+        {
+            // Shared isolation cannot tell whose write failed: the per-event attempt will.
+            warn!(consumer = self.handler.name(), failure = ?failure, "the batch's deferred writes failed, retrying it");
+            self.handler.discard();
+            return Ok(None);
         }
         if let Err(failure) = outbox.confirm().await {
             // Shared isolation cannot tell whose append failed: the per-event attempt will.
@@ -407,12 +446,16 @@ impl<H: Handler> Consumer<H> {
                 Err(error) => (Err(error.into()), Outcome::Duplicate),
             };
             let result = match (result, &savepoint) {
-                // Per-event isolation charges a failed append to the event that made it.
-                (Ok(()), Some(_)) => delivery.outbox.confirm().await,
+                // Per-event isolation charges a failed write or append to the event that made it.
+                (Ok(()), Some(_)) => match self.handler.flush(scope).await {
+                    Ok(()) => delivery.outbox.confirm().await,
+                    Err(failure) => Err(failure),
+                },
                 (result, _) => result,
             };
             if result.is_err() {
                 delivery.outbox.discard();
+                self.handler.discard();
             }
             let Some(savepoint) = savepoint else {
                 return result.is_ok().then_some(done);
@@ -420,7 +463,10 @@ impl<H: Handler> Consumer<H> {
             match result {
                 Ok(()) => match savepoint.commit().await {
                     Ok(()) => Some(done),
-                    Err(error) => Some(self.transient(delivery, error.into())),
+                    Err(error) => {
+                        self.handler.discard();
+                        Some(self.transient(delivery, error.into()))
+                    }
                 },
                 Err(failure) => {
                     // Undo this event's writes only; the rest of the batch stands.

@@ -9,9 +9,10 @@ use bytes::Bytes;
 use common::*;
 use futures::StreamExt as _;
 use provenant_bus::{
-    Bus, Consumer, ConsumerStats, Context, CrashPoint, DeadLetter, Delivery, Envelope, Error, Expect, HandleError, Handler, Namespace,
+    Bus, Consumer, ConsumerStats, Context, CrashPoint, DeadLetter, Deferred, Delivery, Envelope, Error, Expect, HandleError, Handler,
+    Namespace,
 };
-use provenant_events::proto::datanet::v1::SnapshotSealed;
+use provenant_events::proto::datanet::v1::{DatanetCreated, SnapshotSealed};
 use provenant_runtime::Shutdown;
 use provenant_test_support::{Backend, NatsServer};
 
@@ -278,5 +279,105 @@ async fn appends_deferred_to_the_batch_commit_with_it_and_a_failing_one_dead_let
     assert_eq!(stats.dead_lettered, 1, "{stats:?}");
     assert_eq!(dead_letters(&bus, 1).await[0].reason_code, "mirror.taken");
     assert_eq!(bus.count_messages(Context::Datanet, "snapshot").await.expect("count"), 5, "one append per event");
+    test_database.drop_database().await.expect("drop");
+}
+
+/// Counts each Datanet as [`CountingProjection`] does, but keeps its rows for the end of the
+/// batch ([`Handler::flush`]) and reads what the batch holds first ([`Handler::prepare`]), as
+/// the ledger and the settler do. A Datanet named `refused-on-write` makes the flush fail, as
+/// a constraint would.
+#[derive(Default)]
+struct DeferringProjection {
+    rows: Deferred<Vec<(String, String)>>,
+    /// (deliveries prepared, flushes that wrote rows, rows written) over the run.
+    calls: std::sync::Arc<std::sync::Mutex<(usize, usize, usize)>>,
+}
+
+impl Handler for DeferringProjection {
+    fn name(&self) -> &str {
+        "deferring"
+    }
+
+    fn context(&self) -> Context {
+        Context::Datanet
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        vec![namespace.aggregate_filter(Context::Datanet, "datanet")]
+    }
+
+    async fn prepare(&self, _transaction: &sea_orm::DatabaseTransaction, deliveries: &[&Delivery]) -> Result<(), HandleError> {
+        self.calls.lock().expect("calls").0 += deliveries.len();
+        Ok(())
+    }
+
+    async fn handle(&self, _transaction: &sea_orm::DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        let created: DatanetCreated = delivery.decode(&provenant_bus::Upcasters::contract())?;
+        let name = created.spec.map(|spec| spec.name).unwrap_or_default();
+        self.rows.with(|rows| rows.push((created.datanet_id, name)));
+        Ok(())
+    }
+
+    async fn flush(&self, transaction: &sea_orm::DatabaseTransaction) -> Result<(), HandleError> {
+        let rows = self.rows.take();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if rows.iter().any(|(_, name)| name == "refused-on-write") {
+            return Err(HandleError::rejected("write.refused", "a row the database refuses"));
+        }
+        for (datanet_id, _) in &rows {
+            count_once_more(transaction, datanet_id).await?;
+        }
+        let mut calls = self.calls.lock().expect("calls");
+        calls.1 += 1;
+        calls.2 += rows.len();
+        Ok(())
+    }
+
+    fn discard(&self) {
+        self.rows.reset();
+    }
+}
+
+/// Deferred writes commit with their batch, a few flushes for many events; a crash before the
+/// commit leaves none of them; a write that fails is charged to its own event under per-event
+/// isolation (dead-lettered), and the rest of its batch is written once.
+#[tokio::test]
+async fn writes_deferred_to_the_end_of_the_batch_commit_with_it_and_a_failing_one_dead_letters_only_its_event() {
+    let bus = shared_bus().await;
+    let (test_database, database) = database(Backend::Sqlite).await;
+    let first = ids("deferred", 20);
+    publish_created(&bus, &first).await;
+
+    let crashing =
+        Consumer::new(bus.clone(), database.clone(), DeferringProjection::default(), fast_consumer()).crash_at(CrashPoint::BeforeCommit);
+    let outcome = crashing.run(std::future::pending()).await;
+    assert!(matches!(outcome, Err(Error::InjectedCrash(_))), "{outcome:?}");
+    assert!(counts(&database).await.is_empty(), "nothing may survive a crash before commit");
+
+    let projection = DeferringProjection::default();
+    let calls = projection.calls.clone();
+    let shutdown = Shutdown::new();
+    let consumer = Consumer::new(bus.clone(), database.clone(), projection, fast_consumer());
+    let task = tokio::spawn(provenant_bus::run_until_stopped(consumer, shutdown.clone()));
+    eventually(WAIT, "all applied", || async { counts(&database).await.len() == 20 }).await;
+    let (prepared, flushes, written) = *calls.lock().expect("calls");
+    assert_eq!(written, 20, "each event's row is written once");
+    assert!(flushes < written, "{flushes} flushes for {written} rows: no batch was written together");
+    assert!(prepared >= 20, "every event of a batch under shared isolation is prepared ({prepared})");
+
+    let mut more = ids("deferred-more", 2);
+    let refused = created("deferred-refused", "refused-on-write");
+    bus.publish(&Envelope::new(&refused, "test"), &refused, Expect::NoEvents).await.expect("published");
+    publish_created(&bus, &more).await;
+    eventually(WAIT, "the rest applied", || async { drained(&bus, "deferring").await && counts(&database).await.len() == 22 }).await;
+    let stats = stop(shutdown, task).await;
+    more.extend(first);
+    more.sort();
+    assert_eq!(counts(&database).await, all_once(&more));
+    assert_eq!((stats.applied, stats.dead_lettered), (22, 1), "{stats:?}");
+    assert_eq!(dead_letters(&bus, 1).await[0].reason_code, "write.refused");
+    assert_eq!(calls.lock().expect("calls").2, 22, "each event's row is written once");
     test_database.drop_database().await.expect("drop");
 }

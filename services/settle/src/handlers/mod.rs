@@ -14,7 +14,7 @@ mod on_inference_attributed;
 mod on_inference_served;
 mod on_inference_settled;
 
-use provenant_bus::{Bus, Context, Delivery, HandleError, Handler, Namespace, Upcasters};
+use provenant_bus::{Bus, Context, Deferred, Delivery, HandleError, Handler, Namespace, Upcasters};
 use provenant_events::Event as _;
 use provenant_events::proto::datanet::v1::DatanetCreated;
 use provenant_events::proto::inference::v1::{InferenceAttributed, InferenceServed};
@@ -200,6 +200,22 @@ pub struct Settler {
     pub(crate) upcasters: Upcasters,
     /// Models and Datanet owners, asked for with every inference and never changed.
     pub(crate) catalog: std::sync::Arc<catalog::Cache>,
+    pub(crate) batch: Deferred<SettlerBatch>,
+}
+
+/// What the settler keeps while it applies a batch, so that a batch of settlements costs a few
+/// statements rather than three per settlement.
+#[derive(Debug, Default)]
+pub(crate) struct SettlerBatch {
+    /// Settled inferences not written yet.
+    pub(crate) settled: Vec<crate::projections::inferences::settled::Model>,
+    /// The requests whose settled event was looked up for the whole batch (`prepare`) ...
+    pub(crate) looked_up: std::collections::HashSet<String>,
+    /// ... and, of those and of the batch's own settlements, the event each was settled from.
+    pub(crate) settled_requests: std::collections::HashMap<String, String>,
+    /// The policy governing each (settled model, base model) answer, read once per batch: a
+    /// policy set meanwhile governs the next batch, as it would a later event.
+    pub(crate) policies: std::collections::HashMap<(String, String), Option<policies::Model>>,
 }
 
 impl Settler {
@@ -207,7 +223,14 @@ impl Settler {
 
     pub fn new(bus: Bus, settings: SettlementConfig) -> Result<Settler, PolicyError> {
         let default_policy = settings.default_policy()?;
-        Ok(Settler { bus, settings, default_policy, upcasters: Upcasters::contract(), catalog: std::sync::Arc::default() })
+        Ok(Settler {
+            bus,
+            settings,
+            default_policy,
+            upcasters: Upcasters::contract(),
+            catalog: std::sync::Arc::default(),
+            batch: Deferred::default(),
+        })
     }
 }
 
@@ -224,17 +247,46 @@ impl Handler for Settler {
         vec![namespace.aggregate_filter(Context::Inference, "request")]
     }
 
+    async fn prepare(&self, transaction: &DatabaseTransaction, deliveries: &[&Delivery]) -> Result<(), HandleError> {
+        // An inference event's aggregate is its request (`inference::check` refuses any other).
+        let requests: Vec<String> = deliveries
+            .iter()
+            .filter(|delivery| delivery.envelope.event_type == InferenceServed::TYPE)
+            .map(|delivery| delivery.envelope.aggregate_id.clone())
+            .collect();
+        let settled = crate::projections::inferences::find_by_requests(transaction, &requests).await?;
+        self.batch.with(|batch| {
+            batch.looked_up.extend(requests);
+            batch.settled_requests.extend(settled.into_iter().map(|row| (row.request_id, row.inference_event_id)));
+        });
+        Ok(())
+    }
+
     async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
         match delivery.envelope.event_type.as_str() {
             InferenceServed::TYPE => on_inference_served::handle(self, transaction, delivery).await,
             // A receipt computed after the fact pays out what the settlement held for it.
-            InferenceAttributed::TYPE => on_inference_attributed::handle(self, transaction, delivery).await,
+            InferenceAttributed::TYPE => {
+                self.flush(transaction).await?;
+                on_inference_attributed::handle(self, transaction, delivery).await
+            }
             _ => Ok(()),
         }
     }
 
     async fn on_duplicate(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        self.flush(transaction).await?;
         on_inference_served::on_duplicate(transaction, delivery).await
+    }
+
+    async fn flush(&self, transaction: &DatabaseTransaction) -> Result<(), HandleError> {
+        let settled = self.batch.with(|batch| std::mem::take(&mut batch.settled));
+        crate::projections::inferences::insert_settled(transaction, settled).await?;
+        Ok(())
+    }
+
+    fn discard(&self) {
+        self.batch.reset();
     }
 }
 
@@ -242,9 +294,35 @@ impl Handler for Settler {
 /// and follows period closes (`SettlementPeriodClosed`) so that a settlement the settler appended
 /// while its period was being closed is booked in the next open period, not lost after the
 /// closed one's report.
+///
+/// Settlements, nearly every event, are written together at the end of their batch (a few
+/// statements for hundreds of them); any other event first writes those before it, since it
+/// reads the ledger or changes where settlements are booked.
 #[derive(Debug, Clone, Default)]
 pub struct LedgerProjector {
     upcasters: Upcasters,
+    batch: Deferred<LedgerBatch>,
+}
+
+/// What the ledger projector keeps while it applies a batch.
+#[derive(Debug, Default)]
+struct LedgerBatch {
+    /// Settlements not written yet, in stream order.
+    entries: Vec<crate::projections::ledger::Entry>,
+    /// The booking period of each period a settlement named (they change only with a close).
+    booking: std::collections::HashMap<String, String>,
+}
+
+impl LedgerProjector {
+    /// Where a settlement that names `period_id` is booked: read once per batch and period.
+    async fn booking_period(&self, transaction: &DatabaseTransaction, period_id: &str) -> Result<String, HandleError> {
+        if let Some(booked) = self.batch.with(|batch| batch.booking.get(period_id).cloned()) {
+            return Ok(booked);
+        }
+        let booked = crate::projections::ledger::booking_period(transaction, period_id).await?;
+        self.batch.with(|batch| batch.booking.insert(period_id.to_owned(), booked.clone()));
+        Ok(booked)
+    }
 }
 
 impl LedgerProjector {
@@ -265,6 +343,16 @@ impl Handler for LedgerProjector {
     }
 
     async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        if delivery.envelope.event_type == InferenceSettled::TYPE {
+            let event: InferenceSettled = delivery.decode(&self.upcasters)?;
+            let period_id = self.booking_period(transaction, &event.period_id).await?;
+            let entry = on_inference_settled::settlement_entry(delivery, event, period_id)?;
+            self.batch.with(|batch| batch.entries.push(entry));
+            return Ok(());
+        }
+        // What follows reads the ledger or moves settlements between periods.
+        self.flush(transaction).await?;
+        self.batch.reset();
         match delivery.envelope.event_type.as_str() {
             SettlementPeriodClosed::TYPE => {
                 let event: SettlementPeriodClosed = delivery.decode(&self.upcasters)?;
@@ -274,10 +362,6 @@ impl Handler for LedgerProjector {
                     tracing::info!(period_id = %event.period_id, moved, "settlements appended during the close go to the next open period");
                 }
                 Ok(())
-            }
-            InferenceSettled::TYPE => {
-                let event: InferenceSettled = delivery.decode(&self.upcasters)?;
-                on_inference_settled::handle(transaction, delivery, event).await
             }
             SettlementReversed::TYPE => {
                 let event: SettlementReversed = delivery.decode(&self.upcasters)?;
@@ -289,6 +373,18 @@ impl Handler for LedgerProjector {
             }
             _ => Ok(()),
         }
+    }
+
+    async fn flush(&self, transaction: &DatabaseTransaction) -> Result<(), HandleError> {
+        let entries = self.batch.with(|batch| std::mem::take(&mut batch.entries));
+        if !entries.is_empty() {
+            crate::projections::ledger::record_all(transaction, entries).await?;
+        }
+        Ok(())
+    }
+
+    fn discard(&self) {
+        self.batch.reset();
     }
 }
 

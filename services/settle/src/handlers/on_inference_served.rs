@@ -31,12 +31,12 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
             format!("producer {:?} may not report inferences of {}", delivery.envelope.producer, model_ids.join(" + ")),
         )));
     }
-    if let Some(earlier) = inferences::find_by_request(transaction, &checked.request_id).await?
-        && earlier.inference_event_id != inference_event_id
+    if let Some(earlier) = settled_event_of(settler, transaction, &checked.request_id).await?
+        && earlier != inference_event_id
     {
         return Err(refuse(Refusal::new(
             "inference.request_conflict",
-            format!("request {:?} was already settled from event {}", checked.request_id, earlier.inference_event_id),
+            format!("request {:?} was already settled from event {earlier}", checked.request_id),
         )));
     }
     let parties = parties(settler, transaction, &checked).await?;
@@ -44,7 +44,7 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
         let datanet_ids: Vec<&str> = parties.datanets.iter().map(|datanet| datanet.datanet_id.as_str()).collect();
         check_receipt_for_model(settler, transaction, receipt, &parties.model_id, &datanet_ids).await?.map_err(refuse)?;
     }
-    let policy = match policies::governing(transaction, checked.settled_model_id(), &checked.base_model_id).await? {
+    let policy = match governing_policy(settler, transaction, &checked).await? {
         Some(row) => row.policy()?,
         None => settler.default_policy.clone(),
     };
@@ -69,10 +69,46 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
         period_id: open_period(settler, delivery).await?,
     };
     append(settler, delivery, &settled).await?;
-    let payload_sha256 = hex::encode(Sha256::digest(&delivery.payload));
-    inferences::insert_settled(transaction, &inference_event_id, &checked.request_id, &payload_sha256, &settlement_id).await?;
+    let row = inferences::settled::Model {
+        inference_event_id: inference_event_id.clone(),
+        request_id: checked.request_id.clone(),
+        payload_sha256: hex::encode(Sha256::digest(&delivery.payload)),
+        settlement_id: Some(settlement_id),
+    };
+    // Written with the rest of the batch (`Settler::flush`).
+    settler.batch.with(|batch| {
+        batch.settled_requests.insert(checked.request_id.clone(), inference_event_id);
+        batch.settled.push(row);
+    });
     metrics::counter!("settle_inferences_settled_total", "currency" => checked.fee.currency.clone()).increment(1);
     Ok(())
+}
+
+/// The inference event `request_id` was settled from, if any: what the batch settled or looked
+/// up (`Settler::prepare`), else the database.
+async fn settled_event_of(settler: &Settler, transaction: &DatabaseTransaction, request_id: &str) -> Result<Option<String>, HandleError> {
+    let known = settler.batch.with(|batch| {
+        batch.settled_requests.get(request_id).cloned().map(Some).or_else(|| batch.looked_up.contains(request_id).then_some(None))
+    });
+    match known {
+        Some(known) => Ok(known),
+        None => Ok(inferences::find_by_request(transaction, request_id).await?.map(|row| row.inference_event_id)),
+    }
+}
+
+/// The policy governing the answer, read once per batch for each pair of models.
+async fn governing_policy(
+    settler: &Settler,
+    transaction: &DatabaseTransaction,
+    checked: &CheckedInference,
+) -> Result<Option<policies::Model>, HandleError> {
+    let key = (checked.settled_model_id().to_owned(), checked.base_model_id.clone());
+    if let Some(policy) = settler.batch.with(|batch| batch.policies.get(&key).cloned()) {
+        return Ok(policy);
+    }
+    let policy = policies::governing(transaction, &key.0, &key.1).await?;
+    settler.batch.with(|batch| batch.policies.insert(key, policy.clone()));
+    Ok(policy)
 }
 
 /// An inference event id seen again: if its body differs from the one settled, that is recorded

@@ -1,4 +1,4 @@
-//! `InferenceSettled` → one balanced ledger transaction; `SettlementAttributed` → the release
+//! `InferenceSettled` → one balanced ledger transaction (written with the rest of its batch); `SettlementAttributed` → the release
 //! of what it held; `SettlementReversed` → its mirror; each booked in its period, or the next
 //! open one when the ledger has seen that period closed (`ledger::booking_period`).
 
@@ -9,7 +9,9 @@ use sea_orm::DatabaseTransaction;
 
 use crate::projections::ledger::{self, Entry, EntryLine, transactions};
 
-pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, event: InferenceSettled) -> Result<(), HandleError> {
+/// The ledger transaction of an `InferenceSettled`, booked in `period_id` (see
+/// `ledger::booking_period`), after checking that its postings balance in the fee's currency.
+pub fn settlement_entry(delivery: &Delivery, event: InferenceSettled, period_id: String) -> Result<Entry, HandleError> {
     let invalid = |code: &'static str, message: String| HandleError::rejected(code, message);
     let fee = event.fee.as_ref().ok_or_else(|| invalid("settlement.fee_missing", "a settlement without a fee".into()))?;
     let fee = Amount::from_proto(fee).map_err(|error| invalid("settlement.fee_invalid", error.to_string()))?;
@@ -24,7 +26,7 @@ pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, even
             inference_event_id: event.inference_event_id,
             request_id: event.request_id,
             model_id: event.model_id,
-            period_id: ledger::booking_period(transaction, &event.period_id).await?,
+            period_id,
             currency: fee.currency.clone(),
             exponent: i32::try_from(fee.exponent).unwrap_or(i32::MAX),
             fee: fee.minor_units.to_string(),
@@ -34,8 +36,7 @@ pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, even
         },
         postings,
     };
-    ledger::record(transaction, entry).await?;
-    Ok(())
+    Ok(entry)
 }
 
 /// Postings read from an event: each with an amount in `like`'s currency and exponent and a

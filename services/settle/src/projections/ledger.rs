@@ -171,41 +171,65 @@ pub struct EntryLine {
 
 /// Records `entry` and moves the balances; `false` when the settlement was recorded before.
 pub async fn record(database: &impl ConnectionTrait, entry: Entry) -> Result<bool, DbErr> {
-    if transactions::Entity::find_by_id(entry.transaction.settlement_id.clone()).one(database).await?.is_some() {
-        return Ok(false);
+    Ok(record_all(database, vec![entry]).await? == 1)
+}
+
+/// Records `entries` (a batch's settlements, in stream order) and moves the balances in a few
+/// statements whatever their number; a settlement recorded before, or twice in `entries`, is
+/// recorded once. Returns how many were new.
+pub async fn record_all(database: &impl ConnectionTrait, entries: Vec<Entry>) -> Result<usize, DbErr> {
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    // A few hundred ids per statement keeps well under either database's parameter bound.
+    for chunk in entries.chunks(500) {
+        let ids = chunk.iter().map(|entry| entry.transaction.settlement_id.clone());
+        let recorded = transactions::Entity::find()
+            .select_only()
+            .column(transactions::Column::SettlementId)
+            .filter(transactions::Column::SettlementId.is_in(ids))
+            .into_tuple::<String>()
+            .all(database)
+            .await?;
+        seen.extend(recorded);
     }
-    let settlement_id = entry.transaction.settlement_id.clone();
-    transactions::Entity::insert(transactions::ActiveModel::from(entry.transaction)).exec_without_returning(database).await?;
-    let lines: Vec<postings::ActiveModel> = entry
-        .postings
-        .iter()
-        .enumerate()
-        .map(|(line, posting)| postings::ActiveModel {
-            settlement_id: Set(settlement_id.clone()),
+    let new: Vec<Entry> = entries.into_iter().filter(|entry| seen.insert(entry.transaction.settlement_id.clone())).collect();
+    if new.is_empty() {
+        return Ok(0);
+    }
+    let mut lines = Vec::new();
+    for entry in &new {
+        lines.extend(entry.postings.iter().enumerate().map(|(line, posting)| postings::ActiveModel {
+            settlement_id: Set(entry.transaction.settlement_id.clone()),
             line: Set(i32::try_from(line).unwrap_or(i32::MAX)),
             account: Set(posting.account.clone()),
             currency: Set(posting.amount.currency.clone()),
             exponent: Set(exponent_column(posting.amount.exponent)),
             amount: Set(posting.amount.minor_units.to_string()),
             datanet_id: Set(posting.datanet_id.clone()),
-        })
-        .collect();
-    if !lines.is_empty() {
-        postings::Entity::insert_many(lines).exec_without_returning(database).await?;
+        }));
     }
-    add_to_balances(database, &entry.postings).await?;
-    Ok(true)
+    let moved: Vec<&EntryLine> = new.iter().flat_map(|entry| &entry.postings).collect();
+    add_to_balances(database, &moved).await?;
+    let recorded = new.len();
+    // 12 columns × 1,000 rows and 7 × 4,000 stay under SQLite's 32,766 bound parameters.
+    for chunk in new.chunks(1_000) {
+        let rows = chunk.iter().map(|entry| transactions::ActiveModel::from(entry.transaction.clone()));
+        transactions::Entity::insert_many(rows).exec_without_returning(database).await?;
+    }
+    for chunk in lines.chunks(4_000) {
+        postings::Entity::insert_many(chunk.to_vec()).exec_without_returning(database).await?;
+    }
+    Ok(recorded)
 }
 
-/// Adds postings to their accounts' balances in two statements whatever their number (this
-/// runs once per settlement, and a statement per posting dominated the consumer's time): one
-/// read of the balances they touch, one upsert of the new ones.
-async fn add_to_balances(database: &impl ConnectionTrait, postings: &[EntryLine]) -> Result<(), DbErr> {
+/// Adds postings to their accounts' balances in two statements whatever their number (a
+/// statement per posting dominated the consumer's time): one read of the balances they touch,
+/// one upsert of the new ones (per few thousand accounts).
+async fn add_to_balances(database: &impl ConnectionTrait, postings: &[&EntryLine]) -> Result<(), DbErr> {
     if postings.is_empty() {
         return Ok(());
     }
     let mut moved: BTreeMap<(String, String), (Amount, i64)> = BTreeMap::new();
-    for EntryLine { account, amount, .. } in postings {
+    for &EntryLine { account, amount, .. } in postings {
         let key = (account.clone(), amount.currency.clone());
         match moved.get_mut(&key) {
             Some((sum, count)) => {
@@ -217,14 +241,12 @@ async fn add_to_balances(database: &impl ConnectionTrait, postings: &[EntryLine]
             }
         }
     }
-    let accounts: BTreeSet<String> = moved.keys().map(|(account, _)| account.clone()).collect();
-    let current: BTreeMap<(String, String), balances::Model> = balances::Entity::find()
-        .filter(balances::Column::Account.is_in(accounts))
-        .all(database)
-        .await?
-        .into_iter()
-        .map(|row| ((row.account.clone(), row.currency.clone()), row))
-        .collect();
+    let accounts: Vec<String> = moved.keys().map(|(account, _)| account.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut current: BTreeMap<(String, String), balances::Model> = BTreeMap::new();
+    for chunk in accounts.chunks(500) {
+        let rows = balances::Entity::find().filter(balances::Column::Account.is_in(chunk.iter().cloned())).all(database).await?;
+        current.extend(rows.into_iter().map(|row| ((row.account.clone(), row.currency.clone()), row)));
+    }
     let mut rows = Vec::with_capacity(moved.len());
     for ((account, currency), (amount, count)) in moved {
         let (balance, postings) = match current.get(&(account.clone(), currency.clone())) {
@@ -242,14 +264,16 @@ async fn add_to_balances(database: &impl ConnectionTrait, postings: &[EntryLine]
             postings: Set(postings),
         });
     }
-    balances::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::columns([balances::Column::Account, balances::Column::Currency])
-                .update_columns([balances::Column::Balance, balances::Column::Postings])
-                .to_owned(),
-        )
-        .exec_without_returning(database)
-        .await?;
+    for chunk in rows.chunks(2_000) {
+        balances::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([balances::Column::Account, balances::Column::Currency])
+                    .update_columns([balances::Column::Balance, balances::Column::Postings])
+                    .to_owned(),
+            )
+            .exec_without_returning(database)
+            .await?;
+    }
     Ok(())
 }
 

@@ -42,22 +42,28 @@ impl Handler for CountingProjection {
         if event.spec.as_ref().is_some_and(|spec| spec.name == "fail-transiently") {
             return Err(HandleError::Transient(anyhow::anyhow!("simulated outage")));
         }
-        let placeholder = match transaction.get_database_backend() {
-            DbBackend::Postgres => "$1",
-            _ => "?",
-        };
-        transaction
-            .execute_raw(Statement::from_sql_and_values(
-                transaction.get_database_backend(),
-                format!(
-                    "INSERT INTO test_counts (aggregate_id, applied) VALUES ({placeholder}, 1) \
-                     ON CONFLICT (aggregate_id) DO UPDATE SET applied = test_counts.applied + 1"
-                ),
-                [event.datanet_id.into()],
-            ))
-            .await?;
+        count_once_more(transaction, &event.datanet_id).await?;
         Ok(())
     }
+}
+
+/// Adds one to the times `aggregate_id` was applied.
+pub async fn count_once_more(transaction: &DatabaseTransaction, aggregate_id: &str) -> Result<(), sea_orm::DbErr> {
+    let placeholder = match transaction.get_database_backend() {
+        DbBackend::Postgres => "$1",
+        _ => "?",
+    };
+    transaction
+        .execute_raw(Statement::from_sql_and_values(
+            transaction.get_database_backend(),
+            format!(
+                "INSERT INTO test_counts (aggregate_id, applied) VALUES ({placeholder}, 1) \
+                 ON CONFLICT (aggregate_id) DO UPDATE SET applied = test_counts.applied + 1"
+            ),
+            [aggregate_id.into()],
+        ))
+        .await?;
+    Ok(())
 }
 
 pub async fn migrate(database: &DatabaseConnection) {
