@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use provenant_bus::{Envelope, Expect};
+use provenant_bus::{Consumer, Envelope, Expect};
 use provenant_events::proto::datanet::v1::{ContributionAccepted, ContributionRejected, RejectionReason};
 use provenant_test_support::Backend;
 use serde_json::{Value, json};
@@ -223,4 +223,107 @@ async fn an_owner_approval_datanet_holds_contributions_until_its_owner_reviews_t
     let nonsense = review(&app.http, &ids[1], json!({ "decision": "maybe" })).await.expect("request");
     assert_eq!(nonsense.status().as_u16(), 422);
     app.stop().await;
+}
+
+/// The contribution projection writes a batch at a time: replaying the log into a fresh
+/// database (submissions and their verdicts in the same batches) gives the live rows, and a
+/// second submission of one contribution id, or a verdict on a contribution nobody submitted,
+/// is refused whether it comes in a batch or alone.
+#[tokio::test]
+async fn rebuilding_the_contribution_projection_from_the_stream_gives_the_same_rows_as_live() {
+    for backend in Backend::ALL {
+        let app = spawn_app(backend).await;
+        let datanet_id = datanet(&app, json!({ "name": "Fortunes", "licence": "CC0-1.0" })).await;
+        let texts = [
+            "The first fortune of six, long enough to pass.",
+            "The second fortune of six, also long enough.",
+            "The third fortune of six, in plain words here.",
+            "The fourth fortune of six, quite unlike the rest.",
+            "The fifth fortune of six, nearly at the end now.",
+            "The sixth fortune of six, the last one of them.",
+        ];
+        let mut ids = Vec::new();
+        for text in texts {
+            let (status, submitted) = submit(&app.bob, &app, &datanet_id, "text/plain", text).await;
+            assert_eq!(status, 202, "{submitted}");
+            ids.push(submitted["contribution_id"].as_str().expect("id").to_owned());
+        }
+        let bus = provenant_bus::Bus::connect(&app.config.bus).await.expect("bus");
+        for (index, id) in ids.iter().enumerate().take(4) {
+            let accepted = ContributionAccepted {
+                contribution_id: id.clone(),
+                datanet_id: datanet_id.clone(),
+                quality_score_ppm: 900_000 + u32::try_from(index).expect("small"),
+                duplicate_cluster_id: format!("cluster-{index}"),
+                cluster_founder: true,
+                ..Default::default()
+            };
+            bus.publish(&Envelope::new(&accepted, "validate"), &accepted, Expect::Any).await.expect("verdict");
+        }
+        let rejected = ContributionRejected {
+            contribution_id: ids[4].clone(),
+            datanet_id: datanet_id.clone(),
+            contributor: None,
+            reasons: vec![RejectionReason { code: "quality.too_short".into(), message: "too short".into(), record_index: None }],
+        };
+        bus.publish(&Envelope::new(&rejected, "validate"), &rejected, Expect::Any).await.expect("verdict");
+        // A verdict on a contribution nobody submitted.
+        let stray =
+            ContributionAccepted { contribution_id: "no-such-contribution".into(), datanet_id: datanet_id.clone(), ..Default::default() };
+        bus.publish(&Envelope::new(&stray, "validate"), &stray, Expect::Any).await.expect("verdict");
+        app.get_until(&format!("/v1/contributions/{}", ids[4]), |_, body| body["status"] == "rejected").await;
+        app.get_until(&format!("/v1/contributions/{}", ids[3]), |_, body| body["status"] == "accepted").await;
+        let (config, live_database) = app.stop().await;
+        // A second submission of the first contribution's id (another event): after the
+        // service stopped, so that it reaches the projection in the replay only.
+        let live = provenant_bus::store::connect(&live_database.url).await.expect("connects");
+        let first = ingest::projections::contributions::find(&live, &ids[0]).await.expect("read").expect("live row");
+        let again = provenant_events::proto::datanet::v1::ContributionSubmitted {
+            contribution_id: ids[0].clone(),
+            datanet_id: datanet_id.clone(),
+            contributor: Some(provenant_events::proto::common::v1::Principal { id: "bob".into(), kind: 1 }),
+            blob: Some(provenant_events::proto::common::v1::BlobRef {
+                sha256: first.content_sha256.clone(),
+                size_bytes: 10,
+                bucket: "contributions".into(),
+                media_type: "text/plain".into(),
+            }),
+            record_format: provenant_events::proto::datanet::v1::RecordFormat::PlainText.into(),
+            record_count: 1,
+            ..Default::default()
+        };
+        bus.publish(&Envelope::new(&again, "ingest"), &again, Expect::Any).await.expect("submitted again");
+
+        let rebuilt_database = live_database.sibling().await.expect("fresh database");
+        let rebuilt = provenant_bus::store::connect(&rebuilt_database.url).await.expect("connects");
+        {
+            use sea_orm_migration::MigratorTrait as _;
+            ingest_migration::Migrator::up(&rebuilt, None).await.expect("migrates");
+        }
+        Consumer::new(bus.clone(), rebuilt.clone(), ingest::handlers::DatanetProjector::new(), config.consumer.clone())
+            .replay()
+            .await
+            .expect("Datanets replayed");
+        let replay = Consumer::new(bus, rebuilt.clone(), ingest::handlers::ContributionProjector::new(), config.consumer.clone())
+            .replay()
+            .await
+            .expect("contributions replayed");
+        assert_eq!((replay.stats.applied, replay.stats.dead_lettered), (11, 2), "{backend:?}: {:?}", replay.stats);
+        let live_rows = rows_of(&live, &ids).await;
+        assert_eq!(live_rows.iter().filter(|row| row.status == "accepted").count(), 4);
+        // Equal rows include the first contribution's: the second submission changed nothing.
+        assert_eq!(rows_of(&rebuilt, &ids).await, live_rows, "{backend:?}");
+        live.close().await.expect("close");
+        rebuilt.close().await.expect("close");
+        live_database.drop_database().await.expect("drop");
+        rebuilt_database.drop_database().await.expect("drop");
+    }
+}
+
+async fn rows_of(database: &sea_orm::DatabaseConnection, ids: &[String]) -> Vec<ingest::projections::contributions::Model> {
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        rows.push(ingest::projections::contributions::find(database, id).await.expect("read").expect("row"));
+    }
+    rows
 }

@@ -1,12 +1,17 @@
 use provenant_bus::{Delivery, HandleError};
 use provenant_events::proto::datanet::v1::{ContributionSubmitted, RecordFormat};
-use sea_orm::{DatabaseTransaction, SqlErr};
+use sea_orm::DatabaseTransaction;
 
+use super::ContributionProjector;
 use crate::domain::datanet::parse_principal_id;
 use crate::projections::contributions::{self, Submitted};
-use crate::projections::datanets;
 
-pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, event: ContributionSubmitted) -> Result<(), HandleError> {
+pub async fn handle(
+    projector: &ContributionProjector,
+    transaction: &DatabaseTransaction,
+    delivery: &Delivery,
+    event: ContributionSubmitted,
+) -> Result<(), HandleError> {
     let contributor = event.contributor.as_ref().map(|contributor| contributor.id.as_str()).unwrap_or_default();
     let contributor = parse_principal_id(contributor).map_err(|error| HandleError::rejected(error.code, error))?;
     let blob = event.blob.as_ref().ok_or_else(|| HandleError::rejected("contribution.blob_missing", "no content reference"))?;
@@ -28,24 +33,15 @@ pub async fn handle(transaction: &DatabaseTransaction, delivery: &Delivery, even
         record_format,
         file_name: Some(event.file_name.as_str()).filter(|name| !name.is_empty()),
     };
-    let Some(datanet) = datanets::find(transaction, &event.datanet_id).await? else {
+    let Some(datanet) = projector.datanet(transaction, &event.datanet_id).await? else {
         // The Datanet's events travel through the other consumer and may not be applied yet.
         return Err(HandleError::Transient(anyhow::anyhow!("Datanet {} not in the read model yet", event.datanet_id)));
     };
-    let awaiting_approval = datanet.contribution_policy == "owner_approval";
-    match contributions::insert_submitted(
-        transaction,
-        submitted,
-        awaiting_approval,
-        delivery.stream_sequence,
-        delivery.envelope.occurred_at,
-    )
-    .await
-    {
-        Ok(()) => Ok(()),
-        Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-            Err(HandleError::rejected("contribution.already_exists", format!("contribution {} exists", event.contribution_id)))
-        }
-        Err(error) => Err(error.into()),
+    if projector.current(transaction, &event.contribution_id).await?.is_some() {
+        return Err(HandleError::rejected("contribution.already_exists", format!("contribution {} exists", event.contribution_id)));
     }
+    let awaiting_approval = datanet.contribution_policy == "owner_approval";
+    // Written with the rest of the batch (`ContributionProjector::flush`).
+    projector.stage(contributions::submitted_row(submitted, awaiting_approval, delivery.stream_sequence, delivery.envelope.occurred_at));
+    Ok(())
 }

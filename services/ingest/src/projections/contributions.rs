@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
-use sea_orm::{ActiveValue::Set, QueryOrder, QuerySelect};
+use sea_orm::{QueryOrder, QuerySelect};
 use serde::Serialize;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
@@ -52,48 +52,38 @@ fn version(sequence: u64) -> i64 {
     i64::try_from(sequence).unwrap_or(i64::MAX)
 }
 
-/// Records a submission as `pending` (validation decides) or `awaiting_approval` (the Datanet's
-/// owner decides first).
-pub async fn insert_submitted(
-    database: &impl ConnectionTrait,
-    submitted: Submitted<'_>,
-    awaiting_approval: bool,
-    sequence: u64,
-    at: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    let row = ActiveModel {
-        id: Set(submitted.id.to_owned()),
-        datanet_id: Set(submitted.datanet_id.to_owned()),
-        contributor_id: Set(submitted.contributor_id.to_owned()),
-        content_sha256: Set(submitted.content_sha256.to_owned()),
-        size_bytes: Set(i64::try_from(submitted.size_bytes).unwrap_or(i64::MAX)),
-        record_count: Set(i32::try_from(submitted.record_count).unwrap_or(i32::MAX)),
-        record_format: Set(submitted.record_format.to_owned()),
-        file_name: Set(submitted.file_name.map(str::to_owned)),
-        status: Set(if awaiting_approval { "awaiting_approval" } else { "pending" }.to_owned()),
-        reasons: Set("[]".to_owned()),
-        quality_score_ppm: Set(None),
-        duplicate_cluster_id: Set(None),
-        flags: Set("[]".to_owned()),
-        version: Set(version(sequence)),
-        submitted_at: Set(at),
-        decided_at: Set(None),
-    };
-    Entity::insert(row).exec_without_returning(database).await?;
-    Ok(())
+/// The row of a submission just made: `pending` (validation decides) or `awaiting_approval`
+/// (the Datanet's owner decides first).
+pub fn submitted_row(submitted: Submitted<'_>, awaiting_approval: bool, sequence: u64, at: DateTime<Utc>) -> Model {
+    Model {
+        id: submitted.id.to_owned(),
+        datanet_id: submitted.datanet_id.to_owned(),
+        contributor_id: submitted.contributor_id.to_owned(),
+        content_sha256: submitted.content_sha256.to_owned(),
+        size_bytes: i64::try_from(submitted.size_bytes).unwrap_or(i64::MAX),
+        record_count: i32::try_from(submitted.record_count).unwrap_or(i32::MAX),
+        record_format: submitted.record_format.to_owned(),
+        file_name: submitted.file_name.map(str::to_owned),
+        status: if awaiting_approval { "awaiting_approval" } else { "pending" }.to_owned(),
+        reasons: "[]".to_owned(),
+        quality_score_ppm: None,
+        duplicate_cluster_id: None,
+        flags: "[]".to_owned(),
+        version: version(sequence),
+        submitted_at: at,
+        decided_at: None,
+    }
 }
 
-/// The owner approved: validation decides next. False when the contribution was not awaiting approval.
-pub async fn mark_approved(database: &impl ConnectionTrait, id: &str, sequence: u64) -> Result<bool, DbErr> {
-    let Some(existing) = Entity::find_by_id(id.to_owned()).one(database).await? else { return Ok(false) };
-    if existing.status != "awaiting_approval" {
-        return Ok(false);
+/// The owner approved: validation decides next. False (and `row` unchanged) when the
+/// contribution was not awaiting approval.
+pub fn approve(row: &mut Model, sequence: u64) -> bool {
+    if row.status != "awaiting_approval" {
+        return false;
     }
-    let mut row: ActiveModel = existing.into();
-    row.status = Set("pending".to_owned());
-    row.version = Set(version(sequence));
-    row.update(database).await?;
-    Ok(true)
+    row.status = "pending".to_owned();
+    row.version = version(sequence);
+    true
 }
 
 /// What validation (or the owner) decided.
@@ -103,32 +93,46 @@ pub enum Decision {
     Rejected { reasons: serde_json::Value },
 }
 
-/// Records a decision; false when the contribution is unknown.
-pub async fn decide(
-    database: &impl ConnectionTrait,
-    id: &str,
-    decision: Decision,
-    sequence: u64,
-    at: DateTime<Utc>,
-) -> Result<bool, DbErr> {
-    let Some(existing) = Entity::find_by_id(id.to_owned()).one(database).await? else { return Ok(false) };
-    let mut row: ActiveModel = existing.into();
+/// Records a decision in `row`.
+pub fn decide(row: &mut Model, decision: Decision, sequence: u64, at: DateTime<Utc>) {
     match decision {
         Decision::Accepted { quality_score_ppm, duplicate_cluster_id, flags } => {
-            row.status = Set("accepted".to_owned());
-            row.quality_score_ppm = Set(Some(i32::try_from(quality_score_ppm).unwrap_or(i32::MAX)));
-            row.duplicate_cluster_id = Set(Some(duplicate_cluster_id));
-            row.flags = Set(serde_json::to_string(&flags).unwrap_or_else(|_| "[]".to_owned()));
+            row.status = "accepted".to_owned();
+            row.quality_score_ppm = Some(i32::try_from(quality_score_ppm).unwrap_or(i32::MAX));
+            row.duplicate_cluster_id = Some(duplicate_cluster_id);
+            row.flags = serde_json::to_string(&flags).unwrap_or_else(|_| "[]".to_owned());
         }
         Decision::Rejected { reasons } => {
-            row.status = Set("rejected".to_owned());
-            row.reasons = Set(reasons.to_string());
+            row.status = "rejected".to_owned();
+            row.reasons = reasons.to_string();
         }
     }
-    row.version = Set(version(sequence));
-    row.decided_at = Set(Some(at));
-    row.update(database).await?;
-    Ok(true)
+    row.version = version(sequence);
+    row.decided_at = Some(at);
+}
+
+/// Writes `rows` (new or changed) whole, a batch's in a statement per few hundred.
+pub async fn save_all(database: &impl ConnectionTrait, rows: Vec<Model>) -> Result<(), DbErr> {
+    use sea_orm::sea_query::OnConflict;
+    use sea_orm::{IntoActiveModel as _, Iterable as _};
+    let changed: Vec<Column> = Column::iter().filter(|column| !matches!(column, Column::Id)).collect();
+    // 16 columns × 500 rows stays under SQLite's 32,766 bound parameters.
+    for chunk in rows.chunks(500) {
+        Entity::insert_many(chunk.iter().cloned().map(Model::into_active_model))
+            .on_conflict(OnConflict::column(Column::Id).update_columns(changed.clone()).to_owned())
+            .exec_without_returning(database)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The stored rows of those of `ids` that exist.
+pub async fn find_all(database: &impl ConnectionTrait, ids: &[String]) -> Result<Vec<Model>, DbErr> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        found.extend(Entity::find().filter(Column::Id.is_in(chunk.iter().cloned())).all(database).await?);
+    }
+    Ok(found)
 }
 
 pub async fn find(database: &impl ConnectionTrait, id: &str) -> Result<Option<Model>, DbErr> {
