@@ -698,23 +698,30 @@ async fn a_settlement_appended_while_its_period_closes_is_reported_in_the_next_o
     assert_ledger_replays(&config, database, &bus, 4, "two settlements and two closes").await;
 }
 
+/// The settle service's bus and database with the catalogue registered and projected (models,
+/// Datanets), for a test that runs the settler itself.
+async fn catalogued(config: &Config) -> (Bus, DatabaseConnection) {
+    let bus = Bus::connect(&BusConfig { producer: "settle".into(), ..config.bus.clone() }).await.expect("bus");
+    bus.declare_streams().await.expect("streams");
+    let db = settle::open_database(&config.database).await.expect("db");
+    register_catalogue(&bus).await;
+    Consumer::new(bus.clone(), db.clone(), settle::handlers::ModelProjector::default(), fast_consumer())
+        .replay()
+        .await
+        .expect("models projected");
+    Consumer::new(bus.clone(), db.clone(), settle::handlers::DatanetProjector::default(), fast_consumer())
+        .replay()
+        .await
+        .expect("datanets projected");
+    (bus, db)
+}
+
 #[tokio::test]
 async fn a_settler_killed_before_or_after_its_commit_settles_each_inference_exactly_once() {
     for point in [CrashPoint::BeforeCommit, CrashPoint::AfterCommitBeforeAck] {
         let (config, database) = config(Backend::Sqlite).await;
-        let bus = Bus::connect(&BusConfig { producer: "settle".into(), ..config.bus.clone() }).await.expect("bus");
-        bus.declare_streams().await.expect("streams");
-        let db = settle::open_database(&config.database).await.expect("db");
-        register_catalogue(&bus).await;
         // The catalogue first, so that the crashing batch holds the inferences.
-        Consumer::new(bus.clone(), db.clone(), settle::handlers::ModelProjector::default(), fast_consumer())
-            .replay()
-            .await
-            .expect("models projected");
-        Consumer::new(bus.clone(), db.clone(), settle::handlers::DatanetProjector::default(), fast_consumer())
-            .replay()
-            .await
-            .expect("datanets projected");
+        let (bus, db) = catalogued(&config).await;
         for index in 0..5 {
             publish(&bus, &served(&format!("req-{index}"), "infer", index % 2 == 1, "100", None)).await;
         }
@@ -743,18 +750,7 @@ async fn a_settler_killed_before_or_after_its_commit_settles_each_inference_exac
 async fn a_batch_holding_two_events_for_one_request_settles_the_first_and_refuses_the_second() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let (config, database) = config(backend).await;
-        let bus = Bus::connect(&BusConfig { producer: "settle".into(), ..config.bus.clone() }).await.expect("bus");
-        bus.declare_streams().await.expect("streams");
-        let db = settle::open_database(&config.database).await.expect("db");
-        register_catalogue(&bus).await;
-        Consumer::new(bus.clone(), db.clone(), settle::handlers::ModelProjector::default(), fast_consumer())
-            .replay()
-            .await
-            .expect("models projected");
-        Consumer::new(bus.clone(), db.clone(), settle::handlers::DatanetProjector::default(), fast_consumer())
-            .replay()
-            .await
-            .expect("datanets projected");
+        let (bus, db) = catalogued(&config).await;
         let first = publish(&bus, &served("req-twice", "infer", false, "100", None)).await;
         publish(&bus, &served("req-once", "infer", true, "40", None)).await;
         publish(&bus, &served("req-twice", "gateway", false, "5", None)).await;
