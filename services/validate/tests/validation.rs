@@ -284,3 +284,37 @@ async fn json_lines_records_are_checked_against_the_datanets_schema() {
     assert_eq!(rejection_codes(&bus, &bad).await, ["record.schema_violation", "record.empty"]);
     running.stop().await;
 }
+
+/// The validator fetches a batch's contents together (`ContributionValidator::prepare`): in one
+/// batch, content that is not in the object store is rejected, and the same content submitted
+/// twice is judged twice from the store.
+#[tokio::test]
+async fn a_batch_of_submissions_is_judged_from_contents_fetched_together() {
+    let (config, database) = config(Backend::Sqlite).await;
+    let bus = Bus::connect(&config.bus).await.expect("bus");
+    bus.declare_streams().await.expect("streams");
+    create_datanet(&bus, "fortunes", PersonalDataAction::Reject).await;
+    let first = submit(&bus, "fortunes", "alice", FORTUNE.as_bytes()).await;
+    let missing_id = uuid::Uuid::now_v7().to_string();
+    let missing = ContributionSubmitted {
+        contribution_id: missing_id.clone(),
+        datanet_id: "fortunes".into(),
+        contributor: Some(Principal { id: "bob".into(), kind: 1 }),
+        blob: Some(BlobRef { sha256: "0".repeat(64), size_bytes: 10, bucket: "contributions".into(), media_type: "text/plain".into() }),
+        licence_spdx: "CC0-1.0".into(),
+        record_format: RecordFormat::PlainText.into(),
+        record_count: 1,
+        file_name: String::new(),
+    };
+    bus.publish(&Envelope::new(&missing, "ingest"), &missing, Expect::NoEvents).await.expect("submitted");
+    let copy = submit(&bus, "fortunes", "carol", FORTUNE.as_bytes()).await;
+    let other = submit(&bus, "fortunes", "dave", b"An entirely different and perfectly fine sentence to accept.").await;
+
+    let running = start(&config).await;
+    assert_eq!(accepted(&bus, &first).await.duplicate_cluster_id, first);
+    assert_eq!(rejection_codes(&bus, &missing_id).await, ["content.missing"]);
+    assert_eq!(accepted(&bus, &copy).await.duplicate_cluster_id, first, "the copy joins the first's cluster");
+    assert_eq!(accepted(&bus, &other).await.duplicate_cluster_id, other);
+    running.stop().await;
+    database.drop_database().await.expect("drop");
+}

@@ -59,7 +59,7 @@ pub async fn judge(
     policy: &policies::Model,
 ) -> Result<(), HandleError> {
     let blob = event.blob.as_ref().ok_or_else(|| HandleError::rejected("contribution.blob_missing", "no content reference"))?;
-    let verdict = match validator.blobs.get(&blob.sha256).await.map_err(|error| HandleError::Transient(error.into()))? {
+    let verdict = match validator.content(&blob.sha256).await.map_err(|error| HandleError::Transient(error.into()))? {
         None => Verdict::Rejected(vec![Reason::new("content.missing", "the content is not in the object store", None)]),
         Some(bytes) => {
             let limits = Limits { min_chars: validator.settings.min_chars, max_bytes: validator.settings.max_record_bytes };
