@@ -367,7 +367,6 @@ impl<H: Handler> Consumer<H> {
         {
             // Shared isolation cannot tell whose write failed: the per-event attempt will.
             warn!(consumer = self.handler.name(), failure = ?failure, "the batch's deferred writes failed, retrying it");
-            self.handler.discard();
             return Ok(None);
         }
         if let Err(failure) = outbox.confirm().await {

@@ -17,6 +17,9 @@
 //! [`Handler::flush`]: crate::Handler::flush
 //! [`Handler::discard`]: crate::Handler::discard
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
 use std::sync::{Mutex, PoisonError};
 
 /// A handler's per-batch state (see the module docs). One consumer applies one batch at a
@@ -51,6 +54,23 @@ impl<T: Default> Deferred<T> {
     }
 }
 
+impl<K: Eq + Hash + Clone, V: Clone> Deferred<HashMap<K, V>> {
+    /// What the batch knows for `key`, else `load`ed now and kept for the rest of the batch: a
+    /// read made once per batch rather than per event. A `prepare` that reads many keys at once
+    /// fills the map (with `None` for a key it found nothing for, when `V` is an `Option`).
+    pub async fn get_or_load<E, Loaded>(&self, key: &K, load: impl FnOnce() -> Loaded) -> Result<V, E>
+    where
+        Loaded: Future<Output = Result<V, E>>,
+    {
+        if let Some(known) = self.with(|known| known.get(key).cloned()) {
+            return Ok(known);
+        }
+        let loaded = load().await?;
+        self.with(|known| known.insert(key.clone(), loaded.clone()));
+        Ok(loaded)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +85,17 @@ mod tests {
         deferred.with(|rows| rows.push(3));
         deferred.reset();
         assert!(deferred.take().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_value_is_loaded_once_per_batch_and_a_failed_load_keeps_nothing() {
+        let known: Deferred<HashMap<&str, u32>> = Deferred::default();
+        let loaded = known.get_or_load(&"a", || async { Ok::<_, ()>(1) }).await;
+        assert_eq!(loaded, Ok(1));
+        assert_eq!(known.get_or_load(&"a", || async { Ok::<_, ()>(2) }).await, Ok(1), "kept, not loaded again");
+        assert_eq!(known.get_or_load(&"b", || async { Err::<u32, _>("down") }).await, Err("down"));
+        assert_eq!(known.get_or_load(&"b", || async { Ok::<_, &str>(3) }).await, Ok(3), "a failed load is retried");
+        known.reset();
+        assert_eq!(known.get_or_load(&"a", || async { Ok::<_, ()>(4) }).await, Ok(4), "a new batch loads again");
     }
 }

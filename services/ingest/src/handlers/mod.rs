@@ -8,7 +8,7 @@ mod on_contribution_submitted;
 mod on_datanet_created;
 mod on_datanet_updated;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use provenant_bus::{Context, Deferred, Delivery, HandleError, Handler, Namespace, Upcasters};
 use provenant_events::Event as _;
@@ -62,60 +62,42 @@ impl Handler for DatanetProjector {
     }
 }
 
-/// Durable consumer of contribution aggregate events into the `contributions` projection.
-/// Contributions and their status. A batch's rows are written together at its end (one read of
-/// the rows its events name, one upsert), so that a submission costs no statement of its own.
+/// Durable consumer of contribution aggregate events into the `contributions` projection. A
+/// batch's rows are written together at its end (one read of the rows its events name, one
+/// upsert), so that a submission costs no statement of its own.
 #[derive(Debug, Clone, Default)]
 pub struct ContributionProjector {
     upcasters: Upcasters,
-    batch: Deferred<ContributionBatch>,
-}
-
-/// What the contribution projector keeps while it applies a batch.
-#[derive(Debug, Default)]
-struct ContributionBatch {
-    /// Rows as the batch has left them, not written yet.
-    staged: BTreeMap<String, contributions::Model>,
-    /// The contributions whose stored rows were read for the whole batch (`prepare`) ...
-    looked_up: HashSet<String>,
-    /// ... those of them that exist, and the rows the batch wrote.
-    stored: HashMap<String, contributions::Model>,
-    /// Datanets read this batch (their contribution policy).
-    datanets: HashMap<String, Option<datanets::Model>>,
+    /// Each contribution the batch names as the batch has left it so far (`None`: none such),
+    /// read for the whole batch in `prepare` or when first asked ...
+    rows: Deferred<HashMap<String, Option<contributions::Model>>>,
+    /// ... those of them it changed, to write at its end ...
+    staged: Deferred<BTreeMap<String, contributions::Model>>,
+    /// ... and the Datanets it read (their contribution policy).
+    datanets: Deferred<HashMap<String, Option<datanets::Model>>>,
 }
 
 impl ContributionProjector {
     pub const NAME: &'static str = "ingest-contributions";
 
     pub fn new() -> ContributionProjector {
-        ContributionProjector { upcasters: Upcasters::contract(), batch: Deferred::default() }
+        ContributionProjector { upcasters: Upcasters::contract(), ..ContributionProjector::default() }
     }
 
-    /// Contribution `id` as the batch has left it so far: staged, else as stored.
+    /// Contribution `id` as the batch has left it so far.
     pub(crate) async fn current(&self, transaction: &DatabaseTransaction, id: &str) -> Result<Option<contributions::Model>, DbErr> {
-        let known = self.batch.with(|batch| {
-            let row = batch.staged.get(id).or_else(|| batch.stored.get(id)).cloned();
-            row.map(Some).or_else(|| batch.looked_up.contains(id).then_some(None))
-        });
-        match known {
-            Some(known) => Ok(known),
-            None => contributions::find(transaction, id).await,
-        }
+        self.rows.get_or_load(&id.to_owned(), || contributions::find(transaction, id)).await
     }
 
     /// Keeps `row` (new or changed) for the end of the batch.
     pub(crate) fn stage(&self, row: contributions::Model) {
-        self.batch.with(|batch| batch.staged.insert(row.id.clone(), row));
+        self.rows.with(|rows| rows.insert(row.id.clone(), Some(row.clone())));
+        self.staged.with(|staged| staged.insert(row.id.clone(), row));
     }
 
     /// Datanet `id`, read once per batch.
     pub(crate) async fn datanet(&self, transaction: &DatabaseTransaction, id: &str) -> Result<Option<datanets::Model>, DbErr> {
-        if let Some(known) = self.batch.with(|batch| batch.datanets.get(id).cloned()) {
-            return Ok(known);
-        }
-        let found = datanets::find(transaction, id).await?;
-        self.batch.with(|batch| batch.datanets.insert(id.to_owned(), found.clone()));
-        Ok(found)
+        self.datanets.get_or_load(&id.to_owned(), || datanets::find(transaction, id)).await
     }
 }
 
@@ -137,9 +119,9 @@ impl Handler for ContributionProjector {
         // looked up on its own.
         let ids: Vec<String> = deliveries.iter().map(|delivery| delivery.envelope.aggregate_id.clone()).collect();
         let stored = contributions::find_all(transaction, &ids).await?;
-        self.batch.with(|batch| {
-            batch.looked_up.extend(ids);
-            batch.stored.extend(stored.into_iter().map(|row| (row.id.clone(), row)));
+        self.rows.with(|rows| {
+            rows.extend(ids.into_iter().map(|id| (id, None)));
+            rows.extend(stored.into_iter().map(|row| (row.id.clone(), Some(row))));
         });
         Ok(())
     }
@@ -163,13 +145,13 @@ impl Handler for ContributionProjector {
     }
 
     async fn flush(&self, transaction: &DatabaseTransaction) -> Result<(), HandleError> {
-        let staged = self.batch.with(|batch| std::mem::take(&mut batch.staged));
-        contributions::save_all(transaction, staged.values().cloned().collect()).await?;
-        self.batch.with(|batch| batch.stored.extend(staged));
+        contributions::save_all(transaction, self.staged.take().into_values().collect()).await?;
         Ok(())
     }
 
     fn discard(&self) {
-        self.batch.reset();
+        self.rows.reset();
+        self.staged.reset();
+        self.datanets.reset();
     }
 }

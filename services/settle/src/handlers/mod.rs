@@ -14,6 +14,8 @@ mod on_inference_attributed;
 mod on_inference_served;
 mod on_inference_settled;
 
+use std::collections::HashMap;
+
 use provenant_bus::{Bus, Context, Deferred, Delivery, HandleError, Handler, Namespace, Upcasters};
 use provenant_events::Event as _;
 use provenant_events::proto::datanet::v1::DatanetCreated;
@@ -200,22 +202,15 @@ pub struct Settler {
     pub(crate) upcasters: Upcasters,
     /// Models and Datanet owners, asked for with every inference and never changed.
     pub(crate) catalog: std::sync::Arc<catalog::Cache>,
-    pub(crate) batch: Deferred<SettlerBatch>,
-}
-
-/// What the settler keeps while it applies a batch, so that a batch of settlements costs a few
-/// statements rather than three per settlement.
-#[derive(Debug, Default)]
-pub(crate) struct SettlerBatch {
-    /// Settled inferences not written yet.
-    pub(crate) settled: Vec<crate::projections::inferences::settled::Model>,
-    /// The requests whose settled event was looked up for the whole batch (`prepare`) ...
-    pub(crate) looked_up: std::collections::HashSet<String>,
-    /// ... and, of those and of the batch's own settlements, the event each was settled from.
-    pub(crate) settled_requests: std::collections::HashMap<String, String>,
-    /// The policy governing each (settled model, base model) answer, read once per batch: a
-    /// policy set meanwhile governs the next batch, as it would a later event.
-    pub(crate) policies: std::collections::HashMap<(String, String), Option<policies::Model>>,
+    /// What the settler keeps while it applies a batch, so that a batch of settlements costs a
+    /// few statements rather than three per settlement: settled inferences not written yet ...
+    pub(crate) settled: Deferred<Vec<crate::projections::inferences::settled::Model>>,
+    /// ... the event each request was settled from (`None`: not settled), read for the whole
+    /// batch in `prepare` or when first asked, and set by the batch's own settlements ...
+    pub(crate) requests: Deferred<HashMap<String, Option<String>>>,
+    /// ... and the policy governing each (settled model, base model) answer, read once per
+    /// batch: a policy set meanwhile governs the next batch, as it would a later event.
+    pub(crate) policies: Deferred<HashMap<(String, String), Option<policies::Model>>>,
 }
 
 impl Settler {
@@ -229,7 +224,9 @@ impl Settler {
             default_policy,
             upcasters: Upcasters::contract(),
             catalog: std::sync::Arc::default(),
-            batch: Deferred::default(),
+            settled: Deferred::default(),
+            requests: Deferred::default(),
+            policies: Deferred::default(),
         })
     }
 }
@@ -255,9 +252,9 @@ impl Handler for Settler {
             .map(|delivery| delivery.envelope.aggregate_id.clone())
             .collect();
         let settled = crate::projections::inferences::find_by_requests(transaction, &requests).await?;
-        self.batch.with(|batch| {
-            batch.looked_up.extend(requests);
-            batch.settled_requests.extend(settled.into_iter().map(|row| (row.request_id, row.inference_event_id)));
+        self.requests.with(|known| {
+            known.extend(requests.into_iter().map(|request| (request, None)));
+            known.extend(settled.into_iter().map(|row| (row.request_id, Some(row.inference_event_id))));
         });
         Ok(())
     }
@@ -280,13 +277,14 @@ impl Handler for Settler {
     }
 
     async fn flush(&self, transaction: &DatabaseTransaction) -> Result<(), HandleError> {
-        let settled = self.batch.with(|batch| std::mem::take(&mut batch.settled));
-        crate::projections::inferences::insert_settled(transaction, settled).await?;
+        crate::projections::inferences::insert_settled(transaction, self.settled.take()).await?;
         Ok(())
     }
 
     fn discard(&self) {
-        self.batch.reset();
+        self.settled.reset();
+        self.requests.reset();
+        self.policies.reset();
     }
 }
 
@@ -301,28 +299,11 @@ impl Handler for Settler {
 #[derive(Debug, Clone, Default)]
 pub struct LedgerProjector {
     upcasters: Upcasters,
-    batch: Deferred<LedgerBatch>,
-}
-
-/// What the ledger projector keeps while it applies a batch.
-#[derive(Debug, Default)]
-struct LedgerBatch {
-    /// Settlements not written yet, in stream order.
-    entries: Vec<crate::projections::ledger::Entry>,
-    /// The booking period of each period a settlement named (they change only with a close).
-    booking: std::collections::HashMap<String, String>,
-}
-
-impl LedgerProjector {
-    /// Where a settlement that names `period_id` is booked: read once per batch and period.
-    async fn booking_period(&self, transaction: &DatabaseTransaction, period_id: &str) -> Result<String, HandleError> {
-        if let Some(booked) = self.batch.with(|batch| batch.booking.get(period_id).cloned()) {
-            return Ok(booked);
-        }
-        let booked = crate::projections::ledger::booking_period(transaction, period_id).await?;
-        self.batch.with(|batch| batch.booking.insert(period_id.to_owned(), booked.clone()));
-        Ok(booked)
-    }
+    /// Settlements not written yet, in stream order ...
+    entries: Deferred<Vec<crate::projections::ledger::Entry>>,
+    /// ... and the booking period of each period a settlement named (they change only with a
+    /// close, which writes and forgets both first).
+    booking: Deferred<HashMap<String, String>>,
 }
 
 impl LedgerProjector {
@@ -345,14 +326,15 @@ impl Handler for LedgerProjector {
     async fn handle(&self, transaction: &DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
         if delivery.envelope.event_type == InferenceSettled::TYPE {
             let event: InferenceSettled = delivery.decode(&self.upcasters)?;
-            let period_id = self.booking_period(transaction, &event.period_id).await?;
+            let named = &event.period_id;
+            let period_id = self.booking.get_or_load(named, || crate::projections::ledger::booking_period(transaction, named)).await?;
             let entry = on_inference_settled::settlement_entry(delivery, event, period_id)?;
-            self.batch.with(|batch| batch.entries.push(entry));
+            self.entries.with(|entries| entries.push(entry));
             return Ok(());
         }
         // What follows reads the ledger or moves settlements between periods.
         self.flush(transaction).await?;
-        self.batch.reset();
+        self.booking.reset();
         match delivery.envelope.event_type.as_str() {
             SettlementPeriodClosed::TYPE => {
                 let event: SettlementPeriodClosed = delivery.decode(&self.upcasters)?;
@@ -376,7 +358,7 @@ impl Handler for LedgerProjector {
     }
 
     async fn flush(&self, transaction: &DatabaseTransaction) -> Result<(), HandleError> {
-        let entries = self.batch.with(|batch| std::mem::take(&mut batch.entries));
+        let entries = self.entries.take();
         if !entries.is_empty() {
             crate::projections::ledger::record_all(transaction, entries).await?;
         }
@@ -384,7 +366,8 @@ impl Handler for LedgerProjector {
     }
 
     fn discard(&self) {
-        self.batch.reset();
+        self.entries.reset();
+        self.booking.reset();
     }
 }
 

@@ -76,10 +76,8 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
         settlement_id: Some(settlement_id),
     };
     // Written with the rest of the batch (`Settler::flush`).
-    settler.batch.with(|batch| {
-        batch.settled_requests.insert(checked.request_id.clone(), inference_event_id);
-        batch.settled.push(row);
-    });
+    settler.requests.with(|known| known.insert(checked.request_id.clone(), Some(inference_event_id)));
+    settler.settled.with(|settled| settled.push(row));
     metrics::counter!("settle_inferences_settled_total", "currency" => checked.fee.currency.clone()).increment(1);
     Ok(())
 }
@@ -87,13 +85,9 @@ pub async fn handle(settler: &Settler, transaction: &DatabaseTransaction, delive
 /// The inference event `request_id` was settled from, if any: what the batch settled or looked
 /// up (`Settler::prepare`), else the database.
 async fn settled_event_of(settler: &Settler, transaction: &DatabaseTransaction, request_id: &str) -> Result<Option<String>, HandleError> {
-    let known = settler.batch.with(|batch| {
-        batch.settled_requests.get(request_id).cloned().map(Some).or_else(|| batch.looked_up.contains(request_id).then_some(None))
-    });
-    match known {
-        Some(known) => Ok(known),
-        None => Ok(inferences::find_by_request(transaction, request_id).await?.map(|row| row.inference_event_id)),
-    }
+    let load =
+        || async { Ok::<_, sea_orm::DbErr>(inferences::find_by_request(transaction, request_id).await?.map(|row| row.inference_event_id)) };
+    Ok(settler.requests.get_or_load(&request_id.to_owned(), load).await?)
 }
 
 /// The policy governing the answer, read once per batch for each pair of models.
@@ -103,12 +97,7 @@ async fn governing_policy(
     checked: &CheckedInference,
 ) -> Result<Option<policies::Model>, HandleError> {
     let key = (checked.settled_model_id().to_owned(), checked.base_model_id.clone());
-    if let Some(policy) = settler.batch.with(|batch| batch.policies.get(&key).cloned()) {
-        return Ok(policy);
-    }
-    let policy = policies::governing(transaction, &key.0, &key.1).await?;
-    settler.batch.with(|batch| batch.policies.insert(key, policy.clone()));
-    Ok(policy)
+    Ok(settler.policies.get_or_load(&key, || policies::governing(transaction, &key.0, &key.1)).await?)
 }
 
 /// An inference event id seen again: if its body differs from the one settled, that is recorded
