@@ -197,8 +197,9 @@ async fn fill_period(database: &sea_orm::DatabaseConnection, period: Period, cou
         let mut lines = Vec::with_capacity((end - start) * 6);
         for index in start..end {
             let id = format!("settlement-{index:09}");
+            let stream_sequence = i64::try_from(index).unwrap_or(i64::MAX) + 1;
             rows.push(transactions::ActiveModel {
-                settlement_id: Set(id.clone()),
+                settlement_id: Set(id),
                 kind: Set("inference".into()),
                 inference_event_id: Set(format!("event-{index:09}")),
                 request_id: Set(format!("request-{index:09}")),
@@ -209,12 +210,12 @@ async fn fill_period(database: &sea_orm::DatabaseConnection, period: Period, cou
                 fee: Set("1000".into()),
                 policy_version: Set(0),
                 occurred_at: Set("2026-10-15T12:00:00.000000Z".into()),
-                stream_sequence: Set(i64::try_from(index).unwrap_or(i64::MAX) + 1),
+                stream_sequence: Set(stream_sequence),
             });
             let amounts = ["-1000", "100", "200", "100", "480", "120"];
             for (line, (account, amount)) in std::iter::once("fees:caller:c").chain(accounts).zip(amounts).enumerate() {
                 lines.push(postings::ActiveModel {
-                    settlement_id: Set(id.clone()),
+                    stream_sequence: Set(stream_sequence),
                     line: Set(i32::try_from(line).unwrap_or(0)),
                     account: Set(account.into()),
                     currency: Set("EUR".into()),

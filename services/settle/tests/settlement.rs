@@ -219,7 +219,7 @@ async fn ledger_rows(database: &DatabaseConnection) -> (Vec<transactions::Model>
     // Stream positions differ in nothing here, but compare what the ledger says, not where.
     rebuilt_transactions.iter_mut().for_each(|row| row.stream_sequence = 0);
     let lines = postings::Entity::find()
-        .order_by_asc(postings::Column::SettlementId)
+        .order_by_asc(postings::Column::StreamSequence)
         .order_by_asc(postings::Column::Line)
         .all(database)
         .await

@@ -199,17 +199,17 @@ impl<H: Handler> Consumer<H> {
     /// Applies events until `shutdown` resolves, then finishes the batch in hand (its commit
     /// and acks) and returns. Messages prefetched but not started are redelivered later.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<ConsumerStats, Error> {
-        let messages = self.pull_consumer(true).await?;
-        let mut batches = messages.ready_chunks(self.config.batch_size.max(1));
+        let mut incoming = self.pull_consumer(true).await?.fuse();
         let mut stats = ConsumerStats::default();
         tokio::pin!(shutdown);
         loop {
-            let batch = tokio::select! {
+            let first = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                batch = batches.next() => batch,
+                first = incoming.next() => first,
             };
-            let Some(batch) = batch else { break };
+            let Some(first) = first else { break };
+            let batch = fill_batch(first, &mut incoming, self.config.batch_size).await;
             let mut messages = Vec::with_capacity(batch.len());
             for item in batch {
                 match item {
@@ -238,9 +238,9 @@ impl<H: Handler> Consumer<H> {
         if last == 0 {
             return Ok(Replay { stats, last_sequence: 0 });
         }
-        let messages = self.pull_consumer(false).await?;
-        let mut batches = messages.ready_chunks(self.config.batch_size.max(1));
-        while let Some(batch) = batches.next().await {
+        let mut incoming = self.pull_consumer(false).await?.fuse();
+        while let Some(first) = incoming.next().await {
+            let batch = fill_batch(first, &mut incoming, self.config.batch_size).await;
             let mut messages = Vec::with_capacity(batch.len());
             let mut caught_up = false;
             for message in batch.into_iter().flatten() {
@@ -567,6 +567,36 @@ impl<H: Handler> Consumer<H> {
 pub struct Replay {
     pub stats: ConsumerStats,
     pub last_sequence: u64,
+}
+
+/// How long a batch waits for more messages while the server says more are pending for the
+/// consumer. One read of the socket often holds a fraction of what the server sent, and each
+/// batch costs a commit (and, on SQLite, a turn at the file's one write lock): a busy consumer
+/// should commit full batches. An idle one never waits, since nothing is pending.
+const BATCH_LINGER: Duration = Duration::from_millis(5);
+
+/// A batch of at most `size` items: `first`, what is ready, and, while the server reports more
+/// pending, what arrives within [`BATCH_LINGER`].
+async fn fill_batch<S>(first: S::Item, incoming: &mut S, size: usize) -> Vec<S::Item>
+where
+    S: futures::Stream<Item = Result<Message, pull::MessagesError>> + futures::stream::FusedStream + Unpin,
+{
+    use futures::FutureExt as _;
+    let deadline = tokio::time::Instant::now() + BATCH_LINGER;
+    let mut batch = vec![first];
+    while batch.len() < size {
+        let more_pending = matches!(batch.last(), Some(Ok(message)) if message.info().is_ok_and(|info| info.pending > 0));
+        let next = if more_pending {
+            tokio::time::timeout_at(deadline, incoming.next()).await.ok().flatten()
+        } else {
+            incoming.next().now_or_never().flatten()
+        };
+        match next {
+            Some(item) => batch.push(item),
+            None => break,
+        }
+    }
+    batch
 }
 
 /// Runs `consumer` until `shutdown` fires, and fires `shutdown` when the consumer stops on its

@@ -9,6 +9,7 @@ mod m20261127_000003_index_transactions_by_request;
 mod m20261127_000004_create_ledger_closed_periods;
 mod m20261206_000005_datanet_of_postings;
 mod m20261206_000006_create_settle_indexes;
+mod m20261206_000007_postings_by_sequence;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_create_ledger_closed_periods::Migration),
             Box::new(m20261206_000005_datanet_of_postings::Migration),
             Box::new(m20261206_000006_create_settle_indexes::Migration),
+            Box::new(m20261206_000007_postings_by_sequence::Migration),
         ]
     }
 }

@@ -47,10 +47,12 @@ pub mod postings {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// Keyed by its transaction's stream sequence (unique: each transaction comes from one
+    /// event), so that new postings are appended rather than scattered (see migration 7).
     #[sea_orm(table_name = "ledger_postings")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
-        pub settlement_id: String,
+        pub stream_sequence: i64,
         #[sea_orm(primary_key, auto_increment = false)]
         pub line: i32,
         pub account: String,
@@ -198,7 +200,7 @@ pub async fn record_all(database: &impl ConnectionTrait, entries: Vec<Entry>) ->
     let mut lines = Vec::new();
     for entry in &new {
         lines.extend(entry.postings.iter().enumerate().map(|(line, posting)| postings::ActiveModel {
-            settlement_id: Set(entry.transaction.settlement_id.clone()),
+            stream_sequence: Set(entry.transaction.stream_sequence),
             line: Set(i32::try_from(line).unwrap_or(i32::MAX)),
             account: Set(posting.account.clone()),
             currency: Set(posting.amount.currency.clone()),
@@ -285,7 +287,7 @@ pub async fn find_transaction(
         return Ok(None);
     };
     let lines = postings::Entity::find()
-        .filter(postings::Column::SettlementId.eq(settlement_id))
+        .filter(postings::Column::StreamSequence.eq(transaction.stream_sequence))
         .order_by_asc(postings::Column::Line)
         .all(database)
         .await?;
@@ -395,7 +397,7 @@ pub async fn period_transactions(
         .from_as(postings::Entity, p.clone())
         .inner_join(
             transactions::Entity,
-            Expr::col((transactions::Entity, transactions::Column::SettlementId)).equals((p.clone(), postings::Column::SettlementId)),
+            Expr::col((transactions::Entity, transactions::Column::StreamSequence)).equals((p.clone(), postings::Column::StreamSequence)),
         )
         .and_where(Expr::col((transactions::Entity, transactions::Column::PeriodId)).eq(period_id))
         .and_where(Expr::col((transactions::Entity, transactions::Column::StreamSequence)).lte(through))
@@ -422,23 +424,23 @@ async fn with_postings(
     database: &impl ConnectionTrait,
     settled: Vec<transactions::Model>,
 ) -> Result<Vec<(transactions::Model, Vec<postings::Model>)>, DbErr> {
-    let mut lines: std::collections::HashMap<String, Vec<postings::Model>> = std::collections::HashMap::new();
+    let mut lines: std::collections::HashMap<i64, Vec<postings::Model>> = std::collections::HashMap::new();
     // In chunks, so that no statement carries more parameters than a database accepts.
     for chunk in settled.chunks(500) {
         let rows = postings::Entity::find()
-            .filter(postings::Column::SettlementId.is_in(chunk.iter().map(|row| row.settlement_id.clone())))
-            .order_by_asc(postings::Column::SettlementId)
+            .filter(postings::Column::StreamSequence.is_in(chunk.iter().map(|row| row.stream_sequence)))
+            .order_by_asc(postings::Column::StreamSequence)
             .order_by_asc(postings::Column::Line)
             .all(database)
             .await?;
         for row in rows {
-            lines.entry(row.settlement_id.clone()).or_default().push(row);
+            lines.entry(row.stream_sequence).or_default().push(row);
         }
     }
     Ok(settled
         .into_iter()
         .map(|row| {
-            let postings = lines.remove(&row.settlement_id).unwrap_or_default();
+            let postings = lines.remove(&row.stream_sequence).unwrap_or_default();
             (row, postings)
         })
         .collect())
