@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use clap::Parser;
 use futures::StreamExt as _;
-use provenant_bus::{Bus, Consumer, ConsumerConfig, Envelope, Expect};
+use provenant_bus::{Bus, Consumer, Envelope, Expect};
 use provenant_events::proto::common::v1::{BlobRef, Money, Principal};
 use provenant_events::proto::datanet::v1::DatanetCreated;
 use provenant_events::proto::inference::v1::{AttributionReceipt, ContributorShare, InferenceServed};
@@ -58,10 +58,6 @@ const BASE: &str = "bench-base";
 
 fn digest(seed: char) -> String {
     seed.to_string().repeat(64)
-}
-
-fn consumer_config() -> ConsumerConfig {
-    ConsumerConfig { batch_size: 256, ack_wait_seconds: 30, max_deliver: 8, initial_backoff_ms: 100, max_backoff_ms: 2_000 }
 }
 
 /// One Datanet, one base model, and `events` inference events with receipts.
@@ -135,7 +131,8 @@ async fn database_url(postgres: Option<&str>, folder: &std::path::Path, label: &
 }
 
 /// Settlements per second from published events to booked ledger transactions.
-async fn settle_run(arguments: &Arguments, settings: &settle::configuration::SettlementConfig, database_url: &str) -> anyhow::Result<f64> {
+async fn settle_run(arguments: &Arguments, config: &settle::Config, database_url: &str) -> anyhow::Result<f64> {
+    let consumer_config = || config.consumer.clone();
     let bus = fresh_bus(&arguments.nats_url, "settle").await?;
     publish_events(&bus, arguments.events).await?;
     let database = provenant_bus::store::connect(database_url).await?;
@@ -145,7 +142,7 @@ async fn settle_run(arguments: &Arguments, settings: &settle::configuration::Set
     Consumer::new(bus.clone(), database.clone(), IndexProjector::default(), consumer_config()).replay().await?;
     let shutdown = Shutdown::new();
     let started = Instant::now();
-    let settler = Consumer::new(bus.clone(), database.clone(), Settler::new(bus.clone(), settings.clone())?, consumer_config());
+    let settler = Consumer::new(bus.clone(), database.clone(), Settler::new(bus.clone(), config.settlement.clone())?, consumer_config());
     let ledger_projector = Consumer::new(bus.clone(), database.clone(), LedgerProjector::default(), consumer_config());
     let settler = tokio::spawn(provenant_bus::run_until_stopped(settler, shutdown.clone()));
     let ledger_projector = tokio::spawn(provenant_bus::run_until_stopped(ledger_projector, shutdown.clone()));
@@ -279,7 +276,9 @@ async fn main() -> anyhow::Result<()> {
     let telemetry_config = provenant_telemetry::TelemetryConfig { log_filter: "warn".into(), ..Default::default() };
     let _telemetry = provenant_telemetry::init("settle-bench", &telemetry_config)?;
     let layers = provenant_config::Layers { directory: "/nonexistent".into(), environment: "bench".into() };
-    let config: settle::Config = provenant_config::load_with(settle::BASE_YAML, &layers, std::iter::empty())?;
+    // The service's own settings (its consumers' batch size among them), which
+    // `PROVENANT_<SECTION>__<KEY>` variables override as they do for the service.
+    let config: settle::Config = provenant_config::load_with(settle::BASE_YAML, &layers, std::env::vars())?;
     let folder = tempfile::tempdir()?;
     let load_before = provenant_load_tests::load_average();
     let mut backends = vec![("sqlite", None)];
@@ -295,7 +294,7 @@ async fn main() -> anyhow::Result<()> {
         for (name, postgres) in &backends {
             eprintln!("round {}: {} events settled into {name}", repeat + 1, arguments.events);
             let url = database_url(*postgres, folder.path(), name).await?;
-            runs.entry(name).or_default().push(settle_run(&arguments, &config.settlement, &url).await?);
+            runs.entry(name).or_default().push(settle_run(&arguments, &config, &url).await?);
         }
     }
     let raw_median = median(&raw_runs);
@@ -318,6 +317,7 @@ async fn main() -> anyhow::Result<()> {
         "benchmark": "settle",
         "machine": machine_load(&load_before),
         "events_per_run": arguments.events,
+        "consumer": config.consumer,
         "repeats": arguments.repeats,
         "raw_consume": {"runs_per_second": raw_runs, "median_per_second": raw_median},
         "settled": settled,
