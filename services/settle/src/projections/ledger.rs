@@ -46,9 +46,10 @@ pub mod transactions {
 pub mod postings {
     use sea_orm::entity::prelude::*;
 
+    /// A posting, keyed by its transaction's stream sequence (unique: each transaction comes
+    /// from one event of the settlement stream), so that new postings are appended rather than
+    /// scattered (see migration 7), and its line.
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    /// Keyed by its transaction's stream sequence (unique: each transaction comes from one
-    /// event), so that new postings are appended rather than scattered (see migration 7).
     #[sea_orm(table_name = "ledger_postings")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
