@@ -8,7 +8,7 @@ mod on_contribution_submitted;
 mod on_datanet_created;
 mod on_datanet_updated;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use provenant_bus::{Context, Deferred, Delivery, HandleError, Handler, Namespace, Upcasters};
 use provenant_events::Event as _;
@@ -71,8 +71,8 @@ pub struct ContributionProjector {
     /// Each contribution the batch names as the batch has left it so far (`None`: none such),
     /// read for the whole batch in `prepare` or when first asked ...
     rows: Deferred<HashMap<String, Option<contributions::Model>>>,
-    /// ... those of them it changed, to write at its end ...
-    staged: Deferred<BTreeMap<String, contributions::Model>>,
+    /// ... the ids of those it changed, to write at its end ...
+    staged: Deferred<BTreeSet<String>>,
     /// ... and the Datanets it read (their contribution policy).
     datanets: Deferred<HashMap<String, Option<datanets::Model>>>,
 }
@@ -91,8 +91,8 @@ impl ContributionProjector {
 
     /// Keeps `row` (new or changed) for the end of the batch.
     pub(crate) fn stage(&self, row: contributions::Model) {
-        self.rows.with(|rows| rows.insert(row.id.clone(), Some(row.clone())));
-        self.staged.with(|staged| staged.insert(row.id.clone(), row));
+        self.staged.with(|staged| staged.insert(row.id.clone()));
+        self.rows.with(|rows| rows.insert(row.id.clone(), Some(row)));
     }
 
     /// Datanet `id`, read once per batch.
@@ -145,7 +145,9 @@ impl Handler for ContributionProjector {
     }
 
     async fn flush(&self, transaction: &DatabaseTransaction) -> Result<(), HandleError> {
-        contributions::save_all(transaction, self.staged.take().into_values().collect()).await?;
+        let staged = self.staged.take();
+        let rows = self.rows.with(|rows| staged.iter().filter_map(|id| rows.get(id).cloned().flatten()).collect());
+        contributions::save_all(transaction, rows).await?;
         Ok(())
     }
 
