@@ -135,20 +135,22 @@ async fn settle_run(arguments: &Arguments, config: &settle::Config, database_url
     let consumer_config = || config.consumer.clone();
     let bus = fresh_bus(&arguments.nats_url, "settle").await?;
     publish_events(&bus, arguments.events).await?;
-    let database = provenant_bus::store::connect(database_url).await?;
-    <settle_migration::Migrator as sea_orm_migration::MigratorTrait>::up(&database, None).await?;
+    // The service's stores: on SQLite, the ledger's file beside the settler's.
+    let mut config = config.clone();
+    config.database.url = provenant_config::Secret::new(database_url.to_owned());
+    let settle::Databases { settler: database, ledger: ledger_database } = settle::open_databases(&config).await?;
     Consumer::new(bus.clone(), database.clone(), ModelProjector::default(), consumer_config()).replay().await?;
     Consumer::new(bus.clone(), database.clone(), DatanetProjector::default(), consumer_config()).replay().await?;
     Consumer::new(bus.clone(), database.clone(), IndexProjector::default(), consumer_config()).replay().await?;
     let shutdown = Shutdown::new();
     let started = Instant::now();
     let settler = Consumer::new(bus.clone(), database.clone(), Settler::new(bus.clone(), config.settlement.clone())?, consumer_config());
-    let ledger_projector = Consumer::new(bus.clone(), database.clone(), LedgerProjector::default(), consumer_config());
+    let ledger_projector = Consumer::new(bus.clone(), ledger_database.clone(), LedgerProjector::default(), consumer_config());
     let settler = tokio::spawn(provenant_bus::run_until_stopped(settler, shutdown.clone()));
     let ledger_projector = tokio::spawn(provenant_bus::run_until_stopped(ledger_projector, shutdown.clone()));
     let expected = arguments.events as u64;
     loop {
-        if ledger::count_transactions(&database).await? >= expected {
+        if ledger::count_transactions(&ledger_database).await? >= expected {
             break;
         }
         anyhow::ensure!(started.elapsed() < Duration::from_secs(1_800), "the ledger never reached {expected} settlements");
@@ -158,7 +160,7 @@ async fn settle_run(arguments: &Arguments, config: &settle::Config, database_url
     shutdown.cancel();
     settler.await??;
     ledger_projector.await??;
-    database.close().await?;
+    settle::Databases { settler: database, ledger: ledger_database }.close().await?;
     Ok(arguments.events as f64 / elapsed)
 }
 

@@ -27,4 +27,4 @@ pub mod reports;
 mod startup;
 
 pub use configuration::{BASE_YAML, Config};
-pub use startup::{Application, open_database};
+pub use startup::{Application, Databases, open_database, open_databases};

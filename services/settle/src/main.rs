@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
         return provenant_runtime::print_config(&config);
     }
     if std::env::args().any(|argument| argument == "--migrate-only") {
-        return Ok(settle::open_database(&config.database).await?.close().await?);
+        return Ok(settle::open_databases(&config).await?.close().await?);
     }
     let telemetry = provenant_telemetry::init("settle", &config.telemetry)?;
     let app = settle::Application::build(config).await?; // connect, declare streams, bind

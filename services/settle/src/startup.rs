@@ -16,7 +16,7 @@ use crate::handlers::{DatanetProjector, IndexProjector, LedgerProjector, ModelPr
 pub struct Application {
     config: Config,
     frame: ServiceFrame,
-    database: DatabaseConnection,
+    databases: Databases,
     directory: Arc<Directory>,
     settler: Settler,
 }
@@ -27,19 +27,22 @@ impl Application {
         let directory = Arc::new(Directory::from_config(&config.identity).context("invalid identity configuration")?);
         let frame = ServiceFrame::build(&config.bus, &config.http).await?;
         let settler = Settler::new(frame.bus.clone(), config.settlement.clone()).context("invalid settlement.default_policy")?;
-        let database = open_database(&config.database).await?;
-        Ok(Application { config, frame, database, directory, settler })
+        let databases = open_databases(&config).await?;
+        Ok(Application { config, frame, databases, directory, settler })
     }
 
     pub fn address(&self) -> SocketAddr {
         self.frame.address()
     }
 
-    /// Runs the six consumers and the HTTP API until `shutdown` fires; a consumer that fails
+    /// Runs the seven consumers and the HTTP API until `shutdown` fires; a consumer that fails
     /// stops the service.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let Application { config, frame, database, directory, settler } = self;
-        let readiness = frame.readiness().with_check("database", provenant_bus::store::readiness_check(&database));
+        let Application { config, frame, databases: Databases { settler: database, ledger: ledger_database }, directory, settler } = self;
+        let readiness = frame
+            .readiness()
+            .with_check("database", provenant_bus::store::readiness_check(&database))
+            .with_check("ledger_database", provenant_bus::store::readiness_check(&ledger_database));
         let identity = provenant_bus::identity::follow_identity(&frame.bus, directory.clone(), shutdown.clone())
             .await
             .context("failed to load the issued API keys")?;
@@ -50,12 +53,17 @@ impl Application {
         let policies = Consumer::new(frame.bus.clone(), database.clone(), PolicyProjector::default(), consumer(&config));
         let default_policy = settler.default_policy.clone();
         let inferences = Consumer::new(frame.bus.clone(), database.clone(), settler, consumer(&config));
-        let ledger = Consumer::new(frame.bus.clone(), database.clone(), LedgerProjector::default(), consumer(&config));
-        let periods = Consumer::new(frame.bus.clone(), database.clone(), PeriodProjector::default(), consumer(&config));
+        // The ledger's store may be new while the log is not (a deployment upgraded from one
+        // SQLite file, or one given a ledger database of its own): it is filled from the log.
+        let ledger =
+            Consumer::new(frame.bus.clone(), ledger_database.clone(), LedgerProjector::default(), consumer(&config)).filling_a_new_store();
+        let periods =
+            Consumer::new(frame.bus.clone(), ledger_database.clone(), PeriodProjector::default(), consumer(&config)).filling_a_new_store();
         let reports = frame.bus.blob_store("reports").await.context("failed to open the reports bucket")?;
         let state = AppState {
             bus: frame.bus.clone(),
             database: database.clone(),
+            ledger: ledger_database.clone(),
             directory,
             default_policy,
             reports,
@@ -73,6 +81,7 @@ impl Application {
             provenant_bus::run_until_stopped(periods, shutdown.clone()),
         );
         database.close().await.context("failed to close the database")?;
+        ledger_database.close().await.context("failed to close the ledger's database")?;
         identity.abort();
         served?;
         models.context("model projection failed")?;
@@ -86,10 +95,37 @@ impl Application {
     }
 }
 
-/// Opens the database and brings its schema up to date; `--migrate-only` runs just this (the
-/// deployment's migration step) and exits.
-pub async fn open_database(config: &provenant_bus::store::DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
-    let database = provenant_bus::store::connect(config.url.expose()).await.context("failed to open the database")?;
+/// The service's two stores (one database unless they live apart, see
+/// [`Config::ledger_database_url`]).
+#[derive(Debug, Clone)]
+pub struct Databases {
+    /// Models, Datanet owners, indexes, policies, settled inferences, review items.
+    pub settler: DatabaseConnection,
+    /// The ledger and periods.
+    pub ledger: DatabaseConnection,
+}
+
+impl Databases {
+    pub async fn close(self) -> Result<(), sea_orm::DbErr> {
+        self.settler.close().await?;
+        self.ledger.close().await
+    }
+}
+
+/// Opens both stores and brings their schema up to date; `--migrate-only` runs just this (the
+/// deployment's migration step) and exits. Both carry every table: each uses its own.
+pub async fn open_databases(config: &Config) -> anyhow::Result<Databases> {
+    let settler = open_database(config.database.url.expose()).await?;
+    let ledger = match config.ledger_database_url() {
+        Some(url) => open_database(&url).await.context("the ledger's database")?,
+        None => settler.clone(),
+    };
+    Ok(Databases { settler, ledger })
+}
+
+/// Opens a database and brings its schema up to date.
+pub async fn open_database(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let database = provenant_bus::store::connect(url).await.context("failed to open the database")?;
     settle_migration::Migrator::up(&database, None).await.context("failed to migrate the database")?;
     Ok(database)
 }

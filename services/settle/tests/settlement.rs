@@ -229,10 +229,18 @@ async fn ledger_rows(database: &DatabaseConnection) -> (Vec<transactions::Model>
 }
 
 /// Replaying the settlement events into an empty database gives the ledger the stopped service
-/// left in `database` (then dropped), with `applied` transactions.
+/// left in its ledger's store (then dropped), with `applied` transactions. On SQLite that store
+/// is a file of its own, and the settler's holds no ledger.
 async fn assert_ledger_replays(config: &Config, database: TestDatabase, bus: &Bus, applied: u64, what: &str) {
-    let live = provenant_bus::store::connect(config.database.url.expose()).await.expect("db");
+    let ledger_url = config.ledger_database_url();
+    assert_eq!(ledger_url.is_some(), database.backend == Backend::Sqlite, "{:?}: where the ledger lives", database.backend);
+    let live = provenant_bus::store::connect(ledger_url.as_deref().unwrap_or(config.database.url.expose())).await.expect("db");
     let expected = ledger_rows(&live).await;
+    if ledger_url.is_some() {
+        let settler = provenant_bus::store::connect(config.database.url.expose()).await.expect("db");
+        assert_eq!(settle::projections::ledger::count_transactions(&settler).await.expect("count"), 0, "{what}: not in the settler's");
+        settler.close().await.expect("closed");
+    }
     let fresh = database.sibling().await.expect("fresh database");
     let rebuilt = provenant_bus::store::connect(&fresh.url).await.expect("db");
     settle_migration::Migrator::up(&rebuilt, None).await.expect("migrates");
@@ -241,6 +249,43 @@ async fn assert_ledger_replays(config: &Config, database: TestDatabase, bus: &Bu
     assert_eq!(ledger_rows(&rebuilt).await, expected, "{:?}: the ledger is a function of the log", database.backend);
     fresh.drop_database().await.expect("drop");
     database.drop_database().await.expect("drop");
+}
+
+/// A ledger store that is new while the log is not (a deployment upgraded from one SQLite file,
+/// or given a ledger database of its own) is filled from the start of the log, then followed:
+/// the durable consumers' positions on the server belong to the store they wrote before.
+#[tokio::test]
+async fn a_new_ledger_store_is_filled_from_the_log_then_followed() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (mut config, database) = config(backend).await;
+        // Before: one database holds both.
+        config.ledger_database = Some(config.database.clone());
+        let running = start(&config).await;
+        let bus = Bus::connect(&BusConfig { producer: "test".into(), ..config.bus.clone() }).await.expect("bus");
+        register_catalogue(&bus).await;
+        publish(&bus, &served("req-1", "infer", false, "100", Some(receipt()))).await;
+        publish(&bus, &served("req-2", "infer", true, "7", None)).await;
+        let before = running.reconciled(2).await;
+        running.stop().await;
+
+        // After: the ledger apart, in a store that holds nothing yet.
+        let apart = database.sibling().await.expect("a new database");
+        config.ledger_database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(provenant_bus::store::DatabaseConfig { url: Secret::new(apart.url.clone()) }),
+        };
+        assert!(config.ledger_database_url().is_some(), "{backend:?}: the ledger lives apart now");
+        let running = start(&config).await;
+        let refilled = running.reconciled(2).await;
+        assert_eq!(refilled["currencies"], before["currencies"], "{backend:?}: the same books, from the log");
+        assert_eq!(refilled["journal_matches_balances"], json!(true));
+        publish(&bus, &served("req-3", "gateway", false, "250", None)).await;
+        let after = running.reconciled(3).await;
+        assert_eq!(after["currencies"][0]["fees_in"], json!("357"), "{backend:?}: {after}");
+        running.stop().await;
+        apart.drop_database().await.expect("drop");
+        database.drop_database().await.expect("drop");
+    }
 }
 
 #[tokio::test]
@@ -703,7 +748,7 @@ async fn a_settlement_appended_while_its_period_closes_is_reported_in_the_next_o
 async fn catalogued(config: &Config) -> (Bus, DatabaseConnection) {
     let bus = Bus::connect(&BusConfig { producer: "settle".into(), ..config.bus.clone() }).await.expect("bus");
     bus.declare_streams().await.expect("streams");
-    let db = settle::open_database(&config.database).await.expect("db");
+    let db = settle::open_database(config.database.url.expose()).await.expect("db");
     register_catalogue(&bus).await;
     Consumer::new(bus.clone(), db.clone(), settle::handlers::ModelProjector::default(), fast_consumer())
         .replay()

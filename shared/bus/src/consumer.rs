@@ -109,6 +109,9 @@ pub struct Consumer<H: Handler> {
     handler: H,
     config: ConsumerConfig,
     progress: ProgressReporter,
+    /// Whether `run` first fills a database that holds nothing of this consumer's from the
+    /// start of the stream ([`Consumer::filling_a_new_store`]).
+    fill_new_store: bool,
     #[cfg(feature = "fault-injection")]
     crash_at: Option<CrashPoint>,
 }
@@ -137,9 +140,21 @@ impl<H: Handler> Consumer<H> {
             handler,
             config,
             progress: ProgressReporter::new(),
+            fill_new_store: false,
             #[cfg(feature = "fault-injection")]
             crash_at: None,
         }
+    }
+
+    /// Makes `run` first replay the whole stream into the database when it holds no event this
+    /// consumer processed (a new store for a projection that has run before elsewhere): the
+    /// server remembers how far the durable consumer got in whatever store it wrote before,
+    /// so without this a new store would only see what comes next. Only for pure projections:
+    /// a replay repeats what `handle` does.
+    #[must_use]
+    pub fn filling_a_new_store(mut self) -> Consumer<H> {
+        self.fill_new_store = true;
+        self
     }
 
     /// How far this consumer has got through its stream, reported after each committed batch:
@@ -162,6 +177,11 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn pull_consumer(&self, durable: bool) -> Result<pull::Stream, Error> {
+        let consumer = self.create_pull_consumer(durable).await?;
+        self.messages(&consumer).await
+    }
+
+    async fn create_pull_consumer(&self, durable: bool) -> Result<async_nats::jetstream::consumer::PullConsumer, Error> {
         let namespace = self.bus.namespace();
         let name = self.handler.name().to_owned();
         let stream = self
@@ -184,8 +204,11 @@ impl<H: Handler> Consumer<H> {
             inactive_threshold: if durable { Duration::ZERO } else { Duration::from_secs(60) },
             ..Default::default()
         };
-        let consumer =
-            stream.create_consumer(config).await.map_err(|error| Error::Consumer { consumer: name.clone(), reason: error.to_string() })?;
+        stream.create_consumer(config).await.map_err(|error| Error::Consumer { consumer: name, reason: error.to_string() })
+    }
+
+    async fn messages(&self, consumer: &async_nats::jetstream::consumer::PullConsumer) -> Result<pull::Stream, Error> {
+        let name = self.handler.name().to_owned();
         consumer
             .stream()
             .max_messages_per_batch(self.config.batch_size)
@@ -199,6 +222,15 @@ impl<H: Handler> Consumer<H> {
     /// Applies events until `shutdown` resolves, then finishes the batch in hand (its commit
     /// and acks) and returns. Messages prefetched but not started are redelivered later.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<ConsumerStats, Error> {
+        if self.fill_new_store && !store::has_processed(&self.database, self.handler.name()).await? {
+            let filled = self.replay().await?;
+            tracing::info!(
+                consumer = self.handler.name(),
+                applied = filled.stats.applied,
+                through = filled.last_sequence,
+                "filled a new store from the start of the log"
+            );
+        }
         let mut incoming = self.pull_consumer(true).await?.fuse();
         let mut stats = ConsumerStats::default();
         tokio::pin!(shutdown);
@@ -229,7 +261,7 @@ impl<H: Handler> Consumer<H> {
     /// Applies the whole of the handler's stream from the first event into this consumer's
     /// database (fresh, or already holding part of it) and returns once it holds everything
     /// the stream held when the replay started. This is how a projection is rebuilt.
-    pub async fn replay(self) -> Result<Replay, Error> {
+    pub async fn replay(&self) -> Result<Replay, Error> {
         let namespace = self.bus.namespace();
         let stream_name = namespace.stream(self.handler.context());
         let mut stream = self.bus.jetstream().get_stream(&stream_name).await.map_err(Error::nats)?;
@@ -238,7 +270,13 @@ impl<H: Handler> Consumer<H> {
         if last == 0 {
             return Ok(Replay { stats, last_sequence: 0 });
         }
-        let mut incoming = self.pull_consumer(false).await?.fuse();
+        let mut consumer = self.create_pull_consumer(false).await?;
+        // The stream holds events, but maybe none this consumer's filter matches: nothing would
+        // ever arrive.
+        if consumer.info().await.map_err(Error::nats)?.num_pending == 0 {
+            return Ok(Replay { stats, last_sequence: last });
+        }
+        let mut incoming = self.messages(&consumer).await?.fuse();
         while let Some(first) = incoming.next().await {
             let batch = fill_batch(first, &mut incoming, self.config.batch_size).await;
             let mut messages = Vec::with_capacity(batch.len());

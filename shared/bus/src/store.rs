@@ -17,7 +17,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 
 pub(crate) use checkpoint::record_checkpoint;
 pub use migration::Migration;
-pub(crate) use processed_event::{record_processed, record_processed_batch};
+pub(crate) use processed_event::{any as has_processed, record_processed, record_processed_batch};
 
 /// Where a service keeps its projections.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

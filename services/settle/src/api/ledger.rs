@@ -81,7 +81,7 @@ pub async fn settlement(
     Path(settlement_id): Path<String>,
 ) -> Result<axum::Json<SettlementView>, ApiError> {
     finance(&caller)?;
-    let found = ledger::find_transaction(&state.database, &settlement_id).await.map_err(unavailable)?;
+    let found = ledger::find_transaction(&state.ledger, &settlement_id).await.map_err(unavailable)?;
     let (transaction, lines) = found.ok_or_else(|| settlement_not_found(&settlement_id))?;
     Ok(axum::Json(settlement_view(transaction, &lines)?))
 }
@@ -102,7 +102,7 @@ pub async fn request_settlements(
     Path(request_id): Path<String>,
 ) -> Result<axum::Json<SettlementList>, ApiError> {
     finance(&caller)?;
-    let found = ledger::request_transactions(&state.database, &request_id).await.map_err(unavailable)?;
+    let found = ledger::request_transactions(&state.ledger, &request_id).await.map_err(unavailable)?;
     if found.is_empty() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "settlement.not_found", format!("no settlement for request {request_id:?}")));
     }
@@ -169,7 +169,7 @@ pub async fn reverse(
             "a reason is 1 to 1,000 printable characters",
         ));
     }
-    let found = ledger::find_transaction(&state.database, &settlement_id).await.map_err(unavailable)?;
+    let found = ledger::find_transaction(&state.ledger, &settlement_id).await.map_err(unavailable)?;
     let (original, lines) = found.ok_or_else(|| settlement_not_found(&settlement_id))?;
     match original.kind.as_str() {
         "inference" => {}
@@ -224,9 +224,8 @@ pub async fn reverse(
         }
         other => ApiError::internal("bus.unavailable", other),
     })?;
-    await_projection(DEFAULT_WAIT, || async { ledger::find_transaction(&state.database, &reversal_id).await.ok().flatten().is_some() })
-        .await;
-    let booked = ledger::find_transaction(&state.database, &reversal_id).await.map_err(unavailable)?;
+    await_projection(DEFAULT_WAIT, || async { ledger::find_transaction(&state.ledger, &reversal_id).await.ok().flatten().is_some() }).await;
+    let booked = ledger::find_transaction(&state.ledger, &reversal_id).await.map_err(unavailable)?;
     let (transaction, lines) =
         booked.ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ledger.behind", "reversed; the ledger shows it shortly"))?;
     Ok((StatusCode::CREATED, axum::Json(settlement_view(transaction, &lines)?)))
@@ -260,7 +259,7 @@ fn balance_view(row: &balances::Model) -> Result<BalanceView, ApiError> {
     responses((status = 200, description = "A page of balances", body = BalancePage), ErrorResponses))]
 pub async fn accounts(State(state): State<AppState>, caller: Principal, page: PageRequest) -> Result<axum::Json<BalancePage>, ApiError> {
     finance(&caller)?;
-    let rows = ledger::balances_page(&state.database, page.after.as_deref(), page.limit).await.map_err(unavailable)?;
+    let rows = ledger::balances_page(&state.ledger, page.after.as_deref(), page.limit).await.map_err(unavailable)?;
     let items: Vec<BalanceView> = rows.iter().map(balance_view).collect::<Result<_, _>>()?;
     let next_after = page.next_after(items.iter().map(|item| item.account.as_str()));
     Ok(axum::Json(BalancePage { items, next_after }))
@@ -278,7 +277,7 @@ pub struct StatementView {
     responses((status = 200, description = "The caller's balances", body = StatementView), ErrorResponses))]
 pub async fn statement(State(state): State<AppState>, caller: Principal) -> Result<axum::Json<StatementView>, ApiError> {
     let accounts = account::owned_by(&caller.id);
-    let rows = ledger::balances_of(&state.database, &accounts).await.map_err(unavailable)?;
+    let rows = ledger::balances_of(&state.ledger, &accounts).await.map_err(unavailable)?;
     let balances = rows.iter().map(balance_view).collect::<Result<_, _>>()?;
     Ok(axum::Json(StatementView { principal_id: caller.id, balances }))
 }
@@ -310,7 +309,7 @@ pub struct ReconciliationView {
     pub settlements_in_log: u64,
     /// Transactions in the ledger (equal to the log's settlements once the ledger caught up).
     pub ledger_transactions: u64,
-    /// Inference events the settler settled.
+    /// Inference events the settler settled (read from its own store after the ledger).
     pub settled_inferences: u64,
     pub ledger_matches_log: bool,
 }
@@ -325,11 +324,9 @@ pub async fn reconciliation(State(state): State<AppState>, caller: Principal) ->
     let settlements_in_log =
         state.bus.count_messages(Context::Settlement, "settlement").await.map_err(|error| ApiError::internal("bus.unavailable", error))?;
     // Every figure from one snapshot of the ledger, so that they agree with each other.
-    let snapshot = match state.database.get_database_backend() {
-        DatabaseBackend::Postgres => {
-            state.database.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await
-        }
-        _ => state.database.begin().await,
+    let snapshot = match state.ledger.get_database_backend() {
+        DatabaseBackend::Postgres => state.ledger.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await,
+        _ => state.ledger.begin().await,
     }
     .map_err(unavailable)?;
     let rows = ledger::all_balances(&snapshot).await.map_err(unavailable)?;
@@ -358,8 +355,9 @@ pub async fn reconciliation(State(state): State<AppState>, caller: Principal) ->
         })
         .collect();
     let ledger_transactions = ledger::count_transactions(&snapshot).await.map_err(unavailable)?;
-    let settled_inferences = inferences::count_settled(&snapshot).await.map_err(unavailable)?;
     snapshot.commit().await.map_err(unavailable)?;
+    // The settler's own store, read after the ledger's: it is ahead of the ledger, never behind.
+    let settled_inferences = inferences::count_settled(&state.database).await.map_err(unavailable)?;
     Ok(axum::Json(ReconciliationView {
         currencies,
         journal_matches_balances: from_balances == from_journal,

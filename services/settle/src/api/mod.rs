@@ -21,7 +21,11 @@ use crate::domain::policy::RevenuePolicy;
 #[derive(Clone)]
 pub struct AppState {
     pub bus: Bus,
+    /// The settler's store: models, policies, settled inferences, review items.
     pub database: DatabaseConnection,
+    /// The ledger's store: transactions, postings, balances, periods (the same database unless
+    /// configured apart).
+    pub ledger: DatabaseConnection,
     pub directory: Arc<Directory>,
     pub default_policy: RevenuePolicy,
     /// The bucket of settlement reports.

@@ -97,7 +97,7 @@ pub async fn close(State(state): State<AppState>, caller: Principal, Path(period
     let (report_sha256, artifacts) = issue_report(&state, &report).await?;
     // Read-your-writes for the period list; the answer does not depend on it.
     await_projection(DEFAULT_WAIT, || async {
-        periods::find(&state.database, &period.id()).await.ok().flatten().is_some_and(|row| row.report_sha256.is_some())
+        periods::find(&state.ledger, &period.id()).await.ok().flatten().is_some_and(|row| row.report_sha256.is_some())
     })
     .await;
     let view = PeriodView {
@@ -118,7 +118,7 @@ pub async fn close(State(state): State<AppState>, caller: Principal, Path(period
 async fn append_close(state: &AppState, caller: &Principal, period: Period) -> Result<(SettlementPeriodClosed, Report), ApiError> {
     let caught_up = await_projection(std::time::Duration::from_secs(10), || async {
         let in_log = state.bus.count_messages(Context::Settlement, "settlement").await.ok();
-        let in_ledger = ledger::count_transactions(&state.database).await.ok();
+        let in_ledger = ledger::count_transactions(&state.ledger).await.ok();
         in_log.is_some() && in_log == in_ledger
     })
     .await;
@@ -129,7 +129,7 @@ async fn append_close(state: &AppState, caller: &Principal, period: Period) -> R
             "the ledger is still catching up with the log; try again",
         ));
     }
-    let through = u64::try_from(ledger::last_stream_sequence(&state.database).await.map_err(unavailable)?).unwrap_or(0);
+    let through = u64::try_from(ledger::last_stream_sequence(&state.ledger).await.map_err(unavailable)?).unwrap_or(0);
     let report = report_for(state, period, through).await?;
     let event = SettlementPeriodClosed {
         period_id: period.id(),
@@ -168,7 +168,7 @@ fn money(currency: &str, exponent: u32, minor_units: &str) -> Result<provenant_e
 
 async fn report_for(state: &AppState, period: Period, through: u64) -> Result<Report, ApiError> {
     let through = i64::try_from(through).unwrap_or(i64::MAX);
-    let settled = ledger::period_transactions(&state.database, &period.id(), through).await.map_err(unavailable)?;
+    let settled = ledger::period_transactions(&state.ledger, &period.id(), through).await.map_err(unavailable)?;
     Ok(reports::build(period, u64::try_from(through).unwrap_or(0), settled))
 }
 
@@ -214,7 +214,7 @@ async fn issue_report(state: &AppState, report: &Report) -> Result<(String, Vec<
     responses((status = 200, description = "Closed periods", body = PeriodList), ErrorResponses))]
 pub async fn list(State(state): State<AppState>, caller: Principal) -> Result<axum::Json<PeriodList>, ApiError> {
     caller.require(Role::Finance)?;
-    let rows = periods::all(&state.database).await.map_err(unavailable)?;
+    let rows = periods::all(&state.ledger).await.map_err(unavailable)?;
     Ok(axum::Json(PeriodList { items: rows.into_iter().map(PeriodView::from).collect() }))
 }
 
@@ -237,7 +237,7 @@ pub async fn download(
         _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "report.unknown_format", "format is json, csv or parquet")),
     };
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "report.not_found", format!("no report for {}", period.id()));
-    let row = periods::find(&state.database, &period.id()).await.map_err(unavailable)?.ok_or_else(not_found)?;
+    let row = periods::find(&state.ledger, &period.id()).await.map_err(unavailable)?.ok_or_else(not_found)?;
     let artifact = row.artifacts().into_iter().find(|artifact| artifact.format == format).ok_or_else(not_found)?;
     let bytes =
         state.reports.get(&artifact.sha256).await.map_err(|error| ApiError::internal("blobs.unavailable", error))?.ok_or_else(not_found)?;
