@@ -198,48 +198,28 @@ pub async fn record_all(database: &impl ConnectionTrait, entries: Vec<Entry>) ->
     if new.is_empty() {
         return Ok(0);
     }
+    let mut lines = Vec::new();
+    for entry in &new {
+        lines.extend(entry.postings.iter().enumerate().map(|(line, posting)| postings::ActiveModel {
+            stream_sequence: Set(entry.transaction.stream_sequence),
+            line: Set(i32::try_from(line).unwrap_or(i32::MAX)),
+            account: Set(posting.account.clone()),
+            currency: Set(posting.amount.currency.clone()),
+            exponent: Set(exponent_column(posting.amount.exponent)),
+            amount: Set(posting.amount.minor_units.to_string()),
+            datanet_id: Set(posting.datanet_id.clone()),
+        }));
+    }
     let moved: Vec<&EntryLine> = new.iter().flat_map(|entry| &entry.postings).collect();
     add_to_balances(database, &moved).await?;
     let recorded = new.len();
-    // The entries are moved into the statements, not cloned into `ActiveModel`s: building,
-    // converting and dropping those was most of the booking's time.
-    let mut settled = Vec::with_capacity(recorded);
-    let mut lines: Vec<[sea_orm::sea_query::Expr; 7]> = Vec::with_capacity(recorded * 8);
-    for Entry { transaction, postings } in new {
-        for (line, EntryLine { account, datanet_id, amount }) in postings.into_iter().enumerate() {
-            lines.push([
-                transaction.stream_sequence.into(),
-                i32::try_from(line).unwrap_or(i32::MAX).into(),
-                account.into(),
-                amount.currency.into(),
-                exponent_column(amount.exponent).into(),
-                amount.minor_units.to_string().into(),
-                datanet_id.into(),
-            ]);
-        }
-        settled.push(transactions::ActiveModel::from(transaction));
-    }
     // 12 columns × 1,000 rows and 7 × 4,000 stay under SQLite's 32,766 bound parameters.
-    let mut settled = settled.into_iter().peekable();
-    while settled.peek().is_some() {
-        transactions::Entity::insert_many(settled.by_ref().take(1_000)).exec_without_returning(database).await?;
+    for chunk in new.chunks(1_000) {
+        let rows = chunk.iter().map(|entry| transactions::ActiveModel::from(entry.transaction.clone()));
+        transactions::Entity::insert_many(rows).exec_without_returning(database).await?;
     }
-    let mut lines = lines.into_iter().peekable();
-    while lines.peek().is_some() {
-        let mut insert = sea_orm::sea_query::Query::insert();
-        insert.into_table(postings::Entity).columns([
-            postings::Column::StreamSequence,
-            postings::Column::Line,
-            postings::Column::Account,
-            postings::Column::Currency,
-            postings::Column::Exponent,
-            postings::Column::Amount,
-            postings::Column::DatanetId,
-        ]);
-        for row in lines.by_ref().take(4_000) {
-            insert.values_panic(row);
-        }
-        database.execute(&insert).await?;
+    for chunk in lines.chunks(4_000) {
+        postings::Entity::insert_many(chunk.to_vec()).exec_without_returning(database).await?;
     }
     Ok(recorded)
 }
