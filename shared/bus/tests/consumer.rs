@@ -214,6 +214,69 @@ async fn replaying_the_stream_into_a_fresh_database_rebuilds_the_same_rows() {
     }
 }
 
+/// A projection given a new store (a deployment that moved it) is filled from the start of the
+/// log before it follows it, although the server remembers how far its durable consumer got.
+#[tokio::test]
+async fn a_new_store_is_filled_from_the_start_of_the_log_then_followed() {
+    let bus = shared_bus().await;
+    let (old_handle, old_store) = database(Backend::Sqlite).await;
+    let before = ids("moved", 10);
+    publish_created(&bus, &before).await;
+    let (shutdown, task) = spawn_consumer(&bus, &old_store, "moving");
+    eventually(WAIT, "the old store caught up", || async { drained(&bus, "moving").await }).await;
+    stop(shutdown, task).await;
+
+    let (new_handle, new_store) = database(Backend::Sqlite).await;
+    let consumer = Consumer::new(bus.clone(), new_store.clone(), CountingProjection::new("moving"), fast_consumer()).filling_a_new_store();
+    let shutdown = Shutdown::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { consumer.run(async move { token.cancelled().await }).await });
+    let after = ids("after", 5);
+    publish_created(&bus, &after).await;
+    eventually(WAIT, "the new store holds the whole log", || async { counts(&new_store).await.len() == 15 }).await;
+    stop(shutdown, task).await;
+    let mut expected = all_once(&before);
+    expected.extend(all_once(&after));
+    expected.sort();
+    assert_eq!(counts(&new_store).await, expected, "each event once");
+    old_handle.drop_database().await.expect("drop");
+    new_handle.drop_database().await.expect("drop");
+}
+
+/// A handler whose filter matches nothing in its stream.
+struct MatchingNothing(CountingProjection);
+
+impl Handler for MatchingNothing {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn context(&self) -> Context {
+        Context::Datanet
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        vec![namespace.aggregate_filter(Context::Datanet, "nothing-here")]
+    }
+
+    async fn handle(&self, transaction: &sea_orm::DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        self.0.handle(transaction, delivery).await
+    }
+}
+
+/// A stream that holds events, none of them for this consumer: a replay has nothing to wait for.
+#[tokio::test]
+async fn replaying_a_stream_that_holds_nothing_for_the_consumer_returns_at_once() {
+    let bus = shared_bus().await;
+    let (handle, store) = database(Backend::Sqlite).await;
+    publish_created(&bus, &ids("unrelated", 3)).await;
+    let consumer = Consumer::new(bus.clone(), store.clone(), MatchingNothing(CountingProjection::new("matching-nothing")), fast_consumer());
+    let replay = tokio::time::timeout(WAIT, consumer.replay()).await.expect("returns").expect("replays");
+    assert_eq!(replay.stats, ConsumerStats::default());
+    assert!(replay.last_sequence > 0, "the stream was not empty");
+    handle.drop_database().await.expect("drop");
+}
+
 /// Counts each Datanet as [`CountingProjection`] does and appends, for each, a snapshot event
 /// named after it, through the batch's outbox (as the settler and the validator append).
 struct MirroringProjection {
