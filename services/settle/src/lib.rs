@@ -11,11 +11,15 @@
 //!   decision appended as `InferenceSettled`, exactly once per inference event.
 //! - Books every `InferenceSettled` into a double-entry ledger (`projections::ledger`); an
 //!   inference event id that comes again with another body is recorded for review.
-//! - HTTP (`api`): policies; settlements, balances, a principal's own statement,
-//!   reconciliation and review items for finance.
+//! - Keeps closed periods and their reports (`SettlementPeriodClosed`, `SettlementReportIssued`),
+//!   and books reversals and late receipts' payouts.
+//! - HTTP (`api`): policies; settlements, reversals, balances, a principal's own statement,
+//!   reconciliation, review items and periods (close one, list, download its reports) for
+//!   finance.
+//! - Two stores ([`Databases`]): the settler's and the ledger's, one database unless they live
+//!   apart (a SQLite file's ledger lives beside it by default).
 //!
-//! Not yet: periods, reports and reversals (issue 7); receipts (issue 6) — until an inference
-//! carries one, the contributors' part is held per model.
+//! An inference without a receipt has its contributors' part held per model until one comes.
 //! Start reading at [`Application`].
 
 pub mod api;
