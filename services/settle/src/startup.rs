@@ -80,8 +80,7 @@ impl Application {
             provenant_bus::run_until_stopped(ledger, shutdown.clone()),
             provenant_bus::run_until_stopped(periods, shutdown.clone()),
         );
-        database.close().await.context("failed to close the database")?;
-        ledger_database.close().await.context("failed to close the ledger's database")?;
+        Databases { settler: database, ledger: ledger_database }.close().await.context("failed to close the databases")?;
         identity.abort();
         served?;
         models.context("model projection failed")?;

@@ -24,8 +24,12 @@ fn spawn_consumer(
     database: &sea_orm::DatabaseConnection,
     name: &str,
 ) -> (Shutdown, tokio::task::JoinHandle<Result<ConsumerStats, Error>>) {
+    spawn(Consumer::new(bus.clone(), database.clone(), CountingProjection::new(name), fast_consumer()))
+}
+
+/// Runs `consumer` in the background until the returned token is cancelled.
+fn spawn<H: Handler>(consumer: Consumer<H>) -> (Shutdown, tokio::task::JoinHandle<Result<ConsumerStats, Error>>) {
     let shutdown = Shutdown::new();
-    let consumer = Consumer::new(bus.clone(), database.clone(), CountingProjection::new(name), fast_consumer());
     let token = shutdown.clone();
     let task = tokio::spawn(async move { consumer.run(async move { token.cancelled().await }).await });
     (shutdown, task)
@@ -227,10 +231,8 @@ async fn a_new_store_is_filled_from_the_start_of_the_log_then_followed() {
     stop(shutdown, task).await;
 
     let (new_handle, new_store) = database(Backend::Sqlite).await;
-    let consumer = Consumer::new(bus.clone(), new_store.clone(), CountingProjection::new("moving"), fast_consumer()).filling_a_new_store();
-    let shutdown = Shutdown::new();
-    let token = shutdown.clone();
-    let task = tokio::spawn(async move { consumer.run(async move { token.cancelled().await }).await });
+    let (shutdown, task) =
+        spawn(Consumer::new(bus.clone(), new_store.clone(), CountingProjection::new("moving"), fast_consumer()).filling_a_new_store());
     let after = ids("after", 5);
     publish_created(&bus, &after).await;
     eventually(WAIT, "the new store holds the whole log", || async { counts(&new_store).await.len() == 15 }).await;
