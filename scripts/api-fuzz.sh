@@ -28,7 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+free_port() { scripts/free-ports; }
 
 # An admin key: admins hold every role, so every operation is reachable. (Requests without it
 # are what the ignored_auth check sends.)

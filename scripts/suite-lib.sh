@@ -3,15 +3,16 @@
 services=(ingest validate train infer settle)
 declare -A port
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 # A free port per service and one for the embedded NATS server, exported as configuration.
 choose_ports() {
-  for service in "${services[@]}"; do
-    port[$service]=$(free_port)
-    export "PROVENANT_HTTP__${service^^}_PORT=${port[$service]}"
+  local chosen
+  read -r -a chosen <<<"$("$(dirname "${BASH_SOURCE[0]}")/free-ports" $((${#services[@]} + 1)))"
+  for index in "${!services[@]}"; do
+    port[${services[$index]}]=${chosen[$index]}
+    export "PROVENANT_HTTP__${services[$index]^^}_PORT=${chosen[$index]}"
   done
-  PROVENANT_NATS__EMBEDDED_PORT=$(free_port)
+  PROVENANT_NATS__EMBEDDED_PORT=${chosen[${#services[@]}]}
   export PROVENANT_NATS__EMBEDDED_PORT
 }
 

@@ -12,7 +12,7 @@ root=$(pwd)
 with_postgres=1
 if [ "${1:-}" = "--nats-only" ]; then with_postgres=0; shift; fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+free_port() { scripts/free-ports; }
 wait_for_port() {
   for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi

@@ -36,25 +36,38 @@ impl EmbeddedNats {
         }
         let store = data_dir.join("nats");
         std::fs::create_dir_all(&store).with_context(|| format!("cannot create {}", store.display()))?;
-        let child = Command::new(&binary)
+        // The server writes `<executable>_<pid>.ports` once it listens. Waiting for that file,
+        // rather than for something to answer on the port, proves that this server is the one
+        // listening: if another process held the port, ours exits and we say so.
+        let mut child = Command::new(&binary)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(&store)
             .arg("-l")
             .arg(data_dir.join("nats.log"))
+            .arg("--ports_file_dir")
+            .arg(data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("failed to start {}", binary.display()))?;
-        let url = format!("nats://127.0.0.1:{port}");
+        let pid = child.id().context("nats-server exited at once")?;
+        let ports_file_suffix = format!("_{pid}.ports");
         let deadline = Instant::now() + Duration::from_secs(15);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        while !has_file_ending_with(data_dir, &ports_file_suffix) {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "the embedded nats-server exited ({status}) before listening on port {port} (see {})",
+                    data_dir.join("nats.log").display()
+                );
+            }
             if Instant::now() > deadline {
                 bail!("the embedded nats-server did not listen on port {port} (see {})", data_dir.join("nats.log").display());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let url = format!("nats://127.0.0.1:{port}");
         info!(%url, %version, store = %store.display(), "embedded nats started");
         Ok(EmbeddedNats { child, url })
     }
@@ -75,4 +88,8 @@ impl EmbeddedNats {
         }
         Ok(())
     }
+}
+
+fn has_file_ending_with(folder: &Path, suffix: &str) -> bool {
+    std::fs::read_dir(folder).is_ok_and(|entries| entries.flatten().any(|entry| entry.file_name().to_string_lossy().ends_with(suffix)))
 }

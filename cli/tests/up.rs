@@ -105,6 +105,22 @@ async fn provenant_up_serves_every_service_and_keeps_its_data_across_a_restart()
     again.stop();
 }
 
+/// Something that merely answers on the embedded NATS port must not pass for the server
+/// `provenant up` started: ours cannot bind, so `up` stops and says why.
+#[test]
+fn provenant_up_stops_when_another_process_holds_the_embedded_nats_port() {
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let ports: Vec<u16> = SERVICES.iter().map(|_| free_port()).collect();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", free_port())).expect("bind");
+    let nats_port = taken.local_addr().expect("address").port();
+    let config_dir = config_dir("contributor");
+    let mut suite = Suite::start(data_dir.path(), config_dir.path(), &ports, nats_port, &[]);
+    let status = suite.wait_for_exit(30);
+    assert!(!status.success());
+    let stderr = suite.stderr();
+    assert!(stderr.contains(&format!("exited (exit status: 1) before listening on port {nats_port}")), "{stderr}");
+}
+
 #[test]
 fn dump_config_prints_the_effective_configuration_with_secrets_redacted() {
     let output = Command::new(env!("CARGO_BIN_EXE_provenant"))

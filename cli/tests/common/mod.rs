@@ -17,9 +17,7 @@ pub const SETTLE: usize = 4;
 
 pub const OWNER_KEY: &str = "pvk_end_to_end_owner";
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
-}
+pub use provenant_test_support::free_port;
 
 fn nats_server_binary() -> PathBuf {
     std::env::var_os("PV_NATS_SERVER")
@@ -40,6 +38,8 @@ pub fn config_dir(roles: &str) -> tempfile::TempDir {
 pub struct Suite {
     child: Child,
     ports: Vec<u16>,
+    /// Where the child's standard error goes, so that a failure can quote it.
+    stderr: PathBuf,
 }
 
 impl Suite {
@@ -56,13 +56,15 @@ impl Suite {
             .env("PROVENANT_ENVIRONMENT", "local")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null());
+        let stderr = data_dir.join("provenant.stderr.log");
+        command.stderr(std::fs::File::create(&stderr).expect("stderr file"));
         for (service, port) in SERVICES.iter().zip(ports) {
             command.env(format!("PROVENANT_HTTP__{}_PORT", service.to_uppercase()), port.to_string());
         }
         for (name, value) in environment {
             command.env(name, value);
         }
-        Suite { child: command.spawn().expect("provenant starts"), ports: ports.to_vec() }
+        Suite { child: command.spawn().expect("provenant starts"), ports: ports.to_vec(), stderr }
     }
 
     pub fn url(&self, service: usize, path: &str) -> String {
@@ -77,11 +79,30 @@ impl Suite {
                 if ready {
                     break;
                 }
-                assert!(self.child.try_wait().expect("poll").is_none(), "provenant exited before {name} was ready");
+                if let Some(status) = self.child.try_wait().expect("poll") {
+                    panic!("provenant exited ({status}) before {name} was ready; its standard error:\n{}", self.stderr());
+                }
                 assert!(Instant::now() < deadline, "{name} never became ready");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+
+    /// Waits for the process to exit on its own (it must, within `seconds`).
+    pub fn wait_for_exit(&mut self, seconds: u64) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "provenant still runs after {seconds} s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the child wrote to its standard error (warnings and errors only: `RUST_LOG=warn`).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
     /// SIGTERM, then the process must exit cleanly on its own.
@@ -91,7 +112,7 @@ impl Suite {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("poll") {
-                assert!(status.success(), "provenant exited with {status}");
+                assert!(status.success(), "provenant exited with {status}; its standard error:\n{}", self.stderr());
                 return;
             }
             assert!(Instant::now() < deadline, "provenant ignored SIGTERM");

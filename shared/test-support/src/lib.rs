@@ -8,14 +8,17 @@
 //! - [`TestDatabase`]: a fresh SQLite file or a fresh PostgreSQL database per test, both behind
 //!   the same sea-orm code (connect with `provenant_bus::store::connect(&database.url)`), so one
 //!   projection test runs on both ([`Backend::ALL`]).
+//! - [`free_port`]: a port for a server a test starts, out of the way of outgoing connections.
 //! - [`prometheus::assert_valid_exposition`]: a `/metrics` answer checked by promtool.
 
 mod database;
 mod nats;
+mod ports;
 pub mod prometheus;
 
 pub use database::{Backend, TestDatabase};
 pub use nats::{NatsServer, nats_url, unique_root};
+pub use ports::free_port;
 
 /// Installs a test log subscriber once (honours `RUST_LOG`); harmless when called repeatedly.
 pub fn init_logs() {

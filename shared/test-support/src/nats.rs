@@ -1,4 +1,3 @@
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -29,13 +28,9 @@ fn binary() -> anyhow::Result<PathBuf> {
     bail!("no nats-server: run `make test` (or scripts/bootstrap.sh) to install the pinned 2.15.1")
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl NatsServer {
     pub fn start() -> anyhow::Result<NatsServer> {
-        let mut server = NatsServer { child: None, port: free_port()?, store: tempfile::tempdir()? };
+        let mut server = NatsServer { child: None, port: crate::free_port(), store: tempfile::tempdir()? };
         server.spawn()?;
         Ok(server)
     }
