@@ -1,3 +1,4 @@
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
@@ -277,17 +278,22 @@ impl<H: Handler> Consumer<H> {
             return Ok(Replay { stats, last_sequence: last });
         }
         let mut incoming = self.messages(&consumer).await?.fuse();
+        // Events set back for redelivery (a transient failure: another projection filling beside
+        // this one has not written what this event needs yet) must still be applied before the
+        // replay may end, although the stream's end has been seen.
+        let mut awaiting: BTreeSet<u64> = BTreeSet::new();
+        let mut caught_up = false;
         while let Some(first) = incoming.next().await {
             let batch = fill_batch(first, &mut incoming, self.config.batch_size).await;
             let mut messages = Vec::with_capacity(batch.len());
-            let mut caught_up = false;
             for message in batch.into_iter().flatten() {
                 let info = message.info().map_err(Error::nats)?;
                 caught_up |= info.stream_sequence >= last || info.pending == 0;
+                awaiting.remove(&info.stream_sequence);
                 messages.push(message);
             }
-            self.apply_batch(messages, false, &mut stats).await?;
-            if caught_up {
+            awaiting.extend(self.apply_batch(messages, false, &mut stats).await?);
+            if caught_up && awaiting.is_empty() {
                 break;
             }
         }
@@ -295,7 +301,7 @@ impl<H: Handler> Consumer<H> {
     }
 
     /// [`Self::apply_and_acknowledge`], timed.
-    async fn apply_batch(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<(), Error> {
+    async fn apply_batch(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<Vec<u64>, Error> {
         let (started, events) = (std::time::Instant::now(), messages.len());
         let applied = self.apply_and_acknowledge(messages, live, stats).await;
         // How big batches are and what they cost: the first thing to read when a consumer is slow.
@@ -304,8 +310,9 @@ impl<H: Handler> Consumer<H> {
     }
 
     /// Applies a batch (retrying it event by event when it fails as a whole) and settles each
-    /// message with the server: ack, delayed redelivery or dead letter.
-    async fn apply_and_acknowledge(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<(), Error> {
+    /// message with the server: ack, delayed redelivery or dead letter. Returns the stream
+    /// sequences of the messages set back for redelivery.
+    async fn apply_and_acknowledge(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<Vec<u64>, Error> {
         // Nearly every batch applies cleanly, so it is first tried without savepoints (two
         // statements fewer per event); only a batch with a failing event pays for isolating
         // each event in its own savepoint.
@@ -315,7 +322,7 @@ impl<H: Handler> Consumer<H> {
                 Some(outcomes) => outcomes,
                 None => {
                     self.retry_all(&messages, 1).await;
-                    return Ok(());
+                    return Ok(messages.iter().filter_map(|message| Some(message.info().ok()?.stream_sequence)).collect());
                 }
             },
         };
@@ -324,14 +331,18 @@ impl<H: Handler> Consumer<H> {
         if let Some((sequence, _)) = last {
             self.progress.handled_through(sequence);
         }
+        let mut redelivered = Vec::new();
         for (message, outcome) in messages.iter().zip(outcomes) {
+            if let (Outcome::Retry { .. }, Ok(info)) = (&outcome, message.info()) {
+                redelivered.push(info.stream_sequence);
+            }
             self.settle(message, outcome, live, stats).await;
         }
         // Consumer lag, as the server counted it when it sent the batch's last message.
         if let Some((_, pending)) = last {
             metrics::gauge!("bus_consumer_pending", "consumer" => self.handler.name().to_owned()).set(pending as f64);
         }
-        Ok(())
+        Ok(redelivered)
     }
 
     /// Applies the batch in one transaction and commits it. `None` when the attempt was
