@@ -44,8 +44,11 @@ impl Application {
         let identity = provenant_bus::identity::follow_identity(&frame.bus, directory.clone(), shutdown.clone())
             .await
             .context("failed to load the issued API keys")?;
-        let datanets = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::new(), config.consumer.clone());
-        let contributions = Consumer::new(frame.bus.clone(), database.clone(), ContributionProjector::new(), config.consumer);
+        // Both are pure projections: a new store (a lost volume) is filled from the log.
+        let datanets =
+            Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::new(), config.consumer.clone()).filling_a_new_store();
+        let contributions =
+            Consumer::new(frame.bus.clone(), database.clone(), ContributionProjector::new(), config.consumer).filling_a_new_store();
         let routes = api::router(AppState {
             bus: frame.bus.clone(),
             database: database.clone(),

@@ -30,6 +30,32 @@ async fn submit(client: &reqwest::Client, app: &TestApp, datanet: &str, content_
 
 const FORTUNE: &str = "You will be honoured for contributing your time and skill to a worthy cause.";
 
+/// A new store under a log that is not new (a lost volume): the service fills its read models
+/// from the log before it follows it, so the Datanet and the contribution are there again. The
+/// durable consumers' positions on the server belong to the store they wrote before, so without
+/// filling the new store would only ever see what came after.
+#[tokio::test]
+async fn a_service_given_a_new_store_fills_it_from_the_log() {
+    for backend in Backend::ALL {
+        let app = spawn_app(backend).await;
+        let datanet_id = datanet(&app, json!({ "name": "Fortunes", "licence": "CC0-1.0" })).await;
+        let (status, submitted) = submit(&app.bob, &app, &datanet_id, "text/plain", FORTUNE).await;
+        assert_eq!(status, 202, "{submitted}");
+        let contribution = format!("/v1/contributions/{}", submitted["contribution_id"].as_str().expect("id"));
+        let before = app.get_until(&contribution, |status, _| status == 200).await;
+        let (config, lost) = app.stop().await;
+
+        let app = spawn_app_with(backend, |fresh| fresh.bus = config.bus.clone()).await;
+        assert_ne!(app.config.database.url.expose(), config.database.url.expose(), "{backend:?}: a new store");
+        app.get_until(&format!("/v1/datanets/{datanet_id}"), |status, _| status == 200).await;
+        let after = app.get_until(&contribution, |status, _| status == 200).await;
+        assert_eq!(after, before, "{backend:?}");
+        let (_, filled) = app.stop().await;
+        lost.drop_database().await.expect("drop");
+        filled.drop_database().await.expect("drop");
+    }
+}
+
 #[tokio::test]
 async fn a_submitted_text_is_stored_by_hash_and_pending_until_validation_decides() {
     for backend in Backend::ALL {

@@ -47,14 +47,19 @@ impl Application {
             .await
             .context("failed to load the issued API keys")?;
         let consumer = |config: &Config| config.consumer.clone();
-        let models = Consumer::new(frame.bus.clone(), database.clone(), ModelProjector::default(), consumer(&config));
-        let indexes = Consumer::new(frame.bus.clone(), database.clone(), IndexProjector::default(), consumer(&config));
-        let datanets = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::default(), consumer(&config));
-        let policies = Consumer::new(frame.bus.clone(), database.clone(), PolicyProjector::default(), consumer(&config));
+        // A store may be new while the log is not (a lost volume, a deployment upgraded from one
+        // SQLite file, a ledger given a database of its own): each pure projection fills it from
+        // the log. Without its catalogue the settler would retry every inference for ever.
+        let models = Consumer::new(frame.bus.clone(), database.clone(), ModelProjector::default(), consumer(&config)).filling_a_new_store();
+        let indexes =
+            Consumer::new(frame.bus.clone(), database.clone(), IndexProjector::default(), consumer(&config)).filling_a_new_store();
+        let datanets =
+            Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::default(), consumer(&config)).filling_a_new_store();
+        let policies =
+            Consumer::new(frame.bus.clone(), database.clone(), PolicyProjector::default(), consumer(&config)).filling_a_new_store();
         let default_policy = settler.default_policy.clone();
+        // The settler appends, so it never replays: its appends are in the log already.
         let inferences = Consumer::new(frame.bus.clone(), database.clone(), settler, consumer(&config));
-        // The ledger's store may be new while the log is not (a deployment upgraded from one
-        // SQLite file, or one given a ledger database of its own): it is filled from the log.
         let ledger =
             Consumer::new(frame.bus.clone(), ledger_database.clone(), LedgerProjector::default(), consumer(&config)).filling_a_new_store();
         let periods =

@@ -251,11 +251,12 @@ async fn assert_ledger_replays(config: &Config, database: TestDatabase, bus: &Bu
     database.drop_database().await.expect("drop");
 }
 
-/// A ledger store that is new while the log is not (a deployment upgraded from one SQLite file,
-/// or given a ledger database of its own) is filled from the start of the log, then followed:
-/// the durable consumers' positions on the server belong to the store they wrote before.
+/// A store that is new while the log is not (the ledger of a deployment upgraded from one
+/// SQLite file or given a database of its own; both stores after a lost volume) is filled from
+/// the start of the log, then followed: the durable consumers' positions on the server belong to
+/// the store they wrote before.
 #[tokio::test]
-async fn a_new_ledger_store_is_filled_from_the_log_then_followed() {
+async fn new_stores_are_filled_from_the_log_then_followed() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let (mut config, database) = config(backend).await;
         // Before: one database holds both.
@@ -283,8 +284,35 @@ async fn a_new_ledger_store_is_filled_from_the_log_then_followed() {
         let after = running.reconciled(3).await;
         assert_eq!(after["currencies"][0]["fees_in"], json!("357"), "{backend:?}: {after}");
         running.stop().await;
-        apart.drop_database().await.expect("drop");
-        database.drop_database().await.expect("drop");
+
+        // Last, both stores lost (a new volume): the catalogue is filled from the log, so the
+        // next inference settles rather than waiting for a model the store never sees, and the
+        // ledger is filled again.
+        let settler_store = database.sibling().await.expect("a new database");
+        let ledger_store = database.sibling().await.expect("a new database");
+        config.database.url = Secret::new(settler_store.url.clone());
+        config.ledger_database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(provenant_bus::store::DatabaseConfig { url: Secret::new(ledger_store.url.clone()) }),
+        };
+        let running = start(&config).await;
+        publish(&bus, &served("req-4", "infer", false, "43", None)).await;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (_, body) = running.get(FINANCE_KEY, "/v1/reconciliation").await;
+            // The new settler store knows only the inference it settled itself.
+            if body["ledger_transactions"] == json!(4) && body["settled_inferences"] == json!(1) {
+                assert_eq!(body["currencies"][0]["fees_in"], json!("400"), "{backend:?}: {body}");
+                assert_eq!(body["ledger_matches_log"], json!(true), "{backend:?}: {body}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{backend:?}: the inference after the loss never settled: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        running.stop().await;
+        for store in [apart, settler_store, ledger_store, database] {
+            store.drop_database().await.expect("drop");
+        }
     }
 }
 
