@@ -4,13 +4,15 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BUF := tools/node_modules/.bin/buf
 
-.PHONY: help tools demo up test lint lint-k8s fmt codegen bench load attribution-eval clean-data
+.PHONY: help tools demo up test lint lint-static clippy lint-k8s fmt codegen bench load attribution-eval clean-data
 
 help:
 	@echo "make demo   - start NATS and every service, run the pipeline on real text, stop"
 	@echo "make up     - run the whole suite in the foreground (Ctrl-C stops it)"
 	@echo "make test   - every test, against its own NATS 2.15 and PostgreSQL, then schemathesis over the APIs"
-	@echo "make lint   - rustfmt, clippy, buf lint/breaking, generated-code check, k6 inspect, then lint-k8s"
+	@echo "make lint   - clippy, then lint-static"
+	@echo "make lint-static - rustfmt, buf lint/breaking, generated-code check, k6 inspect, then lint-k8s"
+	@echo "make test CLIPPY=1 - make test with clippy linting the workspace's crates as they compile (CI)"
 	@echo "make lint-k8s - Helm chart, kustomize manifests, Dockerfile: helm lint, kubernetes-validate, checkov"
 	@echo "make bench  - benchmarks, JSON results in target/bench/"
 	@echo "make load   - k6 (ingest, infer) and the NATS bench against the release provenant up, JSON in target/load/"
@@ -29,17 +31,26 @@ up:
 	scripts/bootstrap.sh
 	$(CARGO) run --locked -p provenant-cli -- up
 
+# With CLIPPY=1 (as CI runs it), clippy lints the workspace's crates while `cargo test` compiles
+# them, as `cargo clippy` itself does for `cargo check`: one build of the tree instead of a check
+# build for clippy and a test build. Dependencies compile with plain rustc either way.
+CLIPPY_WHILE_COMPILING := RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+
 test:
 	scripts/bootstrap.sh --postgres --api-fuzz --promtool
-	scripts/with-test-services.sh $(CARGO) test --workspace --locked
+	$(if $(CLIPPY),$(CLIPPY_WHILE_COMPILING)) scripts/with-test-services.sh $(CARGO) test --workspace --locked
 	# cargo test built the service binaries (their packages have integration tests); a separate
 	# cargo build would resolve features differently and recompile much of the tree.
 	scripts/with-test-services.sh --nats-only scripts/api-fuzz.sh
 
-lint:
+lint: clippy lint-static
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+lint-static:
 	scripts/bootstrap.sh --node --k6
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) xtask codegen --check
 	$(BUF) lint schemas
 	$(BUF) breaking schemas --against schemas/baseline/image.binpb

@@ -45,10 +45,8 @@ impl Application {
             .await
             .context("failed to load the issued API keys")?;
         // Both are pure projections: a new store (a lost volume) is filled from the log.
-        let datanets =
-            Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::new(), config.consumer.clone()).filling_a_new_store();
-        let contributions =
-            Consumer::new(frame.bus.clone(), database.clone(), ContributionProjector::new(), config.consumer).filling_a_new_store();
+        let datanets = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::new(), config.consumer.clone());
+        let contributions = Consumer::new(frame.bus.clone(), database.clone(), ContributionProjector::new(), config.consumer);
         let routes = api::router(AppState {
             bus: frame.bus.clone(),
             database: database.clone(),

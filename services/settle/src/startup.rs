@@ -47,23 +47,19 @@ impl Application {
             .await
             .context("failed to load the issued API keys")?;
         let consumer = |config: &Config| config.consumer.clone();
-        // A store may be new while the log is not (a lost volume, a deployment upgraded from one
-        // SQLite file, a ledger given a database of its own): each pure projection fills it from
-        // the log. Without its catalogue the settler would retry every inference for ever.
-        let models = Consumer::new(frame.bus.clone(), database.clone(), ModelProjector::default(), consumer(&config)).filling_a_new_store();
-        let indexes =
-            Consumer::new(frame.bus.clone(), database.clone(), IndexProjector::default(), consumer(&config)).filling_a_new_store();
-        let datanets =
-            Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::default(), consumer(&config)).filling_a_new_store();
-        let policies =
-            Consumer::new(frame.bus.clone(), database.clone(), PolicyProjector::default(), consumer(&config)).filling_a_new_store();
+        // A store may lack what the log holds (a lost volume, a restored backup, a deployment
+        // upgraded from one SQLite file, a ledger given a database of its own): each pure
+        // projection fills it from the log (`Handler::is_pure_projection`). Without its
+        // catalogue the settler would retry every inference for ever.
+        let models = Consumer::new(frame.bus.clone(), database.clone(), ModelProjector::default(), consumer(&config));
+        let indexes = Consumer::new(frame.bus.clone(), database.clone(), IndexProjector::default(), consumer(&config));
+        let datanets = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::default(), consumer(&config));
+        let policies = Consumer::new(frame.bus.clone(), database.clone(), PolicyProjector::default(), consumer(&config));
         let default_policy = settler.default_policy.clone();
         // The settler appends, so it never replays: its appends are in the log already.
         let inferences = Consumer::new(frame.bus.clone(), database.clone(), settler, consumer(&config));
-        let ledger =
-            Consumer::new(frame.bus.clone(), ledger_database.clone(), LedgerProjector::default(), consumer(&config)).filling_a_new_store();
-        let periods =
-            Consumer::new(frame.bus.clone(), ledger_database.clone(), PeriodProjector::default(), consumer(&config)).filling_a_new_store();
+        let ledger = Consumer::new(frame.bus.clone(), ledger_database.clone(), LedgerProjector::default(), consumer(&config));
+        let periods = Consumer::new(frame.bus.clone(), ledger_database.clone(), PeriodProjector::default(), consumer(&config));
         let reports = frame.bus.blob_store("reports").await.context("failed to open the reports bucket")?;
         let state = AppState {
             bus: frame.bus.clone(),

@@ -76,8 +76,7 @@ impl Application {
             .context("failed to load the issued API keys")?;
         // A pure projection: a new store (a lost volume) is filled from the log. The job
         // projector queues work, so it never replays.
-        let catalog =
-            Consumer::new(frame.bus.clone(), database.clone(), CatalogProjector::default(), config.consumer.clone()).filling_a_new_store();
+        let catalog = Consumer::new(frame.bus.clone(), database.clone(), CatalogProjector::default(), config.consumer.clone());
         let jobs = Consumer::new(frame.bus.clone(), database.clone(), JobProjector::new(queue), config.consumer.clone());
         let routes = api::router(AppState {
             bus: frame.bus.clone(),

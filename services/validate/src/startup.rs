@@ -48,12 +48,10 @@ impl Application {
             .context("failed to load the issued API keys")?;
         // The policy and snapshot projections fill a new store (a lost volume) from the log; the
         // validator appends its verdicts, so it never replays.
-        let policies =
-            Consumer::new(frame.bus.clone(), database.clone(), PolicyProjector::default(), config.consumer.clone()).filling_a_new_store();
+        let policies = Consumer::new(frame.bus.clone(), database.clone(), PolicyProjector::default(), config.consumer.clone());
         let validator = ContributionValidator::new(frame.bus.clone(), blobs, manifests.clone(), config.validation.clone());
         let contributions = Consumer::new(frame.bus.clone(), database.clone(), validator, config.consumer.clone());
-        let snapshots = Consumer::new(frame.bus.clone(), database.clone(), SnapshotProjector::new(manifests.clone()), config.consumer)
-            .filling_a_new_store();
+        let snapshots = Consumer::new(frame.bus.clone(), database.clone(), SnapshotProjector::new(manifests.clone()), config.consumer);
         let routes = api::router(AppState { bus: frame.bus.clone(), database: database.clone(), directory, manifests });
         let (served, policies, contributions, snapshots) = tokio::join!(
             frame.serve(routes, readiness, shutdown.clone()),

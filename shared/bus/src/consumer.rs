@@ -82,6 +82,15 @@ pub trait Handler: Send + Sync + 'static {
     /// Forgets what `prepare` and `handle` kept for the batch: its attempt is abandoned, or a
     /// new one starts.
     fn discard(&self) {}
+
+    /// Whether `handle` writes only this consumer's own store: no appends, no effect anywhere
+    /// else, so that applying the log again repeats nothing but the store's rows. Such a
+    /// projection is refilled from the start of the log whenever its store lacks events the
+    /// server saw it acknowledge: a new or replaced store, one restored from an older backup, or
+    /// a fill cut short ([`Consumer::run`]).
+    fn is_pure_projection(&self) -> bool {
+        false
+    }
 }
 
 /// Where a fault-injection test makes the consumer die, to prove nothing is lost or doubled.
@@ -101,6 +110,9 @@ pub struct ConsumerStats {
     pub duplicates: u64,
     pub dead_lettered: u64,
     pub retried: u64,
+    /// Fills of a store that lacked events, from the start of the log, before following it
+    /// (0 or 1 per run; their events are not counted above).
+    pub fills: u64,
 }
 
 /// A durable pull consumer bound to one handler and one database.
@@ -110,9 +122,6 @@ pub struct Consumer<H: Handler> {
     handler: H,
     config: ConsumerConfig,
     progress: ProgressReporter,
-    /// Whether `run` first fills a database that holds nothing of this consumer's from the
-    /// start of the stream ([`Consumer::filling_a_new_store`]).
-    fill_new_store: bool,
     #[cfg(feature = "fault-injection")]
     crash_at: Option<CrashPoint>,
 }
@@ -127,7 +136,7 @@ enum Isolation {
 }
 
 enum Outcome {
-    Applied { sequence: u64, event_id: String },
+    Applied,
     Duplicate,
     Dead { code: String, reason: String, sequence: u64, delivered: i64 },
     Retry { delay: Duration },
@@ -141,21 +150,9 @@ impl<H: Handler> Consumer<H> {
             handler,
             config,
             progress: ProgressReporter::new(),
-            fill_new_store: false,
             #[cfg(feature = "fault-injection")]
             crash_at: None,
         }
-    }
-
-    /// Makes `run` first replay the whole stream into the database when it holds no event this
-    /// consumer processed (a new store for a projection that has run before elsewhere): the
-    /// server remembers how far the durable consumer got in whatever store it wrote before,
-    /// so without this a new store would only see what comes next. Only for pure projections:
-    /// a replay repeats what `handle` does.
-    #[must_use]
-    pub fn filling_a_new_store(mut self) -> Consumer<H> {
-        self.fill_new_store = true;
-        self
     }
 
     /// How far this consumer has got through its stream, reported after each committed batch:
@@ -175,11 +172,6 @@ impl<H: Handler> Consumer<H> {
 
     pub fn handler(&self) -> &H {
         &self.handler
-    }
-
-    async fn pull_consumer(&self, durable: bool) -> Result<pull::Stream, Error> {
-        let consumer = self.create_pull_consumer(durable).await?;
-        self.messages(&consumer).await
     }
 
     async fn create_pull_consumer(&self, durable: bool) -> Result<async_nats::jetstream::consumer::PullConsumer, Error> {
@@ -222,19 +214,33 @@ impl<H: Handler> Consumer<H> {
 
     /// Applies events until `shutdown` resolves, then finishes the batch in hand (its commit
     /// and acks) and returns. Messages prefetched but not started are redelivered later.
+    ///
+    /// A pure projection ([`Handler::is_pure_projection`]) whose store lacks events first
+    /// replays the whole stream into it: the server remembers how far the durable consumer got
+    /// in whatever store it wrote before, so a new store, or one restored from an older
+    /// backup, would otherwise only see what comes next.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<ConsumerStats, Error> {
-        if self.fill_new_store && !store::has_processed(&self.database, self.handler.name()).await? {
-            let filled = self.replay().await?;
+        tokio::pin!(shutdown);
+        let durable = self.create_pull_consumer(true).await?;
+        let filling = self.handler.is_pure_projection() && self.store_lacks_acknowledged_events(&durable).await?;
+        if filling {
+            // A fill cut short is started again next time: it records its checkpoint only once
+            // it is complete.
+            metrics::counter!("bus_store_fills_total", "consumer" => self.handler.name().to_owned()).increment(1);
+            let filled = tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(ConsumerStats { fills: 1, ..ConsumerStats::default() }),
+                filled = self.replay() => filled?,
+            };
             tracing::info!(
                 consumer = self.handler.name(),
                 applied = filled.stats.applied,
                 through = filled.last_sequence,
-                "filled a new store from the start of the log"
+                "filled a store that lacked events from the start of the log"
             );
         }
-        let mut incoming = self.pull_consumer(true).await?.fuse();
-        let mut stats = ConsumerStats::default();
-        tokio::pin!(shutdown);
+        let mut incoming = self.messages(&durable).await?.fuse();
+        let mut stats = ConsumerStats { fills: u64::from(filling), ..ConsumerStats::default() };
         loop {
             let first = tokio::select! {
                 biased;
@@ -259,9 +265,21 @@ impl<H: Handler> Consumer<H> {
         Ok(stats)
     }
 
+    /// Whether the server saw this consumer acknowledge events that its store does not account
+    /// for. The server's ack floor is read before the store's checkpoint: a replica making
+    /// progress in between can then only cause a needless replay, never a missed one.
+    async fn store_lacks_acknowledged_events(&self, durable: &async_nats::jetstream::consumer::PullConsumer) -> Result<bool, Error> {
+        let acknowledged = durable.get_info().await.map_err(Error::nats)?.ack_floor.stream_sequence;
+        let accounted = store::read_checkpoint(&self.database, self.handler.name()).await?.unwrap_or(0);
+        Ok(acknowledged > accounted)
+    }
+
     /// Applies the whole of the handler's stream from the first event into this consumer's
     /// database (fresh, or already holding part of it) and returns once it holds everything
     /// the stream held when the replay started. This is how a projection is rebuilt.
+    ///
+    /// Only a complete replay moves the store's checkpoint: the replay's consumer is not
+    /// durable, so a replay cut short must be started again rather than trusted.
     pub async fn replay(&self) -> Result<Replay, Error> {
         let namespace = self.bus.namespace();
         let stream_name = namespace.stream(self.handler.context());
@@ -283,6 +301,7 @@ impl<H: Handler> Consumer<H> {
         // replay may end, although the stream's end has been seen.
         let mut awaiting: BTreeSet<u64> = BTreeSet::new();
         let mut caught_up = false;
+        let mut accounted: Option<Accounted> = None;
         while let Some(first) = incoming.next().await {
             let batch = fill_batch(first, &mut incoming, self.config.batch_size).await;
             let mut messages = Vec::with_capacity(batch.len());
@@ -292,16 +311,24 @@ impl<H: Handler> Consumer<H> {
                 awaiting.remove(&info.stream_sequence);
                 messages.push(message);
             }
-            awaiting.extend(self.apply_batch(messages, false, &mut stats).await?);
+            let settled = self.apply_batch(messages, false, &mut stats).await?;
+            awaiting.extend(settled.set_back);
+            accounted = accounted.max(settled.accounted);
             if caught_up && awaiting.is_empty() {
-                break;
+                if let Some(Accounted { sequence, event_id }) = accounted {
+                    store::record_checkpoint(&self.database, self.handler.name(), sequence, &event_id).await?;
+                }
+                return Ok(Replay { stats, last_sequence: last });
             }
         }
-        Ok(Replay { stats, last_sequence: last })
+        Err(Error::Consumer {
+            consumer: self.handler.name().to_owned(),
+            reason: "the replay's messages ended before it caught up".to_owned(),
+        })
     }
 
     /// [`Self::apply_and_acknowledge`], timed.
-    async fn apply_batch(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<Vec<u64>, Error> {
+    async fn apply_batch(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<Settled, Error> {
         let (started, events) = (std::time::Instant::now(), messages.len());
         let applied = self.apply_and_acknowledge(messages, live, stats).await;
         // How big batches are and what they cost: the first thing to read when a consumer is slow.
@@ -310,19 +337,19 @@ impl<H: Handler> Consumer<H> {
     }
 
     /// Applies a batch (retrying it event by event when it fails as a whole) and settles each
-    /// message with the server: ack, delayed redelivery or dead letter. Returns the stream
-    /// sequences of the messages set back for redelivery.
-    async fn apply_and_acknowledge(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<Vec<u64>, Error> {
+    /// message with the server: ack, delayed redelivery or dead letter.
+    async fn apply_and_acknowledge(&self, messages: Vec<Message>, live: bool, stats: &mut ConsumerStats) -> Result<Settled, Error> {
         // Nearly every batch applies cleanly, so it is first tried without savepoints (two
         // statements fewer per event); only a batch with a failing event pays for isolating
         // each event in its own savepoint.
-        let outcomes = match self.attempt(&messages, Isolation::Shared).await? {
-            Some(outcomes) => outcomes,
-            None => match self.attempt(&messages, Isolation::PerEvent).await? {
-                Some(outcomes) => outcomes,
+        let Committed { outcomes, accounted } = match self.attempt(&messages, Isolation::Shared, live).await? {
+            Some(committed) => committed,
+            None => match self.attempt(&messages, Isolation::PerEvent, live).await? {
+                Some(committed) => committed,
                 None => {
                     self.retry_all(&messages, 1).await;
-                    return Ok(messages.iter().filter_map(|message| Some(message.info().ok()?.stream_sequence)).collect());
+                    let set_back = messages.iter().filter_map(|message| Some(message.info().ok()?.stream_sequence)).collect();
+                    return Ok(Settled { set_back, accounted: None });
                 }
             },
         };
@@ -331,10 +358,10 @@ impl<H: Handler> Consumer<H> {
         if let Some((sequence, _)) = last {
             self.progress.handled_through(sequence);
         }
-        let mut redelivered = Vec::new();
+        let mut set_back = Vec::new();
         for (message, outcome) in messages.iter().zip(outcomes) {
             if let (Outcome::Retry { .. }, Ok(info)) = (&outcome, message.info()) {
-                redelivered.push(info.stream_sequence);
+                set_back.push(info.stream_sequence);
             }
             self.settle(message, outcome, live, stats).await;
         }
@@ -342,12 +369,13 @@ impl<H: Handler> Consumer<H> {
         if let Some((_, pending)) = last {
             metrics::gauge!("bus_consumer_pending", "consumer" => self.handler.name().to_owned()).set(pending as f64);
         }
-        Ok(redelivered)
+        Ok(Settled { set_back, accounted })
     }
 
-    /// Applies the batch in one transaction and commits it. `None` when the attempt was
-    /// abandoned (rolled back): a handler failed under shared isolation, or the database did.
-    async fn attempt(&self, messages: &[Message], isolation: Isolation) -> Result<Option<Vec<Outcome>>, Error> {
+    /// Applies the batch in one transaction and commits it, with the store's checkpoint when
+    /// `live`. `None` when the attempt was abandoned (rolled back): a handler failed under
+    /// shared isolation, or the database did.
+    async fn attempt(&self, messages: &[Message], isolation: Isolation, live: bool) -> Result<Option<Committed>, Error> {
         // Nothing an abandoned attempt kept may leak into this one.
         self.handler.discard();
         let transaction = match self.database.begin().await {
@@ -360,6 +388,13 @@ impl<H: Handler> Consumer<H> {
         // What the handler appends while applying this attempt is confirmed before it commits.
         let outbox = Outbox::default();
         let deliveries: Vec<_> = messages.iter().map(|message| Delivery::parse(message, &outbox)).collect();
+        let identities: Vec<Accounted> = deliveries
+            .iter()
+            .map(|delivery| match delivery {
+                Ok(delivery) => Accounted { sequence: delivery.stream_sequence, event_id: delivery.envelope.event_id.to_string() },
+                Err((sequence, _, _)) => Accounted { sequence: *sequence, event_id: String::new() },
+            })
+            .collect();
         // Under shared isolation the whole batch is recorded as processed in one statement; the
         // events it reports as new are applied, the others are redeliveries.
         let mut newly_recorded = match isolation {
@@ -423,12 +458,15 @@ impl<H: Handler> Consumer<H> {
             warn!(consumer = self.handler.name(), failure = ?failure, "an append of the batch failed, retrying it");
             return Ok(None);
         }
-        let last_applied = outcomes.iter().rev().find_map(|outcome| match outcome {
-            Outcome::Applied { sequence, event_id } => Some((*sequence, event_id.as_str())),
-            _ => None,
-        });
-        if let Some((sequence, event_id)) = last_applied
-            && let Err(error) = store::record_checkpoint(&transaction, self.handler.name(), sequence, event_id).await
+        let accounted = identities
+            .into_iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| !matches!(outcome, Outcome::Retry { .. }))
+            .map(|(identity, _)| identity)
+            .max();
+        if live
+            && let Some(Accounted { sequence, event_id }) = &accounted
+            && let Err(error) = store::record_checkpoint(&transaction, self.handler.name(), *sequence, event_id).await
         {
             warn!(consumer = self.handler.name(), %error, "failed to record checkpoint, retrying batch");
             return Ok(None);
@@ -446,7 +484,7 @@ impl<H: Handler> Consumer<H> {
         if self.crash_at == Some(CrashPoint::AfterCommitBeforeAck) {
             return Err(Error::InjectedCrash("after commit, before ack"));
         }
-        Ok(Some(outcomes))
+        Ok(Some(Committed { outcomes, accounted }))
     }
 
     /// Applies one event; `None` abandons the attempt (shared isolation cannot undo a failed
@@ -490,7 +528,7 @@ impl<H: Handler> Consumer<H> {
             };
             let (result, done) = match recorded {
                 Ok(false) => (self.handler.on_duplicate(scope, delivery).await, Outcome::Duplicate),
-                Ok(true) => (self.handler.handle(scope, delivery).await, Outcome::Applied { sequence: delivery.stream_sequence, event_id }),
+                Ok(true) => (self.handler.handle(scope, delivery).await, Outcome::Applied),
                 Err(error) => (Err(error.into()), Outcome::Duplicate),
             };
             let result = match (result, &savepoint) {
@@ -554,7 +592,7 @@ impl<H: Handler> Consumer<H> {
     async fn settle(&self, message: &Message, outcome: Outcome, live: bool, stats: &mut ConsumerStats) {
         let consumer = self.handler.name().to_owned();
         let result = match outcome {
-            Outcome::Applied { .. } => {
+            Outcome::Applied => {
                 stats.applied += 1;
                 metrics::counter!("bus_events_applied_total", "consumer" => consumer).increment(1);
                 message.ack().await
@@ -609,6 +647,28 @@ impl<H: Handler> Consumer<H> {
         ack.await.map_err(|source| Error::Publish { subject, source })?;
         Ok(())
     }
+}
+
+/// The event with the highest stream sequence that a committed batch lets its store account
+/// for: applied, a duplicate, or dead-lettered, but not set back for redelivery.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Accounted {
+    sequence: u64,
+    /// Empty for a message that did not decode.
+    event_id: String,
+}
+
+/// A committed attempt: each message's outcome, and what the store now accounts for.
+struct Committed {
+    outcomes: Vec<Outcome>,
+    accounted: Option<Accounted>,
+}
+
+/// A batch settled with the server: the sequences set back for redelivery, and what the store
+/// now accounts for.
+struct Settled {
+    set_back: Vec<u64>,
+    accounted: Option<Accounted>,
 }
 
 /// What a replay applied, and up to which stream sequence.

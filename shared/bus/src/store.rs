@@ -4,8 +4,9 @@
 //! - `bus_processed_events` (consumer, event id): one row per event a consumer applied, written
 //!   in the same transaction as the projection rows. A redelivered event finds its row and is
 //!   acked without being applied again.
-//! - `bus_consumer_checkpoints` (consumer): the last stream sequence applied, for operators and
-//!   for replay bookkeeping.
+//! - `bus_consumer_checkpoints` (consumer): the last stream sequence the store accounts for
+//!   (applied, a duplicate or dead-lettered), written with the batch. Compared at start with
+//!   the server's ack floor, it tells a pure projection that its store lacks events.
 //!
 //! Every service's migrator runs [`Migration`] before its own migrations.
 
@@ -15,9 +16,9 @@ mod processed_event;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 
-pub(crate) use checkpoint::record_checkpoint;
+pub(crate) use checkpoint::{read as read_checkpoint, record_checkpoint};
 pub use migration::Migration;
-pub(crate) use processed_event::{any as has_processed, record_processed, record_processed_batch};
+pub(crate) use processed_event::{record_processed, record_processed_batch};
 
 /// Where a service keeps its projections.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -3,18 +3,22 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use futures::StreamExt as _;
 use provenant_bus::{
-    Bus, Consumer, ConsumerStats, Context, CrashPoint, DeadLetter, Deferred, Delivery, Envelope, Error, Expect, HandleError, Handler,
-    Namespace,
+    Bus, Consumer, ConsumerConfig, ConsumerStats, Context, CrashPoint, DeadLetter, Deferred, Delivery, Envelope, Error, Expect,
+    HandleError, Handler, Namespace,
 };
 use provenant_events::proto::datanet::v1::{DatanetCreated, SnapshotSealed};
 use provenant_runtime::Shutdown;
 use provenant_test_support::{Backend, NatsServer};
+use sea_orm::ConnectionTrait as _;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -226,21 +230,178 @@ async fn a_new_store_is_filled_from_the_start_of_the_log_then_followed() {
     let (old_handle, old_store) = database(Backend::Sqlite).await;
     let before = ids("moved", 10);
     publish_created(&bus, &before).await;
-    let (shutdown, task) = spawn_consumer(&bus, &old_store, "moving");
+    // The stream's last events are not the projection's: its ack floor must still not read as
+    // ahead of a store that holds all of its own.
+    let publish_unrelated = |id: &'static str| {
+        let bus = bus.clone();
+        async move {
+            let sealed = mirror_of(id);
+            bus.publish(&Envelope::new(&sealed, "test"), &sealed, Expect::NoEvents).await.expect("published");
+        }
+    };
+    publish_unrelated("snapshot-1").await;
+    let follow = |store: &sea_orm::DatabaseConnection| {
+        spawn(Consumer::new(bus.clone(), store.clone(), CountingProjection::pure("moving"), fast_consumer()))
+    };
+    let (shutdown, task) = follow(&old_store);
     eventually(WAIT, "the old store caught up", || async { drained(&bus, "moving").await }).await;
-    stop(shutdown, task).await;
+    assert_eq!(stop(shutdown, task).await.fills, 0, "a first deployment has nothing to fill");
 
     let (new_handle, new_store) = database(Backend::Sqlite).await;
-    let (shutdown, task) =
-        spawn(Consumer::new(bus.clone(), new_store.clone(), CountingProjection::new("moving"), fast_consumer()).filling_a_new_store());
+    let (shutdown, task) = follow(&new_store);
     let after = ids("after", 5);
     publish_created(&bus, &after).await;
+    publish_unrelated("snapshot-2").await;
     eventually(WAIT, "the new store holds the whole log", || async { counts(&new_store).await.len() == 15 }).await;
-    stop(shutdown, task).await;
+    assert_eq!(stop(shutdown, task).await.fills, 1);
+    let (shutdown, task) = follow(&new_store);
+    eventually(WAIT, "the durable consumer is back", || async { drained(&bus, "moving").await }).await;
+    assert_eq!(stop(shutdown, task).await.fills, 0, "a store that holds the log is not filled again");
     let mut expected = all_once(&before);
     expected.extend(all_once(&after));
     expected.sort();
     assert_eq!(counts(&new_store).await, expected, "each event once");
+    old_handle.drop_database().await.expect("drop");
+    new_handle.drop_database().await.expect("drop");
+}
+
+/// A store restored from a backup taken before the last events were applied lacks them,
+/// although it holds others: it is refilled from the log before it follows it.
+#[tokio::test]
+async fn a_store_restored_from_an_older_backup_is_refilled_before_it_follows_the_log() {
+    let bus = shared_bus().await;
+    let follow = |store: &sea_orm::DatabaseConnection| {
+        spawn(Consumer::new(bus.clone(), store.clone(), CountingProjection::pure("restored"), fast_consumer()))
+    };
+    let (handle, store) = database(Backend::Sqlite).await;
+    let early = ids("early", 5);
+    publish_created(&bus, &early).await;
+    let (shutdown, task) = follow(&store);
+    eventually(WAIT, "the store caught up", || async { drained(&bus, "restored").await }).await;
+    stop(shutdown, task).await;
+
+    let backup_path = handle.url.trim_start_matches("sqlite://").split('?').next().expect("a path").replace(".db", "-backup.db");
+    store.execute_unprepared(&format!("VACUUM INTO '{backup_path}'")).await.expect("backs up");
+    let late = ids("late", 5);
+    publish_created(&bus, &late).await;
+    let (shutdown, task) = follow(&store);
+    eventually(WAIT, "the store caught up again", || async { drained(&bus, "restored").await }).await;
+    assert_eq!(stop(shutdown, task).await.fills, 0, "a store that kept up is not filled");
+
+    let backup = provenant_bus::store::connect(&format!("sqlite://{backup_path}")).await.expect("opens the backup");
+    assert_eq!(counts(&backup).await, all_once(&early), "the backup predates the late events");
+    let (shutdown, task) = follow(&backup);
+    let mut expected = all_once(&early);
+    expected.extend(all_once(&late));
+    eventually(WAIT, "the restored store holds the whole log", || async { counts(&backup).await.len() == expected.len() }).await;
+    assert_eq!(stop(shutdown, task).await.fills, 1);
+    assert_eq!(counts(&backup).await, expected, "each event once");
+    handle.drop_database().await.expect("drop");
+}
+
+/// A fill that dies after committing part of the log is started again by the next run, although
+/// the store then holds events: the replay's consumer is not durable, so nothing else would ever
+/// bring the rest.
+#[tokio::test]
+async fn a_fill_cut_short_is_started_again_by_the_next_run() {
+    let bus = shared_bus().await;
+    let (old_handle, old_store) = database(Backend::Sqlite).await;
+    let all = ids("cut", 12);
+    publish_created(&bus, &all).await;
+    let (shutdown, task) = spawn(Consumer::new(bus.clone(), old_store.clone(), CountingProjection::pure("cut-short"), fast_consumer()));
+    eventually(WAIT, "the old store caught up", || async { drained(&bus, "cut-short").await }).await;
+    stop(shutdown, task).await;
+
+    let (new_handle, new_store) = database(Backend::Sqlite).await;
+    let small_batches = ConsumerConfig { batch_size: 3, ..fast_consumer() };
+    let dying = Consumer::new(bus.clone(), new_store.clone(), CountingProjection::pure("cut-short"), small_batches)
+        .crash_at(CrashPoint::AfterCommitBeforeAck);
+    let outcome = dying.run(std::future::pending()).await;
+    assert!(matches!(outcome, Err(Error::InjectedCrash(_))), "{outcome:?}");
+    let partial = counts(&new_store).await.len();
+    assert!((1..all.len()).contains(&partial), "the first batch of the fill committed, and only it: {partial} rows");
+
+    let (shutdown, task) = spawn(Consumer::new(bus.clone(), new_store.clone(), CountingProjection::pure("cut-short"), fast_consumer()));
+    eventually(WAIT, "the new store holds the whole log", || async { counts(&new_store).await.len() == all.len() }).await;
+    stop(shutdown, task).await;
+    assert_eq!(counts(&new_store).await, all_once(&all), "each event once");
+    old_handle.drop_database().await.expect("drop");
+    new_handle.drop_database().await.expect("drop");
+}
+
+/// Stalls on one Datanet's event while `stalling` is set, as a handler stuck on a slow
+/// dependency would, and says so in `stalled`; counts as [`CountingProjection`] does otherwise.
+struct StallingOn {
+    counting: CountingProjection,
+    datanet_id: &'static str,
+    stalling: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
+}
+
+impl Handler for StallingOn {
+    fn name(&self) -> &str {
+        self.counting.name()
+    }
+
+    fn context(&self) -> Context {
+        Context::Datanet
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        self.counting.filter_subjects(namespace)
+    }
+
+    async fn handle(&self, transaction: &sea_orm::DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        let event: DatanetCreated = delivery.decode(&self.counting.upcasters)?;
+        if event.datanet_id == self.datanet_id && self.stalling.load(SeqCst) {
+            self.stalled.store(true, SeqCst);
+            std::future::pending::<()>().await;
+        }
+        count_once_more(transaction, &event.datanet_id).await?;
+        Ok(())
+    }
+
+    fn is_pure_projection(&self) -> bool {
+        true
+    }
+}
+
+/// A consumer asked to stop while it fills a store stops at once, and the next run finishes the
+/// fill.
+#[tokio::test]
+async fn a_consumer_stopped_during_a_fill_returns_and_the_next_run_finishes_it() {
+    let bus = shared_bus().await;
+    let (stalling, stalled) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let consumer = |store: &sea_orm::DatabaseConnection, config| {
+        let handler = StallingOn {
+            counting: CountingProjection::new("stopped-fill"),
+            datanet_id: "stopped-020",
+            stalling: stalling.clone(),
+            stalled: stalled.clone(),
+        };
+        Consumer::new(bus.clone(), store.clone(), handler, config)
+    };
+    let (old_handle, old_store) = database(Backend::Sqlite).await;
+    let all = ids("stopped", 40);
+    publish_created(&bus, &all).await;
+    let (shutdown, task) = spawn(consumer(&old_store, fast_consumer()));
+    eventually(WAIT, "the old store caught up", || async { drained(&bus, "stopped-fill").await }).await;
+    stop(shutdown, task).await;
+
+    let (new_handle, new_store) = database(Backend::Sqlite).await;
+    stalling.store(true, SeqCst);
+    let (shutdown, task) = spawn(consumer(&new_store, ConsumerConfig { batch_size: 1, ..fast_consumer() }));
+    // Not by reading the store: its one SQLite connection is the stalled transaction's.
+    eventually(WAIT, "the fill reached the stalling event", || async { stalled.load(SeqCst) }).await;
+    let stopped = tokio::time::timeout(WAIT, stop(shutdown, task)).await.expect("stops while filling");
+    assert_eq!(stopped, ConsumerStats { fills: 1, ..ConsumerStats::default() }, "a fill is not counted as following");
+    assert_eq!(counts(&new_store).await.len(), 20, "the batches before the stalled one committed");
+
+    stalling.store(false, SeqCst);
+    let (shutdown, task) = spawn(consumer(&new_store, fast_consumer()));
+    eventually(WAIT, "the new store holds the whole log", || async { counts(&new_store).await.len() == all.len() }).await;
+    stop(shutdown, task).await;
+    assert_eq!(counts(&new_store).await, all_once(&all), "each event once");
     old_handle.drop_database().await.expect("drop");
     new_handle.drop_database().await.expect("drop");
 }

@@ -55,6 +55,10 @@ fn describe() {
         "bus_dead_letters_total",
         "Events a consumer gave up on and recorded in the dead-letter stream, by consumer and reason code"
     );
+    describe_counter!(
+        "bus_store_fills_total",
+        "Times a projection found its store lacking events the server saw it acknowledge and refilled it from the log, by consumer"
+    );
     describe_gauge!(
         "bus_consumer_pending",
         "Messages of its stream still waiting for the consumer after the last one it received, by consumer"

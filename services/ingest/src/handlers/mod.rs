@@ -40,6 +40,10 @@ impl Default for DatanetProjector {
 }
 
 impl Handler for DatanetProjector {
+    fn is_pure_projection(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         DatanetProjector::NAME
     }
@@ -102,6 +106,10 @@ impl ContributionProjector {
 }
 
 impl Handler for ContributionProjector {
+    fn is_pure_projection(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         ContributionProjector::NAME
     }

@@ -47,6 +47,10 @@ impl ModelProjector {
 }
 
 impl Handler for ModelProjector {
+    fn is_pure_projection(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         ModelProjector::NAME
     }
@@ -96,6 +100,10 @@ impl IndexProjector {
 }
 
 impl Handler for IndexProjector {
+    fn is_pure_projection(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         IndexProjector::NAME
     }
@@ -133,6 +141,10 @@ impl DatanetProjector {
 }
 
 impl Handler for DatanetProjector {
+    fn is_pure_projection(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         DatanetProjector::NAME
     }
@@ -168,6 +180,10 @@ impl PolicyProjector {
 }
 
 impl Handler for PolicyProjector {
+    fn is_pure_projection(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         PolicyProjector::NAME
     }
@@ -311,6 +327,10 @@ impl LedgerProjector {
 }
 
 impl Handler for LedgerProjector {
+    fn is_pure_projection(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         LedgerProjector::NAME
     }
@@ -382,6 +402,10 @@ impl PeriodProjector {
 }
 
 impl Handler for PeriodProjector {
+    fn is_pure_projection(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         PeriodProjector::NAME
     }

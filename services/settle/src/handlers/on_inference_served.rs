@@ -264,7 +264,19 @@ pub(super) async fn check_receipt_for_model(
     if receipt.index_sha256.is_empty() {
         return Ok(Err(Refusal::new("inference.receipt_index_unknown", "the receipt names no attribution index")));
     }
-    let models = settler.catalog.index_models(transaction, &receipt.index_sha256).await?;
+    let mut models = settler.catalog.index_models(transaction, &receipt.index_sha256).await?;
+    if models.is_empty() {
+        // Every index the log announced is projected once the projection holds as many; only
+        // then is one missing from it unknown. The index is looked up again after the count:
+        // under PostgreSQL's read committed each statement reads afresh, so an index projected
+        // since the first lookup is in the count, and must then be found too.
+        let announced =
+            settler.bus.count_messages(Context::Training, "index").await.map_err(|error| HandleError::Transient(error.into()))?;
+        if catalog::count_indexes(transaction).await? < announced {
+            return Err(HandleError::Transient(anyhow::anyhow!("index {} is not projected (yet)", receipt.index_sha256)));
+        }
+        models = settler.catalog.index_models(transaction, &receipt.index_sha256).await?;
+    }
     if models.iter().any(|indexed| indexed == model_id) {
         return Ok(Ok(()));
     }
@@ -273,10 +285,6 @@ pub(super) async fn check_receipt_for_model(
             "inference.receipt_index_mismatch",
             format!("index {} was built for {}, not for {model_id}", receipt.index_sha256, models.join(", ")),
         )));
-    }
-    let announced = settler.bus.count_messages(Context::Training, "index").await.map_err(|error| HandleError::Transient(error.into()))?;
-    if catalog::count_indexes(transaction).await? < announced {
-        return Err(HandleError::Transient(anyhow::anyhow!("index {} is not projected (yet)", receipt.index_sha256)));
     }
     Ok(Err(Refusal::new("inference.receipt_index_unknown", format!("no attribution index {} was built", receipt.index_sha256))))
 }

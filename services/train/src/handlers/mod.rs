@@ -36,6 +36,10 @@ impl CatalogProjector {
 }
 
 impl Handler for CatalogProjector {
+    fn is_pure_projection(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         CatalogProjector::NAME
     }

@@ -30,6 +30,10 @@ impl PolicyProjector {
 }
 
 impl Handler for PolicyProjector {
+    fn is_pure_projection(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         PolicyProjector::NAME
     }
@@ -171,6 +175,10 @@ impl SnapshotProjector {
 }
 
 impl Handler for SnapshotProjector {
+    fn is_pure_projection(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         SnapshotProjector::NAME
     }

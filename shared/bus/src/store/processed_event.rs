@@ -42,11 +42,6 @@ pub(crate) async fn count(database: &impl ConnectionTrait, consumer: &str) -> Re
     Entity::find().filter(Column::Consumer.eq(consumer)).count(database).await
 }
 
-/// Whether `consumer` has processed any event in this database (one index probe, not a count).
-pub(crate) async fn any(database: &impl ConnectionTrait, consumer: &str) -> Result<bool, DbErr> {
-    Ok(Entity::find().filter(Column::Consumer.eq(consumer)).one(database).await?.is_some())
-}
-
 /// Records a batch of events for `consumer` in one statement; returns the ids recorded now (the
 /// others were applied before). `RETURNING` reports exactly this transaction's inserts, so two
 /// workers racing on a redelivery still apply an event once.

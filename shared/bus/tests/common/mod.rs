@@ -16,11 +16,17 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBacken
 pub struct CountingProjection {
     pub name: String,
     pub upcasters: Upcasters,
+    /// Declared a pure projection, so that a store lacking events is refilled from the log.
+    pub pure: bool,
 }
 
 impl CountingProjection {
     pub fn new(name: &str) -> CountingProjection {
-        CountingProjection { name: name.to_owned(), upcasters: Upcasters::contract() }
+        CountingProjection { name: name.to_owned(), upcasters: Upcasters::contract(), pure: false }
+    }
+
+    pub fn pure(name: &str) -> CountingProjection {
+        CountingProjection { pure: true, ..CountingProjection::new(name) }
     }
 }
 
@@ -44,6 +50,10 @@ impl Handler for CountingProjection {
         }
         count_once_more(transaction, &event.datanet_id).await?;
         Ok(())
+    }
+
+    fn is_pure_projection(&self) -> bool {
+        self.pure
     }
 }
 
