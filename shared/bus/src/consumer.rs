@@ -573,7 +573,7 @@ impl<H: Handler> Consumer<H> {
     fn transient(&self, delivery: &Delivery, error: anyhow::Error) -> Outcome {
         if delivery.delivered >= self.config.max_deliver {
             return Outcome::Dead {
-                code: "delivery.exhausted".to_owned(),
+                code: EXHAUSTED.to_owned(),
                 reason: format!("gave up after {} deliveries: {error:#}", delivery.delivered),
                 sequence: delivery.stream_sequence,
                 delivered: delivery.delivered,
@@ -609,7 +609,11 @@ impl<H: Handler> Consumer<H> {
             }
             Outcome::Dead { code, reason, sequence, delivered } => {
                 stats.dead_lettered += 1;
-                if live {
+                // A replay does not record again what the live consumer rejected (a rejection
+                // does not depend on when it is made), but it does record an event it gave up
+                // on after transient failures: that depends on the moment, so the live consumer
+                // may have applied it, and the filled store would lack it unseen.
+                if live || code == EXHAUSTED {
                     // Record first, terminate after: a crash in between re-records the same
                     // dead letter, which its message id de-duplicates.
                     if let Err(error) = self.record_dead_letter(message, &code, &reason, sequence, delivered).await {
@@ -670,6 +674,9 @@ struct Settled {
     set_back: Vec<u64>,
     accounted: Option<Accounted>,
 }
+
+/// The dead-letter code of an event given up on after `max_deliver` transient failures.
+const EXHAUSTED: &str = "delivery.exhausted";
 
 /// What a replay applied, and up to which stream sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

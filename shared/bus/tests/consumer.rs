@@ -168,6 +168,26 @@ async fn a_transient_failure_is_retried_with_backoff_then_dead_lettered_when_del
     assert_eq!(letters[0].deliveries, 4);
 }
 
+/// An event a replay gives up on after transient failures is recorded in the dead-letter
+/// stream as the live consumer would record it: whether it fails depends on the moment, so the
+/// live store may hold it while the filled one does not.
+#[tokio::test]
+async fn an_event_a_replay_gives_up_on_is_recorded_in_the_dead_letter_stream() {
+    let bus = shared_bus().await;
+    let (handle, store) = database(Backend::Sqlite).await;
+    let failing = created("flaky-in-replay", "fail-transiently");
+    bus.publish(&Envelope::new(&failing, "test"), &failing, Expect::NoEvents).await.expect("published");
+    let fine = ids("fine", 2);
+    publish_created(&bus, &fine).await;
+    let consumer = Consumer::new(bus.clone(), store.clone(), CountingProjection::new("replay-gives-up"), fast_consumer());
+    let replay = tokio::time::timeout(WAIT, consumer.replay()).await.expect("returns").expect("replays");
+    assert_eq!((replay.stats.applied, replay.stats.dead_lettered), (2, 1), "{:?}", replay.stats);
+    assert_eq!(counts(&store).await, all_once(&fine));
+    let letters = dead_letters(&bus, 1).await;
+    assert_eq!((letters[0].reason_code.as_str(), letters[0].deliveries), ("delivery.exhausted", 4));
+    handle.drop_database().await.expect("drop");
+}
+
 #[tokio::test]
 async fn events_published_across_a_nats_restart_are_all_applied_exactly_once() {
     let mut server = NatsServer::start().expect("own nats server");
