@@ -44,7 +44,8 @@ impl Application {
         let identity = provenant_bus::identity::follow_identity(&frame.bus, directory.clone(), shutdown.clone())
             .await
             .context("failed to load the issued API keys")?;
-        // Both are pure projections: a new store (a lost volume) is filled from the log.
+        // Both are pure projections: a store lacking events (a lost volume, a restored backup) is
+        // filled from the log.
         let datanets = Consumer::new(frame.bus.clone(), database.clone(), DatanetProjector::new(), config.consumer.clone());
         let contributions = Consumer::new(frame.bus.clone(), database.clone(), ContributionProjector::new(), config.consumer);
         let routes = api::router(AppState {

@@ -74,8 +74,8 @@ impl Application {
         let identity = provenant_bus::identity::follow_identity(&frame.bus, directory.clone(), shutdown.clone())
             .await
             .context("failed to load the issued API keys")?;
-        // A pure projection: a new store (a lost volume) is filled from the log. The job
-        // projector queues work, so it never replays.
+        // A pure projection: a store lacking events (a lost volume, a restored backup) is filled
+        // from the log. The job projector queues work, so it never replays.
         let catalog = Consumer::new(frame.bus.clone(), database.clone(), CatalogProjector::default(), config.consumer.clone());
         let jobs = Consumer::new(frame.bus.clone(), database.clone(), JobProjector::new(queue), config.consumer.clone());
         let routes = api::router(AppState {

@@ -46,8 +46,8 @@ impl Application {
         let identity = provenant_bus::identity::follow_identity(&frame.bus, directory.clone(), shutdown.clone())
             .await
             .context("failed to load the issued API keys")?;
-        // The policy and snapshot projections fill a new store (a lost volume) from the log; the
-        // validator appends its verdicts, so it never replays.
+        // The policy and snapshot projections fill a store lacking events (a lost volume, a
+        // restored backup) from the log; the validator appends its verdicts, so it never replays.
         let policies = Consumer::new(frame.bus.clone(), database.clone(), PolicyProjector::default(), config.consumer.clone());
         let validator = ContributionValidator::new(frame.bus.clone(), blobs, manifests.clone(), config.validation.clone());
         let contributions = Consumer::new(frame.bus.clone(), database.clone(), validator, config.consumer.clone());

@@ -44,6 +44,15 @@ async fn stop(shutdown: Shutdown, task: tokio::task::JoinHandle<Result<ConsumerS
     task.await.expect("consumer task").expect("consumer ran cleanly")
 }
 
+/// Runs `consumer` until the server has nothing pending for it, then stops it. Not for a run
+/// that fills a store: its durable consumer has nothing pending while the fill goes on.
+async fn run_until_drained<H: Handler>(bus: &Bus, consumer: Consumer<H>) -> ConsumerStats {
+    let name = consumer.handler().name().to_owned();
+    let (shutdown, task) = spawn(consumer);
+    eventually(WAIT, "the consumer caught up", || async { drained(bus, &name).await }).await;
+    stop(shutdown, task).await
+}
+
 fn all_once(ids: &[String]) -> Vec<(String, i64)> {
     ids.iter().map(|id| (id.clone(), 1)).collect()
 }
@@ -260,23 +269,19 @@ async fn a_new_store_is_filled_from_the_start_of_the_log_then_followed() {
         }
     };
     publish_unrelated("snapshot-1").await;
-    let follow = |store: &sea_orm::DatabaseConnection| {
-        spawn(Consumer::new(bus.clone(), store.clone(), CountingProjection::pure("moving"), fast_consumer()))
+    let moving = |store: &sea_orm::DatabaseConnection| {
+        Consumer::new(bus.clone(), store.clone(), CountingProjection::pure("moving"), fast_consumer())
     };
-    let (shutdown, task) = follow(&old_store);
-    eventually(WAIT, "the old store caught up", || async { drained(&bus, "moving").await }).await;
-    assert_eq!(stop(shutdown, task).await.fills, 0, "a first deployment has nothing to fill");
+    assert_eq!(run_until_drained(&bus, moving(&old_store)).await.fills, 0, "a first deployment has nothing to fill");
 
     let (new_handle, new_store) = database(Backend::Sqlite).await;
-    let (shutdown, task) = follow(&new_store);
+    let (shutdown, task) = spawn(moving(&new_store));
     let after = ids("after", 5);
     publish_created(&bus, &after).await;
     publish_unrelated("snapshot-2").await;
     eventually(WAIT, "the new store holds the whole log", || async { counts(&new_store).await.len() == 15 }).await;
     assert_eq!(stop(shutdown, task).await.fills, 1);
-    let (shutdown, task) = follow(&new_store);
-    eventually(WAIT, "the durable consumer is back", || async { drained(&bus, "moving").await }).await;
-    assert_eq!(stop(shutdown, task).await.fills, 0, "a store that holds the log is not filled again");
+    assert_eq!(run_until_drained(&bus, moving(&new_store)).await.fills, 0, "a store that holds the log is not filled again");
     let mut expected = all_once(&before);
     expected.extend(all_once(&after));
     expected.sort();
@@ -290,27 +295,23 @@ async fn a_new_store_is_filled_from_the_start_of_the_log_then_followed() {
 #[tokio::test]
 async fn a_store_restored_from_an_older_backup_is_refilled_before_it_follows_the_log() {
     let bus = shared_bus().await;
-    let follow = |store: &sea_orm::DatabaseConnection| {
-        spawn(Consumer::new(bus.clone(), store.clone(), CountingProjection::pure("restored"), fast_consumer()))
+    let restored = |store: &sea_orm::DatabaseConnection| {
+        Consumer::new(bus.clone(), store.clone(), CountingProjection::pure("restored"), fast_consumer())
     };
     let (handle, store) = database(Backend::Sqlite).await;
     let early = ids("early", 5);
     publish_created(&bus, &early).await;
-    let (shutdown, task) = follow(&store);
-    eventually(WAIT, "the store caught up", || async { drained(&bus, "restored").await }).await;
-    stop(shutdown, task).await;
+    run_until_drained(&bus, restored(&store)).await;
 
     let backup_path = handle.url.trim_start_matches("sqlite://").split('?').next().expect("a path").replace(".db", "-backup.db");
     store.execute_unprepared(&format!("VACUUM INTO '{backup_path}'")).await.expect("backs up");
     let late = ids("late", 5);
     publish_created(&bus, &late).await;
-    let (shutdown, task) = follow(&store);
-    eventually(WAIT, "the store caught up again", || async { drained(&bus, "restored").await }).await;
-    assert_eq!(stop(shutdown, task).await.fills, 0, "a store that kept up is not filled");
+    assert_eq!(run_until_drained(&bus, restored(&store)).await.fills, 0, "a store that kept up is not filled");
 
     let backup = provenant_bus::store::connect(&format!("sqlite://{backup_path}")).await.expect("opens the backup");
     assert_eq!(counts(&backup).await, all_once(&early), "the backup predates the late events");
-    let (shutdown, task) = follow(&backup);
+    let (shutdown, task) = spawn(restored(&backup));
     let mut expected = all_once(&early);
     expected.extend(all_once(&late));
     eventually(WAIT, "the restored store holds the whole log", || async { counts(&backup).await.len() == expected.len() }).await;
@@ -328,9 +329,7 @@ async fn a_fill_cut_short_is_started_again_by_the_next_run() {
     let (old_handle, old_store) = database(Backend::Sqlite).await;
     let all = ids("cut", 12);
     publish_created(&bus, &all).await;
-    let (shutdown, task) = spawn(Consumer::new(bus.clone(), old_store.clone(), CountingProjection::pure("cut-short"), fast_consumer()));
-    eventually(WAIT, "the old store caught up", || async { drained(&bus, "cut-short").await }).await;
-    stop(shutdown, task).await;
+    run_until_drained(&bus, Consumer::new(bus.clone(), old_store.clone(), CountingProjection::pure("cut-short"), fast_consumer())).await;
 
     let (new_handle, new_store) = database(Backend::Sqlite).await;
     let small_batches = ConsumerConfig { batch_size: 3, ..fast_consumer() };
@@ -404,9 +403,7 @@ async fn a_consumer_stopped_during_a_fill_returns_and_the_next_run_finishes_it()
     let (old_handle, old_store) = database(Backend::Sqlite).await;
     let all = ids("stopped", 40);
     publish_created(&bus, &all).await;
-    let (shutdown, task) = spawn(consumer(&old_store, fast_consumer()));
-    eventually(WAIT, "the old store caught up", || async { drained(&bus, "stopped-fill").await }).await;
-    stop(shutdown, task).await;
+    run_until_drained(&bus, consumer(&old_store, fast_consumer())).await;
 
     let (new_handle, new_store) = database(Backend::Sqlite).await;
     stalling.store(true, SeqCst);
