@@ -30,6 +30,17 @@ async fn submit(client: &reqwest::Client, app: &TestApp, datanet: &str, content_
 
 const FORTUNE: &str = "You will be honoured for contributing your time and skill to a worthy cause.";
 
+/// Every (contributor, day, items, bytes) row of the daily quota totals in `database`, sorted.
+async fn daily_usage(database: &provenant_test_support::TestDatabase) -> Vec<(String, String, i64, i64)> {
+    use sea_orm::EntityTrait as _;
+    let connection = provenant_bus::store::connect(&database.url).await.expect("connects");
+    let rows = ingest::projections::daily_usage::Entity::find().all(&connection).await.expect("reads");
+    connection.close().await.expect("closes");
+    let mut rows: Vec<_> = rows.into_iter().map(|row| (row.contributor_id, row.day, row.items, row.bytes)).collect();
+    rows.sort();
+    rows
+}
+
 /// A new store under a log that is not new (a lost volume): the service fills its read models
 /// from the log before it follows it, so the Datanet and the contribution are there again. The
 /// durable consumers' positions on the server belong to the store they wrote before, so without
@@ -51,6 +62,13 @@ async fn a_service_given_a_new_store_fills_it_from_the_log() {
         let after = app.get_until(&contribution, |status, _| status == 200).await;
         assert_eq!(after, before, "{backend:?}");
         let (_, filled) = app.stop().await;
+        let usage = daily_usage(&filled).await;
+        assert_eq!(usage, daily_usage(&lost).await, "{backend:?}: the quota totals are filled from the log too");
+        assert_eq!(
+            usage.iter().map(|(contributor, _, items, bytes)| (contributor.as_str(), *items, *bytes)).collect::<Vec<_>>(),
+            [("bob", 1, FORTUNE.len() as i64)],
+            "{backend:?}"
+        );
         lost.drop_database().await.expect("drop");
         filled.drop_database().await.expect("drop");
     }
@@ -216,6 +234,12 @@ async fn daily_quotas_answer_429_and_statistics_count_what_was_decided() {
         assert_eq!((stats["records_accepted"].as_u64(), stats["duplicate_clusters"].as_u64()), (Some(1), Some(1)));
         assert_eq!(stats["bytes_accepted"].as_u64(), Some(texts[0].len() as u64));
         let (_, database) = app.stop().await;
+        // The quota reads running totals per contributor and UTC day, which the projection
+        // keeps with each submission: bob's three (the refused fourth is not counted), alice's one.
+        let totals: Vec<(String, i64, i64)> =
+            daily_usage(&database).await.into_iter().map(|(contributor, _, items, bytes)| (contributor, items, bytes)).collect();
+        let bobs_bytes = texts.iter().map(|text| text.len() as i64).sum();
+        assert_eq!(totals, [("alice".to_owned(), 1, 44), ("bob".to_owned(), 3, bobs_bytes)], "{backend:?}");
         database.drop_database().await.expect("drop");
     }
 }

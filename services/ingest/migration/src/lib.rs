@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000002_create_datanets;
 mod m20261126_000003_create_contributions;
+mod m20261207_000004_create_contributor_daily_usage;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(provenant_bus::store::Migration),
             Box::new(m20261125_000002_create_datanets::Migration),
             Box::new(m20261126_000003_create_contributions::Migration),
+            Box::new(m20261207_000004_create_contributor_daily_usage::Migration),
         ]
     }
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::datanets::visible;
 use super::{ApiError, ApiJson, AppState};
-use crate::projections::contributions;
+use crate::projections::{contributions, daily_usage};
 use provenant_runtime::identity::{Principal, Role};
 use provenant_runtime::openapi::{AnyText, ErrorResponses, ToSchema};
 use provenant_runtime::pagination::{PageQuery, PageRequest};
@@ -121,11 +121,11 @@ fn record_count(bytes: &[u8], format: Format) -> u32 {
     }
 }
 
-/// Per-contributor daily quotas, counted from the read model since UTC midnight. Submissions
-/// still in flight to the read model are not counted yet, so a burst can overshoot by them.
+/// Per-contributor daily quotas (UTC days), read from the projection's running totals (one
+/// row, whatever the contributor's history). Submissions still in flight to the read model are
+/// not counted yet, so a burst can overshoot by them.
 async fn check_quota(state: &AppState, caller: &Principal, size: u64) -> Result<(), ApiError> {
-    let midnight = chrono::Utc::now().date_naive().and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-    let (items, bytes) = contributions::submitted_since(&state.database, &caller.id, midnight)
+    let (items, bytes) = daily_usage::on_day_of(&state.database, &caller.id, chrono::Utc::now())
         .await
         .map_err(|error| ApiError::internal("database.unavailable", error))?;
     if items >= state.quotas.daily_items_per_contributor {

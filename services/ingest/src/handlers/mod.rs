@@ -17,7 +17,7 @@ use provenant_events::proto::datanet::v1::{
 };
 use sea_orm::{DatabaseTransaction, DbErr};
 
-use crate::projections::{contributions, datanets};
+use crate::projections::{contributions, daily_usage, datanets};
 
 /// Durable consumer of Datanet aggregate events into the `datanets` projection.
 #[derive(Debug, Clone)]
@@ -77,8 +77,10 @@ pub struct ContributionProjector {
     rows: Deferred<HashMap<String, Option<contributions::Model>>>,
     /// ... the ids of those it changed, to write at its end ...
     staged: Deferred<BTreeSet<String>>,
-    /// ... and the Datanets it read (their contribution policy).
+    /// ... the Datanets it read (their contribution policy) ...
     datanets: Deferred<HashMap<String, Option<datanets::Model>>>,
+    /// ... and what its submissions add to their contributors' daily quotas.
+    usage: Deferred<daily_usage::Additions>,
 }
 
 impl ContributionProjector {
@@ -97,6 +99,11 @@ impl ContributionProjector {
     pub(crate) fn stage(&self, row: contributions::Model) {
         self.staged.with(|staged| staged.insert(row.id.clone()));
         self.rows.with(|rows| rows.insert(row.id.clone(), Some(row)));
+    }
+
+    /// Counts a submission into its contributor's day, for the end of the batch.
+    pub(crate) fn count_usage(&self, contributor_id: &str, at: chrono::DateTime<chrono::Utc>, size_bytes: u64) {
+        self.usage.with(|usage| daily_usage::count(usage, contributor_id, at, size_bytes));
     }
 
     /// Datanet `id`, read once per batch.
@@ -156,6 +163,7 @@ impl Handler for ContributionProjector {
         let staged = self.staged.take();
         let rows = self.rows.with(|rows| staged.iter().filter_map(|id| rows.get(id).cloned().flatten()).collect());
         contributions::save_all(transaction, rows).await?;
+        daily_usage::add(transaction, self.usage.take()).await?;
         Ok(())
     }
 
@@ -163,5 +171,6 @@ impl Handler for ContributionProjector {
         self.rows.reset();
         self.staged.reset();
         self.datanets.reset();
+        self.usage.reset();
     }
 }

@@ -42,6 +42,7 @@ pub async fn handle(
     }
     let awaiting_approval = datanet.contribution_policy == "owner_approval";
     // Written with the rest of the batch (`ContributionProjector::flush`).
+    projector.count_usage(&contributor, delivery.envelope.occurred_at, blob.size_bytes);
     projector.stage(contributions::submitted_row(submitted, awaiting_approval, delivery.stream_sequence, delivery.envelope.occurred_at));
     Ok(())
 }

@@ -153,23 +153,6 @@ pub async fn list_by_contributor(
     query.all(database).await
 }
 
-/// What `contributor_id` submitted since `since`: (contributions, bytes).
-pub async fn submitted_since(database: &impl ConnectionTrait, contributor_id: &str, since: DateTime<Utc>) -> Result<(u64, u64), DbErr> {
-    // Aggregated in the database: this runs on every submission. PostgreSQL sums a BIGINT
-    // column as NUMERIC, hence the cast, which SQLite accepts as well.
-    let totals: Option<(i64, i64)> = Entity::find()
-        .select_only()
-        .column_as(sea_orm::sea_query::Expr::cust("COUNT(*)"), "items")
-        .column_as(sea_orm::sea_query::Expr::cust("CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT)"), "bytes")
-        .filter(Column::ContributorId.eq(contributor_id))
-        .filter(Column::SubmittedAt.gte(since))
-        .into_tuple()
-        .one(database)
-        .await?;
-    let (items, bytes) = totals.unwrap_or_default();
-    Ok((u64::try_from(items).unwrap_or(0), u64::try_from(bytes).unwrap_or(0)))
-}
-
 /// A Datanet's contribution statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DatanetStatistics {

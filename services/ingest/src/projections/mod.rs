@@ -2,4 +2,5 @@
 //! handlers in `crate::handlers`, read by the API.
 
 pub mod contributions;
+pub mod daily_usage;
 pub mod datanets;
