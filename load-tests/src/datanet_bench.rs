@@ -36,6 +36,11 @@ use serde_json::{Value, json};
 use validate::domain::near_duplicates::{NearDuplicateIndex, SIGNATURE_LENGTH, Signature};
 use validate::projections::accepted;
 
+/// The ingest and validate services' own allocator (their `main.rs`), so that what runs here
+/// allocates as they do.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const KEY: &str = "pvk_datanet_bench";
 
 #[derive(Parser)]
