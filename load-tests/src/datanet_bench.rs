@@ -36,10 +36,9 @@ use serde_json::{Value, json};
 use validate::domain::near_duplicates::{NearDuplicateIndex, SIGNATURE_LENGTH, Signature};
 use validate::projections::accepted;
 
-/// The ingest and validate services' own allocator (their `main.rs`), so that what runs here
-/// allocates as they do.
+/// The allocator of the ingest and validate services, so that the consumers timed here allocate as they do there.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: provenant_runtime::allocator::ServiceAllocator = provenant_runtime::allocator::SERVICE_ALLOCATOR;
 
 const KEY: &str = "pvk_datanet_bench";
 

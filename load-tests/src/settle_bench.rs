@@ -35,10 +35,9 @@ use settle::domain::period::{Period, PeriodLength};
 use settle::handlers::{DatanetProjector, IndexProjector, LedgerProjector, ModelProjector, Settler};
 use settle::projections::ledger::{self, postings, transactions};
 
-/// The settle service's own allocator (`services/settle/src/main.rs`), so that the consumers
-/// timed here run as they do there.
+/// The allocator of the settle service, so that the consumers timed here allocate as they do there.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: provenant_runtime::allocator::ServiceAllocator = provenant_runtime::allocator::SERVICE_ALLOCATOR;
 
 #[derive(Parser)]
 struct Arguments {
@@ -333,7 +332,7 @@ async fn main() -> anyhow::Result<()> {
         "machine": machine_load(&load_before),
         "events_per_run": arguments.events,
         "consumer": config.consumer,
-        "allocator": "mimalloc",
+        "allocator": std::any::type_name::<provenant_runtime::allocator::ServiceAllocator>(),
         "repeats": arguments.repeats,
         "raw_consume": {"runs_per_second": raw_runs, "median_per_second": raw_median},
         "settled": settled,

@@ -1,11 +1,8 @@
 use anyhow::Context as _;
 
-/// mimalloc instead of glibc's malloc, as in the settle service: the submission endpoint and the contribution projection allocate for every request, message
-/// and statement; with
-/// ingest and validate on mimalloc, `datanet-bench` accepted about 1.15 times as many
-/// contributions a second (README, "Benchmarks"). SQLite keeps glibc's malloc.
+/// The services' allocator (`provenant_runtime::allocator` says why).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: provenant_runtime::allocator::ServiceAllocator = provenant_runtime::allocator::SERVICE_ALLOCATOR;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -1,11 +1,8 @@
 use anyhow::Context as _;
 
-/// mimalloc instead of glibc's malloc: the settler and the ledger projector allocate for every
-/// message, envelope and statement from several threads at once, and glibc's malloc and free
-/// took about a quarter of the CPU of `settle-bench`; with mimalloc the same run settles about
-/// 1.2 times as many events a second (README, "Benchmarks"). SQLite keeps glibc's malloc.
+/// The services' allocator (`provenant_runtime::allocator` says why).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: provenant_runtime::allocator::ServiceAllocator = provenant_runtime::allocator::SERVICE_ALLOCATOR;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 //! one exits at once); services receive a [`Shutdown`] token, stop pulling new work when it
 //! fires, finish and ack what is in flight, then return.
 
+pub mod allocator;
 pub mod api_error;
 pub mod identity;
 pub mod openapi;
