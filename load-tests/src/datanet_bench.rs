@@ -253,7 +253,7 @@ async fn near_duplicate_lookup(size: usize, lookups: usize) -> anyhow::Result<Lo
     let build = Instant::now();
     let mut index = 0;
     while index < size {
-        let transaction = database.begin().await?;
+        let mut rows = Vec::new();
         for _ in 0..10_000.min(size - index) {
             let signature = match originals.get(index) {
                 Some(original) => Signature::of(original).context("a signature")?,
@@ -269,10 +269,12 @@ async fn near_duplicate_lookup(size: usize, lookups: usize) -> anyhow::Result<Lo
                 signature: None,
                 accepted_sequence: index as i64,
             };
-            accepted::insert(&transaction, row, Some(&signature)).await?;
+            rows.push(accepted::with_signature(row, Some(&signature)));
             memory.insert(&id, signature);
             index += 1;
         }
+        let transaction = database.begin().await?;
+        accepted::insert_all(&transaction, &rows).await?;
         transaction.commit().await?;
     }
     database.execute_unprepared("ANALYZE").await?;
@@ -292,10 +294,11 @@ async fn near_duplicate_lookup(size: usize, lookups: usize) -> anyhow::Result<Lo
     for query in &queries {
         let keys: Vec<u64> = query.band_keys().collect();
         let started = Instant::now();
-        let best = accepted::candidates(&database, "bench", &keys)
+        let best = accepted::sharing_bands(&database, &["bench".to_owned()], &keys)
             .await?
             .into_iter()
-            .map(|(row, signature)| (row.contribution_id, query.similarity(&signature)))
+            .filter_map(|row| Some((query.similarity(&accepted::signature_of(&row)?), row.contribution_id)))
+            .map(|(similarity, id)| (id, similarity))
             .filter(|(_, similarity)| *similarity >= 0.8)
             .max_by(|a, b| a.1.total_cmp(&b.1));
         database_ms.push(started.elapsed().as_secs_f64() * 1_000.0);

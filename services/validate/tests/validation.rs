@@ -285,36 +285,83 @@ async fn json_lines_records_are_checked_against_the_datanets_schema() {
     running.stop().await;
 }
 
-/// The validator fetches a batch's contents together (`ContributionValidator::prepare`): in one
-/// batch, content that is not in the object store is rejected, and the same content submitted
-/// twice is judged twice from the store.
-#[tokio::test]
-async fn a_batch_of_submissions_is_judged_from_contents_fetched_together() {
-    let (config, database) = config(Backend::Sqlite).await;
-    let bus = Bus::connect(&config.bus).await.expect("bus");
-    bus.declare_streams().await.expect("streams");
-    create_datanet(&bus, "fortunes", PersonalDataAction::Reject).await;
-    let first = submit(&bus, "fortunes", "alice", FORTUNE.as_bytes()).await;
-    let missing_id = uuid::Uuid::now_v7().to_string();
-    let missing = ContributionSubmitted {
-        contribution_id: missing_id.clone(),
-        datanet_id: "fortunes".into(),
-        contributor: Some(Principal { id: "bob".into(), kind: 1 }),
-        blob: Some(BlobRef { sha256: "0".repeat(64), size_bytes: 10, bucket: "contributions".into(), media_type: "text/plain".into() }),
+/// A submission naming `blob` as a contributor-less producer would send it.
+fn submission(datanet: &str, contributor: Option<&str>, blob: BlobRef) -> ContributionSubmitted {
+    ContributionSubmitted {
+        contribution_id: uuid::Uuid::now_v7().to_string(),
+        datanet_id: datanet.into(),
+        contributor: contributor.map(|id| Principal { id: id.into(), kind: 1 }),
+        blob: Some(blob),
         licence_spdx: "CC0-1.0".into(),
         record_format: RecordFormat::PlainText.into(),
         record_count: 1,
         file_name: String::new(),
-    };
-    bus.publish(&Envelope::new(&missing, "ingest"), &missing, Expect::NoEvents).await.expect("submitted");
-    let copy = submit(&bus, "fortunes", "carol", FORTUNE.as_bytes()).await;
-    let other = submit(&bus, "fortunes", "dave", b"An entirely different and perfectly fine sentence to accept.").await;
+    }
+}
 
-    let running = start(&config).await;
-    assert_eq!(accepted(&bus, &first).await.duplicate_cluster_id, first);
-    assert_eq!(rejection_codes(&bus, &missing_id).await, ["content.missing"]);
-    assert_eq!(accepted(&bus, &copy).await.duplicate_cluster_id, first, "the copy joins the first's cluster");
-    assert_eq!(accepted(&bus, &other).await.duplicate_cluster_id, other);
-    running.stop().await;
-    database.drop_database().await.expect("drop");
+const DREAM: &str = "A journey of a thousand miles begins with a single step, and then a great many more of them.";
+
+/// The validator reads a batch's contents, rules and possible duplicates together and writes
+/// what it accepts at the batch's end (`ContributionValidator::prepare` and `flush`). Judged in
+/// one batch, each submission still sees the stored contributions and every earlier one of the
+/// batch, exactly, near and by the same contributor; and so it does when a failing event makes
+/// the consumer retry the batch event by event, without `prepare`.
+#[tokio::test]
+async fn a_batch_of_submissions_is_judged_as_if_one_by_one() {
+    for backend in Backend::ALL {
+        let (config, database) = config(backend).await;
+        let bus = Bus::connect(&config.bus).await.expect("bus");
+        bus.declare_streams().await.expect("streams");
+        create_datanet(&bus, "fortunes", PersonalDataAction::Reject).await;
+        let running = start(&config).await;
+        let stored = submit(&bus, "fortunes", "alice", FORTUNE.as_bytes()).await;
+        assert_eq!(accepted(&bus, &stored).await.duplicate_cluster_id, stored);
+        running.stop().await;
+
+        // One batch, published while no validator runs.
+        let near_stored = submit(&bus, "fortunes", "bob", FORTUNE.replace("unusual", "UNUSUAL").replace("well.", "well!").as_bytes()).await;
+        let copy_stored = submit(&bus, "fortunes", "carol", FORTUNE.as_bytes()).await;
+        let missing = submission(
+            "fortunes",
+            Some("bob"),
+            BlobRef { sha256: "0".repeat(64), size_bytes: 10, bucket: "contributions".into(), media_type: "text/plain".into() },
+        );
+        bus.publish(&Envelope::new(&missing, "ingest"), &missing, Expect::NoEvents).await.expect("submitted");
+        let founder = submit(&bus, "fortunes", "dave", DREAM.as_bytes()).await;
+        let near_founder = submit(&bus, "fortunes", "erin", DREAM.replace("single", "SINGLE").as_bytes()).await;
+        let copy_founder = submit(&bus, "fortunes", "frank", DREAM.as_bytes()).await;
+        let founder_again = submit(&bus, "fortunes", "dave", DREAM.as_bytes()).await;
+        let running = start(&config).await;
+        assert_eq!(accepted(&bus, &near_stored).await.duplicate_cluster_id, stored, "near a stored one");
+        assert_eq!(accepted(&bus, &copy_stored).await.duplicate_cluster_id, stored, "a copy of a stored one");
+        assert_eq!(rejection_codes(&bus, &missing.contribution_id).await, ["content.missing"]);
+        let founded = accepted(&bus, &founder).await;
+        assert_eq!((founded.duplicate_cluster_id.as_str(), founded.cluster_founder), (founder.as_str(), true));
+        assert_eq!(accepted(&bus, &near_founder).await.duplicate_cluster_id, founder, "near one earlier in the batch");
+        assert_eq!(accepted(&bus, &copy_founder).await.duplicate_cluster_id, founder, "a copy of one earlier in the batch");
+        assert_eq!(rejection_codes(&bus, &founder_again).await, ["duplicate.already_contributed"]);
+        running.stop().await;
+
+        // A batch with an event the validator refuses (no contributor) is applied event by event.
+        let tale = "Once upon a time a small fox found a golden key under the old oak tree by the mill.";
+        let first = submit(&bus, "fortunes", "gina", tale.as_bytes()).await;
+        let content = bus.blob_store("contributions").await.expect("bucket").put(tale.as_bytes()).await.expect("stored");
+        let anonymous = submission(
+            "fortunes",
+            None,
+            BlobRef { sha256: content.sha256, size_bytes: content.size_bytes, bucket: content.bucket, media_type: "text/plain".into() },
+        );
+        bus.publish(&Envelope::new(&anonymous, "ingest"), &anonymous, Expect::NoEvents).await.expect("submitted");
+        let near_first = submit(&bus, "fortunes", "hank", tale.replace("golden", "GOLDEN").as_bytes()).await;
+        let first_again = submit(&bus, "fortunes", "gina", tale.as_bytes()).await;
+        let near_earlier = submit(&bus, "fortunes", "ivan", DREAM.replace("great", "GREAT").as_bytes()).await;
+        let running = start(&config).await;
+        assert_eq!(accepted(&bus, &first).await.duplicate_cluster_id, first);
+        assert_eq!(accepted(&bus, &near_first).await.duplicate_cluster_id, first, "near one earlier in the retried batch");
+        assert_eq!(rejection_codes(&bus, &first_again).await, ["duplicate.already_contributed"]);
+        assert_eq!(accepted(&bus, &near_earlier).await.duplicate_cluster_id, founder, "near one of an earlier batch");
+        assert_eq!(events_on(&bus, &anonymous.contribution_id).await, 1, "the refused submission has no verdict");
+        running.stop().await;
+        database.drop_database().await.expect("drop");
+    }
 }

@@ -3,6 +3,7 @@
 //! submitted contribution and appends its verdict, [`SnapshotProjector`] records sealed
 //! snapshots for inclusion proofs.
 
+mod known_accepted;
 mod on_contribution_approved;
 mod on_contribution_submitted;
 mod on_datanet_changed;
@@ -14,10 +15,13 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use provenant_bus::{BlobStore, Bus, Context, Deferred, Delivery, HandleError, Handler, Namespace, Upcasters};
 use provenant_events::Event as _;
+use provenant_events::proto::common::v1::BlobRef;
 use provenant_events::proto::datanet::v1::{ContributionApproved, ContributionSubmitted, DatanetCreated, DatanetUpdated, SnapshotSealed};
-use sea_orm::DatabaseTransaction;
+use sea_orm::{DatabaseTransaction, DbErr};
 
+use self::known_accepted::KnownAccepted;
 use crate::configuration::ValidationConfig;
+use crate::projections::{accepted, policies};
 
 /// Durable consumer of Datanet events into `projections::policies`.
 #[derive(Debug, Clone, Default)]
@@ -62,7 +66,10 @@ impl Handler for PolicyProjector {
     }
 }
 
-/// Durable consumer of submitted contributions: judges each and appends its verdict.
+/// Durable consumer of submitted contributions: judges each and appends its verdict. What a
+/// batch's submissions read (their Datanets' rules, their contents, the stored contributions
+/// they could duplicate) is read for the whole batch in `prepare`, and what they accept is
+/// written at its end, so that a submission costs no statement of its own.
 #[derive(Clone)]
 pub struct ContributionValidator {
     pub(crate) bus: Bus,
@@ -74,6 +81,12 @@ pub struct ContributionValidator {
     /// The contents of the batch's submissions, fetched together (`prepare`) by SHA-256: `None`
     /// when the object store has no such blob.
     fetched: Deferred<HashMap<String, Option<Bytes>>>,
+    /// The rules of the Datanets the batch names (`None`: not known yet).
+    policies: Deferred<HashMap<String, Option<policies::Model>>>,
+    /// Submissions judged in `prepare`, by stream sequence.
+    pub(crate) assessed: Deferred<HashMap<u64, on_contribution_submitted::Assessed>>,
+    /// The stored contributions the batch's submissions could duplicate, and those it accepted.
+    pub(crate) known: Deferred<KnownAccepted>,
 }
 
 /// How many of a batch's blobs are fetched at once, and how many bytes of them are held at
@@ -85,7 +98,53 @@ impl ContributionValidator {
     pub const NAME: &'static str = "validate-contributions";
 
     pub fn new(bus: Bus, blobs: BlobStore, manifests: BlobStore, settings: ValidationConfig) -> ContributionValidator {
-        ContributionValidator { bus, blobs, manifests, settings, upcasters: Upcasters::contract(), fetched: Deferred::default() }
+        ContributionValidator {
+            bus,
+            blobs,
+            manifests,
+            settings,
+            upcasters: Upcasters::contract(),
+            fetched: Deferred::default(),
+            policies: Deferred::default(),
+            assessed: Deferred::default(),
+            known: Deferred::default(),
+        }
+    }
+
+    /// Datanet `id`'s rules, read once per batch.
+    pub(crate) async fn policy(&self, transaction: &DatabaseTransaction, id: &str) -> Result<Option<policies::Model>, DbErr> {
+        self.policies.get_or_load(&id.to_owned(), || policies::find(transaction, id)).await
+    }
+
+    /// Writes what the batch has accepted so far.
+    pub(crate) async fn write_accepted(&self, transaction: &DatabaseTransaction) -> Result<(), DbErr> {
+        let rows = self.known.with(KnownAccepted::take_unwritten);
+        accepted::insert_all(transaction, &rows).await
+    }
+
+    /// Fetches these contents together into `fetched`, up to `PREFETCH_BYTES`. A fetch that
+    /// fails is retried alone when its submission is judged.
+    async fn fetch_contents(&self, blobs: impl Iterator<Item = BlobRef>) {
+        let mut wanted: HashSet<String> = HashSet::new();
+        let mut budget = PREFETCH_BYTES;
+        for blob in blobs {
+            if blob.size_bytes > budget {
+                break;
+            }
+            if wanted.insert(blob.sha256) {
+                budget -= blob.size_bytes;
+            }
+        }
+        let fetched: Vec<(String, Option<Bytes>)> = futures::stream::iter(wanted)
+            .map(|sha256| async move {
+                let content = self.blobs.get(&sha256).await;
+                content.ok().map(|content| (sha256, content))
+            })
+            .buffer_unordered(CONCURRENT_FETCHES)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        self.fetched.with(|batch| batch.extend(fetched));
     }
 
     /// The content stored under `sha256`: fetched with the batch, else now.
@@ -110,34 +169,46 @@ impl Handler for ContributionValidator {
         vec![namespace.aggregate_filter(Context::Datanet, "contribution")]
     }
 
-    /// Fetches the batch's contents together: one round trip's wait for many instead of two
-    /// round trips per submission, one after another. A fetch that fails is retried alone when
-    /// its submission is judged.
-    async fn prepare(&self, _transaction: &DatabaseTransaction, deliveries: &[&Delivery]) -> Result<(), HandleError> {
-        let mut wanted: HashSet<String> = HashSet::new();
-        let mut budget = PREFETCH_BYTES;
-        let blobs = deliveries
+    /// Reads what the batch's submissions need, once for all of them: their Datanets' rules,
+    /// their contents (fetched together: one round trip's wait for many), and the stored
+    /// contributions they could duplicate, after judging their contents. What fails or is
+    /// missing here is read again when its submission is judged.
+    async fn prepare(&self, transaction: &DatabaseTransaction, deliveries: &[&Delivery]) -> Result<(), HandleError> {
+        let submissions: Vec<(u64, ContributionSubmitted)> = deliveries
             .iter()
             .filter(|delivery| delivery.envelope.event_type == ContributionSubmitted::TYPE)
-            .filter_map(|delivery| delivery.decode::<ContributionSubmitted>(&self.upcasters).ok()?.blob);
-        for blob in blobs {
-            if blob.size_bytes > budget {
-                break;
+            .filter_map(|delivery| Some((delivery.stream_sequence, delivery.decode::<ContributionSubmitted>(&self.upcasters).ok()?)))
+            .collect();
+        let mut datanet_ids: Vec<String> = submissions.iter().map(|(_, submission)| submission.datanet_id.clone()).collect();
+        datanet_ids.sort();
+        datanet_ids.dedup();
+        let stored = policies::find_all(transaction, &datanet_ids).await?;
+        self.policies.with(|policies| {
+            policies.extend(datanet_ids.iter().map(|id| (id.clone(), None)));
+            policies.extend(stored.into_iter().map(|policy| (policy.datanet_id.clone(), Some(policy))));
+        });
+        self.fetch_contents(submissions.iter().filter_map(|(_, submission)| submission.blob.clone())).await;
+
+        let (mut contents, mut bands) = (Vec::new(), Vec::new());
+        for (sequence, submission) in &submissions {
+            let policy = self.policies.with(|policies| policies.get(&submission.datanet_id).cloned().flatten());
+            let Some(policy) = policy.filter(|policy| !policy.needs_owner_approval()) else { continue };
+            let Some(blob) = &submission.blob else { continue };
+            let Some(content) = self.fetched.with(|fetched| fetched.get(&blob.sha256).cloned().flatten()) else { continue };
+            let Ok(assessed) = on_contribution_submitted::assess(&self.settings, &policy, &content) else { continue };
+            if let Some(signature) = assessed.signature() {
+                bands.extend(signature.band_keys().map(|key| (submission.datanet_id.clone(), key)));
             }
-            if wanted.insert(blob.sha256) {
-                budget -= blob.size_bytes;
+            if assessed.is_acceptable() {
+                contents.push((submission.datanet_id.clone(), blob.sha256.clone()));
             }
+            self.assessed.with(|batch| batch.insert(*sequence, assessed));
         }
-        let fetched: Vec<(String, Option<Bytes>)> = futures::stream::iter(wanted)
-            .map(|sha256| async move {
-                let content = self.blobs.get(&sha256).await;
-                content.ok().map(|content| (sha256, content))
-            })
-            .buffer_unordered(CONCURRENT_FETCHES)
-            .filter_map(std::future::ready)
-            .collect()
-            .await;
-        self.fetched.with(|batch| batch.extend(fetched));
+        let hashes: Vec<String> = contents.iter().map(|(_, sha256)| sha256.clone()).collect();
+        let keys: Vec<u64> = bands.iter().map(|(_, key)| *key).collect::<HashSet<_>>().into_iter().collect();
+        let mut stored = accepted::with_contents(transaction, &datanet_ids, &hashes).await?;
+        stored.extend(accepted::sharing_bands(transaction, &datanet_ids, &keys).await?);
+        self.known.with(|known| known.read(contents, bands, stored));
         Ok(())
     }
 
@@ -154,8 +225,15 @@ impl Handler for ContributionValidator {
         }
     }
 
+    async fn flush(&self, transaction: &DatabaseTransaction) -> Result<(), HandleError> {
+        Ok(self.write_accepted(transaction).await?)
+    }
+
     fn discard(&self) {
         self.fetched.reset();
+        self.policies.reset();
+        self.assessed.reset();
+        self.known.reset();
     }
 }
 

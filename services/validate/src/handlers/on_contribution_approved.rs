@@ -6,7 +6,7 @@ use sea_orm::DatabaseTransaction;
 
 use super::ContributionValidator;
 use super::on_contribution_submitted::judge;
-use crate::projections::{held, policies};
+use crate::projections::held;
 
 /// The owner approved a held submission: judge it now, like any other.
 pub async fn handle(
@@ -25,7 +25,8 @@ pub async fn handle(
     let version = u32::try_from(row.schema_version).unwrap_or(1);
     let submission: ContributionSubmitted = validator.upcasters.decode_stored(ContributionSubmitted::TYPE, version, &row.submission)?;
     let contributor = submission.contributor.as_ref().map(|principal| principal.id.clone()).unwrap_or_default();
-    let policy = policies::find(transaction, &submission.datanet_id)
+    let policy = validator
+        .policy(transaction, &submission.datanet_id)
         .await?
         .ok_or_else(|| HandleError::Transient(anyhow!("rules of Datanet {} not known yet", submission.datanet_id)))?;
     judge(validator, transaction, delivery, submission, contributor, &policy).await

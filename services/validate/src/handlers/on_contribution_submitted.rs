@@ -14,10 +14,11 @@ use sea_orm::DatabaseTransaction;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::ContributionValidator;
+use super::{ContributionValidator, known_accepted};
+use crate::configuration::ValidationConfig;
 use crate::domain::near_duplicates::Signature;
 use crate::domain::quality::Limits;
-use crate::domain::verdict::{Reason, Rules, assess_content, compile_schema};
+use crate::domain::verdict::{ContentAssessment, Reason, Rules, assess_content, compile_schema};
 use crate::projections::{accepted, held, policies};
 use crate::sealing::{self, SealError};
 
@@ -36,7 +37,7 @@ pub async fn handle(
     if contributor.is_empty() {
         return Err(HandleError::rejected("contribution.contributor_missing", "submission without a contributor"));
     }
-    let Some(policy) = policies::find(transaction, &event.datanet_id).await? else {
+    let Some(policy) = validator.policy(transaction, &event.datanet_id).await? else {
         // The Datanet's own events travel through another consumer and may not be applied yet.
         return Err(HandleError::Transient(anyhow!("rules of Datanet {} not known yet", event.datanet_id)));
     };
@@ -59,41 +60,29 @@ pub async fn judge(
     policy: &policies::Model,
 ) -> Result<(), HandleError> {
     let blob = event.blob.as_ref().ok_or_else(|| HandleError::rejected("contribution.blob_missing", "no content reference"))?;
-    let verdict = match validator.content(&blob.sha256).await.map_err(|error| HandleError::Transient(error.into()))? {
+    let assessed = match validator.assessed.with(|assessed| assessed.remove(&delivery.stream_sequence)) {
+        Some(assessed) => Some(assessed),
+        None => match validator.content(&blob.sha256).await.map_err(|error| HandleError::Transient(error.into()))? {
+            Some(bytes) => Some(assess(&validator.settings, policy, &bytes)?),
+            None => None,
+        },
+    };
+    let verdict = match assessed {
         None => Verdict::Rejected(vec![Reason::new("content.missing", "the content is not in the object store", None)]),
-        Some(bytes) => {
-            let limits = Limits { min_chars: validator.settings.min_chars, max_bytes: validator.settings.max_record_bytes };
-            let schema = match policy.json_schema.as_deref().map(compile_schema).transpose() {
-                Ok(schema) => schema,
-                // Ingest refuses such schemas; one from another producer makes every record unjudgeable.
-                Err(error) => return Err(HandleError::rejected("datanet.json_schema_invalid", error)),
-            };
-            let rules =
-                Rules { format: policy.record_format(), personal_data: policy.personal_data_action(), limits, schema: schema.as_ref() };
-            let assessment = assess_content(&bytes, rules);
-            if assessment.reasons.is_empty() {
-                cluster(
-                    validator,
-                    transaction,
-                    &event,
-                    &contributor,
-                    &blob.sha256,
-                    &assessment.text,
-                    assessment.score_ppm,
-                    assessment.flags,
-                    delivery.stream_sequence,
-                )
-                .await?
-            } else {
-                Verdict::Rejected(assessment.reasons)
-            }
+        Some(assessed) if assessed.is_acceptable() => {
+            let Assessed { assessment, signature } = assessed;
+            let judged = Judged { content_sha256: &blob.sha256, signature, score_ppm: assessment.score_ppm, flags: assessment.flags };
+            cluster(validator, transaction, &event, &contributor, judged, delivery.stream_sequence).await?
         }
+        Some(Assessed { assessment, .. }) => Verdict::Rejected(assessment.reasons),
     };
     let accepted = matches!(verdict, Verdict::Accepted { .. });
     append_verdict(validator, delivery, &event, contributor, verdict).await?;
     if accepted && policy.seal_every_accepted > 0 {
-        // A snapshot may only name contributions whose verdicts are in the log.
+        // A snapshot may only name contributions whose verdicts are in the log, and counts
+        // what the batch accepted so far.
         delivery.confirm_deferred().await?;
+        validator.write_accepted(transaction).await?;
         let every = u64::try_from(policy.seal_every_accepted).unwrap_or(0);
         sealing::seal_by_policy(&validator.bus, &validator.manifests, transaction, &event.datanet_id, every).await.map_err(|error| {
             match error {
@@ -105,29 +94,68 @@ pub async fn judge(
     Ok(())
 }
 
+/// A submission's content as judged against its Datanet's rules, and the MinHash signature of
+/// acceptable content (`None` also for content without words).
+#[derive(Debug)]
+pub(crate) struct Assessed {
+    assessment: ContentAssessment,
+    signature: Option<Signature>,
+}
+
+impl Assessed {
+    pub(crate) fn is_acceptable(&self) -> bool {
+        self.assessment.reasons.is_empty()
+    }
+
+    pub(crate) fn signature(&self) -> Option<&Signature> {
+        self.signature.as_ref()
+    }
+}
+
+/// Judges `content` by `policy`'s rules: CPU only, so `prepare` does it for a whole batch.
+pub(crate) fn assess(settings: &ValidationConfig, policy: &policies::Model, content: &[u8]) -> Result<Assessed, HandleError> {
+    let limits = Limits { min_chars: settings.min_chars, max_bytes: settings.max_record_bytes };
+    let schema = match policy.json_schema.as_deref().map(compile_schema).transpose() {
+        Ok(schema) => schema,
+        // Ingest refuses such schemas; one from another producer makes every record unjudgeable.
+        Err(error) => return Err(HandleError::rejected("datanet.json_schema_invalid", error)),
+    };
+    let rules = Rules { format: policy.record_format(), personal_data: policy.personal_data_action(), limits, schema: schema.as_ref() };
+    let assessment = assess_content(content, rules);
+    let signature = if assessment.reasons.is_empty() { Signature::of(&assessment.text) } else { None };
+    Ok(Assessed { assessment, signature })
+}
+
+/// What `cluster` needs of an acceptable submission.
+struct Judged<'a> {
+    content_sha256: &'a str,
+    signature: Option<Signature>,
+    score_ppm: u32,
+    flags: Vec<String>,
+}
+
 /// Finds the duplicate cluster the contribution joins (the earliest submitter's), or founds one,
 /// and records the accepted contribution. A contributor repeating their own text gains nothing.
-#[allow(clippy::too_many_arguments, reason = "one call site; the values are the judged contribution's parts")]
 async fn cluster(
     validator: &ContributionValidator,
     transaction: &DatabaseTransaction,
     event: &ContributionSubmitted,
     contributor: &str,
-    content_sha256: &str,
-    text: &str,
-    score_ppm: u32,
-    flags: Vec<String>,
+    judged: Judged<'_>,
     accepted_sequence: u64,
 ) -> Result<Verdict, HandleError> {
-    let signature = Signature::of(text);
-    let earlier = match accepted::first_with_content(transaction, &event.datanet_id, content_sha256).await? {
+    let Judged { content_sha256, signature, score_ppm, flags } = judged;
+    let known = &validator.known;
+    let earlier = match known_accepted::earliest_with_content(known, transaction, &event.datanet_id, content_sha256).await? {
         Some(exact) => Some(exact),
         None => match &signature {
             Some(signature) => {
                 let keys: Vec<u64> = signature.band_keys().collect();
                 let mut best: Option<(accepted::Model, f64)> = None;
                 // Candidates come oldest first; only a strictly better match displaces one.
-                for (candidate, candidate_signature) in accepted::candidates(transaction, &event.datanet_id, &keys).await? {
+                for (candidate, candidate_signature) in
+                    known_accepted::near_duplicate_candidates(known, transaction, &event.datanet_id, &keys).await?
+                {
                     let similarity = signature.similarity(&candidate_signature);
                     if similarity >= validator.settings.near_duplicate_threshold && best.as_ref().is_none_or(|(_, best)| similarity > *best)
                     {
@@ -161,7 +189,8 @@ async fn cluster(
         signature: None,
         accepted_sequence: i64::try_from(accepted_sequence).unwrap_or(i64::MAX),
     };
-    accepted::insert(transaction, row, signature.as_ref()).await?;
+    // Written with the rest of the batch (`ContributionValidator::flush`).
+    known.with(|known| known.accept(accepted::with_signature(row, signature.as_ref())));
     Ok(Verdict::Accepted { cluster_id, founder, score_ppm, flags })
 }
 

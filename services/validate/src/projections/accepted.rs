@@ -4,7 +4,7 @@
 
 use sea_orm::ActiveValue::Set;
 use sea_orm::entity::prelude::*;
-use sea_orm::{QueryOrder, QuerySelect};
+use sea_orm::{IntoActiveModel, QueryOrder};
 
 use crate::domain::near_duplicates::{SIGNATURE_LENGTH, Signature};
 use crate::domain::snapshot::Entry;
@@ -73,17 +73,6 @@ fn decode(bytes: &[u8]) -> Option<Signature> {
     Some(Signature(values))
 }
 
-/// The earliest accepted contribution with exactly this content in the Datanet.
-pub async fn first_with_content(database: &impl ConnectionTrait, datanet_id: &str, content_sha256: &str) -> Result<Option<Model>, DbErr> {
-    Entity::find()
-        .filter(Column::DatanetId.eq(datanet_id))
-        .filter(Column::ContentSha256.eq(content_sha256))
-        .order_by_asc(Column::ContributionId)
-        .limit(1)
-        .one(database)
-        .await
-}
-
 /// Every accepted contribution of a Datanet, in the order it was accepted.
 pub async fn all_in_order(database: &impl ConnectionTrait, datanet_id: &str) -> Result<Vec<Model>, DbErr> {
     Entity::find().filter(Column::DatanetId.eq(datanet_id)).order_by_asc(Column::AcceptedSequence).all(database).await
@@ -94,48 +83,81 @@ pub async fn count(database: &impl ConnectionTrait, datanet_id: &str) -> Result<
     Entity::find().filter(Column::DatanetId.eq(datanet_id)).count(database).await
 }
 
-/// Accepted contributions sharing at least one band key, with their signatures.
-pub async fn candidates(database: &impl ConnectionTrait, datanet_id: &str, band_keys: &[u64]) -> Result<Vec<(Model, Signature)>, DbErr> {
-    let keys: Vec<i64> = band_keys.iter().map(|key| *key as i64).collect();
-    let mut ids: Vec<String> = bands::Entity::find()
-        .filter(bands::Column::DatanetId.eq(datanet_id))
-        .filter(bands::Column::BandKey.is_in(keys))
-        .all(database)
-        .await?
-        .into_iter()
-        .map(|band| band.contribution_id)
-        .collect();
-    ids.sort();
-    ids.dedup();
-    if ids.is_empty() {
-        return Ok(Vec::new());
+/// The accepted contributions of `datanet_ids` whose content is any of `contents` (SHA-256):
+/// every row of each (Datanet, content) pair asked about, and perhaps rows of pairs not asked.
+pub async fn with_contents(database: &impl ConnectionTrait, datanet_ids: &[String], contents: &[String]) -> Result<Vec<Model>, DbErr> {
+    let mut found = Vec::new();
+    for chunk in contents.chunks(500) {
+        found.extend(
+            Entity::find()
+                .filter(Column::DatanetId.is_in(datanet_ids.iter().cloned()))
+                .filter(Column::ContentSha256.is_in(chunk.iter().cloned()))
+                .all(database)
+                .await?,
+        );
     }
-    let rows = Entity::find().filter(Column::ContributionId.is_in(ids)).order_by_asc(Column::ContributionId).all(database).await?;
-    Ok(rows.into_iter().filter_map(|row| row.signature.as_deref().and_then(decode).map(|signature| (row, signature))).collect())
+    Ok(found)
 }
 
-pub async fn insert(database: &impl ConnectionTrait, row: Model, signature: Option<&Signature>) -> Result<(), DbErr> {
-    if let Some(signature) = signature {
-        let band_rows: Vec<bands::ActiveModel> = signature
-            .band_keys()
-            .map(|key| bands::ActiveModel {
-                datanet_id: Set(row.datanet_id.clone()),
-                band_key: Set(key as i64),
-                contribution_id: Set(row.contribution_id.clone()),
-            })
-            .collect();
-        bands::Entity::insert_many(band_rows).exec_without_returning(database).await?;
+/// The accepted contributions of `datanet_ids` that share at least one of `band_keys`: every
+/// near-duplicate candidate of a signature whose keys are among them.
+pub async fn sharing_bands(database: &impl ConnectionTrait, datanet_ids: &[String], band_keys: &[u64]) -> Result<Vec<Model>, DbErr> {
+    let mut ids: Vec<String> = Vec::new();
+    // 4,000 keys and the Datanets stay far under both databases' bound-parameter limits.
+    for chunk in band_keys.chunks(4_000) {
+        let keys = chunk.iter().map(|key| *key as i64);
+        let bands = bands::Entity::find()
+            .filter(bands::Column::DatanetId.is_in(datanet_ids.iter().cloned()))
+            .filter(bands::Column::BandKey.is_in(keys))
+            .all(database)
+            .await?;
+        ids.extend(bands.into_iter().map(|band| band.contribution_id));
     }
-    let row = ActiveModel {
-        contribution_id: Set(row.contribution_id),
-        datanet_id: Set(row.datanet_id),
-        contributor_id: Set(row.contributor_id),
-        content_sha256: Set(row.content_sha256),
-        cluster_id: Set(row.cluster_id),
-        signature: Set(signature.map(encode)),
-        accepted_sequence: Set(row.accepted_sequence),
-    };
-    Entity::insert(row).exec_without_returning(database).await?;
+    ids.sort();
+    ids.dedup();
+    let mut rows = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let chunk = chunk.iter().cloned();
+        rows.extend(Entity::find().filter(Column::ContributionId.is_in(chunk)).order_by_asc(Column::ContributionId).all(database).await?);
+    }
+    Ok(rows)
+}
+
+/// The row's MinHash signature; `None` for content without words (or a column this version
+/// cannot read), which has no near duplicates.
+pub fn signature_of(row: &Model) -> Option<Signature> {
+    row.signature.as_deref().and_then(decode)
+}
+
+/// `row` with `signature` in its column.
+pub fn with_signature(row: Model, signature: Option<&Signature>) -> Model {
+    Model { signature: signature.map(encode), ..row }
+}
+
+/// Records accepted contributions (their signature in `Model::signature`) and their LSH band
+/// keys, a few statements for the lot.
+pub async fn insert_all(database: &impl ConnectionTrait, rows: &[Model]) -> Result<(), DbErr> {
+    let band_rows: Vec<bands::ActiveModel> = rows
+        .iter()
+        .filter_map(|row| Some((row, signature_of(row)?)))
+        .flat_map(|(row, signature)| {
+            signature
+                .band_keys()
+                .map(|key| bands::ActiveModel {
+                    datanet_id: Set(row.datanet_id.clone()),
+                    band_key: Set(key as i64),
+                    contribution_id: Set(row.contribution_id.clone()),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // 3 columns × 5,000 rows and 7 × 500 stay under SQLite's 32,766 bound parameters.
+    for chunk in band_rows.chunks(5_000) {
+        bands::Entity::insert_many(chunk.to_vec()).exec_without_returning(database).await?;
+    }
+    for chunk in rows.chunks(500) {
+        Entity::insert_many(chunk.iter().cloned().map(IntoActiveModel::into_active_model)).exec_without_returning(database).await?;
+    }
     Ok(())
 }
 

@@ -71,3 +71,12 @@ pub async fn upsert(database: &impl ConnectionTrait, row: Model) -> Result<(), D
 pub async fn find(database: &impl ConnectionTrait, datanet_id: &str) -> Result<Option<Model>, DbErr> {
     Entity::find_by_id(datanet_id.to_owned()).one(database).await
 }
+
+/// The rules of those of `datanet_ids` that are known.
+pub async fn find_all(database: &impl ConnectionTrait, datanet_ids: &[String]) -> Result<Vec<Model>, DbErr> {
+    let mut found = Vec::with_capacity(datanet_ids.len());
+    for chunk in datanet_ids.chunks(500) {
+        found.extend(Entity::find().filter(Column::DatanetId.is_in(chunk.iter().cloned())).all(database).await?);
+    }
+    Ok(found)
+}
