@@ -17,6 +17,8 @@ pub struct Application {
     config: Config,
     frame: ServiceFrame,
     database: DatabaseConnection,
+    /// The HTTP API's connections to the same store (see `provenant_bus::store::readers`).
+    readers: DatabaseConnection,
     directory: Arc<Directory>,
     blobs: BlobStore,
 }
@@ -28,8 +30,11 @@ impl Application {
         let directory = Arc::new(Directory::from_config(&config.identity).context("invalid identity configuration")?);
         let frame = ServiceFrame::build(&config.bus, &config.http).await?;
         let database = open_database(&config.database).await?;
+        let readers = provenant_bus::store::readers(&database, config.database.url.expose())
+            .await
+            .context("failed to open the database for reading")?;
         let blobs = frame.bus.blob_store("contributions").await.context("failed to open the contributions bucket")?;
-        Ok(Application { config, frame, database, directory, blobs })
+        Ok(Application { config, frame, database, readers, directory, blobs })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -39,7 +44,7 @@ impl Application {
     /// Serves HTTP and runs the projection until `shutdown` fires; then stops pulling, lets
     /// the batch in hand commit and ack, finishes open requests, and closes the database.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let Application { config, frame, database, directory, blobs } = self;
+        let Application { config, frame, database, readers, directory, blobs } = self;
         let readiness = frame.readiness().with_check("database", provenant_bus::store::readiness_check(&database));
         let identity = provenant_bus::identity::follow_identity(&frame.bus, directory.clone(), shutdown.clone())
             .await
@@ -50,7 +55,7 @@ impl Application {
         let contributions = Consumer::new(frame.bus.clone(), database.clone(), ContributionProjector::new(), config.consumer);
         let routes = api::router(AppState {
             bus: frame.bus.clone(),
-            database: database.clone(),
+            database: readers.clone(),
             directory,
             blobs,
             contribution_max_bytes: config.contributions.max_bytes,
@@ -62,6 +67,7 @@ impl Application {
             provenant_bus::run_until_stopped(datanets, shutdown.clone()),
             provenant_bus::run_until_stopped(contributions, shutdown.clone()),
         );
+        readers.close().await.context("failed to close the database")?;
         database.close().await.context("failed to close the database")?;
         identity.abort();
         served?;

@@ -53,6 +53,27 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {
     Ok(database)
 }
 
+/// How many connections an HTTP API reads a SQLite store through ([`readers`]).
+pub const READ_CONNECTIONS: u32 = 4;
+
+/// A pool for an HTTP API's reads of `database` (opened from `url` by [`connect`]). SQLite
+/// opens one connection per pool, which a consumer's batch transaction holds from its first
+/// statement to its commit, so that a request's read waited for the whole batch (measured
+/// with `datanet-bench`: submissions read the Datanet and the quota total); in WAL mode
+/// readers on their own connections see the last commit and never wait for the writer.
+/// These connections are `query_only`, so the store keeps one writer. PostgreSQL pools
+/// already hold several connections: `database` itself is returned, as for an in-memory
+/// SQLite database, which a second pool would not share.
+pub async fn readers(database: &DatabaseConnection, url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {
+    if database.get_database_backend() != DbBackend::Sqlite || url.contains(":memory:") || url.contains("mode=memory") {
+        return Ok(database.clone());
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options.sqlx_logging(false).max_connections(READ_CONNECTIONS).min_connections(1);
+    options.map_sqlx_sqlite_opts(|sqlite| sqlite.pragma("query_only", "ON"));
+    Database::connect(options).await
+}
+
 /// A database that lives as long as the process, with the bookkeeping tables: for a consumer
 /// whose effect is made idempotent by the log itself (a conditional append), so that its
 /// processed-events rows only spare repeated work after a redelivery and need not survive a

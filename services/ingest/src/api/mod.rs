@@ -21,6 +21,7 @@ pub use provenant_runtime::{ApiError, ApiJson};
 #[derive(Clone)]
 pub struct AppState {
     pub bus: Bus,
+    /// Read only: the projections are written by the consumers alone.
     pub database: DatabaseConnection,
     pub directory: Arc<Directory>,
     pub blobs: BlobStore,
