@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_validation_tables;
 mod m20261126_000002_seal_policy;
+mod m20261207_000003_compact_band_index;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(provenant_bus::store::Migration),
             Box::new(m20261126_000001_create_validation_tables::Migration),
             Box::new(m20261126_000002_seal_policy::Migration),
+            Box::new(m20261207_000003_compact_band_index::Migration),
         ]
     }
 }

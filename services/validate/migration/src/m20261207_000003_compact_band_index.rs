@@ -1,0 +1,68 @@
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::DatabaseBackend;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+/// The LSH band index names each accepted contribution by its `accepted_sequence` (an integer,
+/// unique per accepted contribution: the stream sequence of the event that judged it) instead of
+/// its 36-character id, and on SQLite stores its rows in the primary key's B-tree alone
+/// (`WITHOUT ROWID`) instead of a table beside an index. Each accepted contribution adds 20 rows
+/// under random keys, and a batch dirties most of the index's pages; smaller rows in one tree
+/// halve what a batch writes (measured with a `sqlite3` simulation of 8,000 contributions in
+/// batches of 256: 367 → 186 MB written, insert time 0.97 → 0.56 s). Existing rows are carried
+/// over.
+#[derive(DeriveIden)]
+enum AcceptedContributions {
+    Table,
+    AcceptedSequence,
+}
+
+fn bands_table(backend: DatabaseBackend, name: &str, member: &str) -> String {
+    let without_rowid = if backend == DatabaseBackend::Sqlite { " WITHOUT ROWID" } else { "" };
+    let member_type = if member == "accepted_sequence" { "BIGINT" } else { "VARCHAR(64)" };
+    format!(
+        "CREATE TABLE {name} (datanet_id VARCHAR(64) NOT NULL, band_key BIGINT NOT NULL, {member} {member_type} NOT NULL, \
+         PRIMARY KEY (datanet_id, band_key, {member})){without_rowid}"
+    )
+}
+
+/// Rebuilds `near_duplicate_bands` with `member` naming the contribution, carried over from the
+/// current table through `accepted_contributions`.
+async fn rebuild(manager: &SchemaManager<'_>, member: &str, current: &str) -> Result<(), DbErr> {
+    let connection = manager.get_connection();
+    let backend = manager.get_database_backend();
+    connection.execute_unprepared(&bands_table(backend, "near_duplicate_bands_rebuilt", member)).await?;
+    connection
+        .execute_unprepared(&format!(
+            "INSERT INTO near_duplicate_bands_rebuilt (datanet_id, band_key, {member}) \
+             SELECT b.datanet_id, b.band_key, a.{member} FROM near_duplicate_bands b \
+             JOIN accepted_contributions a ON a.{current} = b.{current}"
+        ))
+        .await?;
+    connection.execute_unprepared("DROP TABLE near_duplicate_bands").await?;
+    connection.execute_unprepared("ALTER TABLE near_duplicate_bands_rebuilt RENAME TO near_duplicate_bands").await?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Candidates are read back by sequence.
+        manager
+            .create_index(
+                Index::create()
+                    .name("accepted_by_sequence")
+                    .table(AcceptedContributions::Table)
+                    .col(AcceptedContributions::AcceptedSequence)
+                    .to_owned(),
+            )
+            .await?;
+        rebuild(manager, "accepted_sequence", "contribution_id").await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        rebuild(manager, "contribution_id", "accepted_sequence").await?;
+        manager.drop_index(Index::drop().name("accepted_by_sequence").table(AcceptedContributions::Table).to_owned()).await
+    }
+}
