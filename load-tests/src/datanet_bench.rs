@@ -298,14 +298,13 @@ async fn near_duplicate_lookup(size: usize, lookups: usize) -> anyhow::Result<Lo
             .await?
             .into_iter()
             .filter_map(|row| Some((query.similarity(&accepted::signature_of(&row)?), row.contribution_id)))
-            .map(|(similarity, id)| (id, similarity))
-            .filter(|(_, similarity)| *similarity >= 0.8)
-            .max_by(|a, b| a.1.total_cmp(&b.1));
+            .filter(|(similarity, _)| *similarity >= 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0));
         database_ms.push(started.elapsed().as_secs_f64() * 1_000.0);
         let started = Instant::now();
         let in_memory = memory.find(query, 0.8).map(|found| found.id);
         memory_ms.push(started.elapsed().as_secs_f64() * 1_000.0);
-        if best.map(|(id, _)| id) != in_memory {
+        if best.map(|(_, id)| id) != in_memory {
             bail!("the database and in-memory lookups disagree");
         }
         found += usize::from(in_memory.is_some());

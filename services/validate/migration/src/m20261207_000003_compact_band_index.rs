@@ -18,21 +18,26 @@ enum AcceptedContributions {
     AcceptedSequence,
 }
 
-fn bands_table(backend: DatabaseBackend, name: &str, member: &str) -> String {
+/// How a band row names its contribution: a column of `accepted_contributions` and its type.
+type Member = (&'static str, &'static str);
+const BY_SEQUENCE: Member = ("accepted_sequence", "BIGINT");
+const BY_ID: Member = ("contribution_id", "VARCHAR(64)");
+
+fn rebuilt_bands_table(backend: DatabaseBackend, (member, member_type): Member) -> String {
     let without_rowid = if backend == DatabaseBackend::Sqlite { " WITHOUT ROWID" } else { "" };
-    let member_type = if member == "accepted_sequence" { "BIGINT" } else { "VARCHAR(64)" };
     format!(
-        "CREATE TABLE {name} (datanet_id VARCHAR(64) NOT NULL, band_key BIGINT NOT NULL, {member} {member_type} NOT NULL, \
+        "CREATE TABLE near_duplicate_bands_rebuilt (datanet_id VARCHAR(64) NOT NULL, band_key BIGINT NOT NULL, {member} {member_type} NOT NULL, \
          PRIMARY KEY (datanet_id, band_key, {member})){without_rowid}"
     )
 }
 
 /// Rebuilds `near_duplicate_bands` with `member` naming the contribution, carried over from the
-/// current table through `accepted_contributions`.
-async fn rebuild(manager: &SchemaManager<'_>, member: &str, current: &str) -> Result<(), DbErr> {
+/// table that names it by `current`, through `accepted_contributions`.
+async fn rebuild(manager: &SchemaManager<'_>, member: Member, current: Member) -> Result<(), DbErr> {
     let connection = manager.get_connection();
     let backend = manager.get_database_backend();
-    connection.execute_unprepared(&bands_table(backend, "near_duplicate_bands_rebuilt", member)).await?;
+    connection.execute_unprepared(&rebuilt_bands_table(backend, member)).await?;
+    let ((member, _), (current, _)) = (member, current);
     connection
         .execute_unprepared(&format!(
             "INSERT INTO near_duplicate_bands_rebuilt (datanet_id, band_key, {member}) \
@@ -58,11 +63,11 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        rebuild(manager, "accepted_sequence", "contribution_id").await
+        rebuild(manager, BY_SEQUENCE, BY_ID).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        rebuild(manager, "contribution_id", "accepted_sequence").await?;
+        rebuild(manager, BY_ID, BY_SEQUENCE).await?;
         manager.drop_index(Index::drop().name("accepted_by_sequence").table(AcceptedContributions::Table).to_owned()).await
     }
 }

@@ -21,6 +21,7 @@ use sea_orm::{DatabaseTransaction, DbErr};
 
 use self::known_accepted::KnownAccepted;
 use crate::configuration::ValidationConfig;
+use crate::domain::near_duplicates::Signature;
 use crate::projections::{accepted, policies};
 
 /// Durable consumer of Datanet events into `projections::policies`.
@@ -187,22 +188,28 @@ impl Handler for ContributionValidator {
             policies.extend(datanet_ids.iter().map(|id| (id.clone(), None)));
             policies.extend(stored.into_iter().map(|policy| (policy.datanet_id.clone(), Some(policy))));
         });
-        self.fetch_contents(submissions.iter().filter_map(|(_, submission)| submission.blob.clone())).await;
+        // Judged now: submissions to Datanets whose rules are known and ask for no approval;
+        // the others' contents are not needed in this batch.
+        let judged_now: Vec<(u64, ContributionSubmitted, policies::Model)> = submissions
+            .into_iter()
+            .filter_map(|(sequence, submission)| {
+                let policy = self.policies.with(|policies| policies.get(&submission.datanet_id).cloned().flatten())?;
+                (!policy.needs_owner_approval()).then_some((sequence, submission, policy))
+            })
+            .collect();
+        self.fetch_contents(judged_now.iter().filter_map(|(_, submission, _)| submission.blob.clone())).await;
 
         let (mut contents, mut bands) = (Vec::new(), Vec::new());
-        for (sequence, submission) in &submissions {
-            let policy = self.policies.with(|policies| policies.get(&submission.datanet_id).cloned().flatten());
-            let Some(policy) = policy.filter(|policy| !policy.needs_owner_approval()) else { continue };
+        for (sequence, submission, policy) in judged_now {
             let Some(blob) = &submission.blob else { continue };
             let Some(content) = self.fetched.with(|fetched| fetched.get(&blob.sha256).cloned().flatten()) else { continue };
             let Ok(assessed) = on_contribution_submitted::assess(&self.settings, &policy, &content) else { continue };
-            if let Some(signature) = assessed.signature() {
-                bands.extend(signature.band_keys().map(|key| (submission.datanet_id.clone(), key)));
-            }
             if assessed.is_acceptable() {
-                contents.push((submission.datanet_id.clone(), blob.sha256.clone()));
+                let signature_keys = assessed.signature().into_iter().flat_map(Signature::band_keys);
+                bands.extend(signature_keys.map(|key| (submission.datanet_id.clone(), key)));
+                contents.push((submission.datanet_id, blob.sha256.clone()));
             }
-            self.assessed.with(|batch| batch.insert(*sequence, assessed));
+            self.assessed.with(|batch| batch.insert(sequence, assessed));
         }
         let hashes: Vec<String> = contents.iter().map(|(_, sha256)| sha256.clone()).collect();
         let keys: Vec<u64> = bands.iter().map(|(_, key)| *key).collect::<HashSet<_>>().into_iter().collect();

@@ -70,9 +70,7 @@ pub async fn judge(
     let verdict = match assessed {
         None => Verdict::Rejected(vec![Reason::new("content.missing", "the content is not in the object store", None)]),
         Some(assessed) if assessed.is_acceptable() => {
-            let Assessed { assessment, signature } = assessed;
-            let judged = Judged { content_sha256: &blob.sha256, signature, score_ppm: assessment.score_ppm, flags: assessment.flags };
-            cluster(validator, transaction, &event, &contributor, judged, delivery.stream_sequence).await?
+            cluster(validator, transaction, &event, &contributor, &blob.sha256, assessed, delivery.stream_sequence).await?
         }
         Some(Assessed { assessment, .. }) => Verdict::Rejected(assessment.reasons),
     };
@@ -126,14 +124,6 @@ pub(crate) fn assess(settings: &ValidationConfig, policy: &policies::Model, cont
     Ok(Assessed { assessment, signature })
 }
 
-/// What `cluster` needs of an acceptable submission.
-struct Judged<'a> {
-    content_sha256: &'a str,
-    signature: Option<Signature>,
-    score_ppm: u32,
-    flags: Vec<String>,
-}
-
 /// Finds the duplicate cluster the contribution joins (the earliest submitter's), or founds one,
 /// and records the accepted contribution. A contributor repeating their own text gains nothing.
 async fn cluster(
@@ -141,10 +131,11 @@ async fn cluster(
     transaction: &DatabaseTransaction,
     event: &ContributionSubmitted,
     contributor: &str,
-    judged: Judged<'_>,
+    content_sha256: &str,
+    assessed: Assessed,
     accepted_sequence: u64,
 ) -> Result<Verdict, HandleError> {
-    let Judged { content_sha256, signature, score_ppm, flags } = judged;
+    let Assessed { assessment: ContentAssessment { score_ppm, flags, .. }, signature } = assessed;
     let known = &validator.known;
     let earlier = match known_accepted::earliest_with_content(known, transaction, &event.datanet_id, content_sha256).await? {
         Some(exact) => Some(exact),
