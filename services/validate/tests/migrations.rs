@@ -62,12 +62,27 @@ async fn the_band_index_is_carried_over_to_sequences_and_back() {
             let keys: Vec<u64> = signature.band_keys().collect();
             let found = accepted::sharing_bands(&database, &["d-1".to_owned()], &keys).await.expect("reads");
             assert_eq!(found, std::slice::from_ref(row), "{backend:?}: the candidates of {}", row.contribution_id);
+            let elsewhere = accepted::sharing_bands(&database, &["d-2".to_owned()], &keys).await.expect("reads");
+            assert_eq!(elsewhere, [], "{backend:?}: another Datanet's rows are no candidates");
         }
 
-        validate_migration::Migrator::down(&database, Some(1)).await.expect("migrates back");
+        // Back through `m20261207_000004_bands_keyed_alone` (the Datanet column comes back from
+        // the contributions) and `m20261207_000003_compact_band_index`.
+        validate_migration::Migrator::down(&database, Some(1)).await.expect("migrates back one step");
+        assert_eq!(band_members(&database, "datanet_id").await, ["d-1"], "{backend:?}");
+        assert_eq!(band_members(&database, "accepted_sequence").await, ["100", "101"], "{backend:?}");
+        validate_migration::Migrator::down(&database, Some(1)).await.expect("migrates back another");
         assert_eq!(band_members(&database, "contribution_id").await, ["c-0", "c-1"], "{backend:?}");
         validate_migration::Migrator::up(&database, None).await.expect("migrates again");
         assert_eq!(band_members(&database, "accepted_sequence").await, ["100", "101"], "{backend:?}: carried over again");
+        let band_rows = database
+            .query_one_raw(Statement::from_string(database.get_database_backend(), "SELECT COUNT(*) AS n FROM near_duplicate_bands"))
+            .await
+            .expect("counts")
+            .expect("a row")
+            .try_get::<i64>("", "n")
+            .expect("a count");
+        assert_eq!(band_rows, 2 * 20, "{backend:?}: every band row carried over once");
         database.close().await.expect("closes");
         test_database.drop_database().await.expect("drop");
     }

@@ -118,6 +118,15 @@ async fn duplicates_join_the_earliest_submitters_cluster_and_repeating_yourself_
             submit(&bus, "fortunes", "dave", b"The best way to predict the future is to invent it, said someone clever once.").await;
         let other_verdict = accepted(&bus, &other).await;
         assert_eq!((other_verdict.duplicate_cluster_id.as_str(), other_verdict.cluster_founder), (other.as_str(), true));
+
+        // Clusters are per Datanet: the same texts in another one found clusters of their own,
+        // although their band keys are those of the first Datanet's rows.
+        create_datanet(&bus, "sayings", PersonalDataAction::Reject).await;
+        let founder = submit(&bus, "sayings", "erin", edited.as_bytes()).await;
+        let founded = accepted(&bus, &founder).await;
+        assert_eq!((founded.duplicate_cluster_id.as_str(), founded.cluster_founder), (founder.as_str(), true), "erin founds one");
+        let joiner = submit(&bus, "sayings", "frank", FORTUNE.as_bytes()).await;
+        assert_eq!(accepted(&bus, &joiner).await.duplicate_cluster_id, founder, "frank joins erin's cluster, not alice's");
         running.stop().await;
         database.drop_database().await.expect("drop");
     }

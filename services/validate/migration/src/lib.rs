@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_create_validation_tables;
 mod m20261126_000002_seal_policy;
 mod m20261207_000003_compact_band_index;
+mod m20261207_000004_bands_keyed_alone;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_create_validation_tables::Migration),
             Box::new(m20261126_000002_seal_policy::Migration),
             Box::new(m20261207_000003_compact_band_index::Migration),
+            Box::new(m20261207_000004_bands_keyed_alone::Migration),
         ]
     }
 }

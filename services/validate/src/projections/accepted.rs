@@ -42,10 +42,11 @@ pub mod bands {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// One LSH band of an accepted contribution. No Datanet column: the key hashes the band's
+    /// rows, so the lookup keeps the Datanet's candidates when it reads their rows (migration
+    /// `m20261207_000004_bands_keyed_alone`).
     #[sea_orm(table_name = "near_duplicate_bands")]
     pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub datanet_id: String,
         #[sea_orm(primary_key, auto_increment = false)]
         pub band_key: i64,
         /// The contribution's `accepted_sequence`: a small integer, where its id would make
@@ -105,21 +106,23 @@ pub async fn with_contents(database: &impl ConnectionTrait, datanet_ids: &[Strin
 /// near-duplicate candidate of a signature whose keys are among them.
 pub async fn sharing_bands(database: &impl ConnectionTrait, datanet_ids: &[String], band_keys: &[u64]) -> Result<Vec<Model>, DbErr> {
     let mut sequences: Vec<i64> = Vec::new();
-    // 4,000 keys and the Datanets stay far under both databases' bound-parameter limits.
+    // 4,000 keys stay far under both databases' bound-parameter limits.
     for chunk in band_keys.chunks(4_000) {
         let keys = chunk.iter().map(|key| *key as i64);
-        let bands = bands::Entity::find()
-            .filter(bands::Column::DatanetId.is_in(datanet_ids.iter().cloned()))
-            .filter(bands::Column::BandKey.is_in(keys))
-            .all(database)
-            .await?;
+        let bands = bands::Entity::find().filter(bands::Column::BandKey.is_in(keys)).all(database).await?;
         sequences.extend(bands.into_iter().map(|band| band.accepted_sequence));
     }
     sequences.sort_unstable();
     sequences.dedup();
     let mut rows = Vec::with_capacity(sequences.len());
     for chunk in sequences.chunks(500) {
-        rows.extend(Entity::find().filter(Column::AcceptedSequence.is_in(chunk.iter().copied())).all(database).await?);
+        rows.extend(
+            Entity::find()
+                .filter(Column::AcceptedSequence.is_in(chunk.iter().copied()))
+                .filter(Column::DatanetId.is_in(datanet_ids.iter().cloned()))
+                .all(database)
+                .await?,
+        );
     }
     rows.sort_by(|a, b| a.contribution_id.cmp(&b.contribution_id));
     Ok(rows)
@@ -145,16 +148,12 @@ pub async fn insert_all(database: &impl ConnectionTrait, rows: &[Model]) -> Resu
         .flat_map(|(row, signature)| {
             signature
                 .band_keys()
-                .map(|key| bands::ActiveModel {
-                    datanet_id: Set(row.datanet_id.clone()),
-                    band_key: Set(key as i64),
-                    accepted_sequence: Set(row.accepted_sequence),
-                })
+                .map(|key| bands::ActiveModel { band_key: Set(key as i64), accepted_sequence: Set(row.accepted_sequence) })
                 .collect::<Vec<_>>()
         })
         .collect();
-    // 3 columns × 5,000 rows and 7 × 500 stay under SQLite's 32,766 bound parameters.
-    for chunk in band_rows.chunks(5_000) {
+    // 2 columns × 10,000 rows and 7 × 500 stay under SQLite's 32,766 bound parameters.
+    for chunk in band_rows.chunks(10_000) {
         bands::Entity::insert_many(chunk.to_vec()).exec_without_returning(database).await?;
     }
     for chunk in rows.chunks(500) {
