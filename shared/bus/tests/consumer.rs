@@ -15,7 +15,8 @@ use provenant_bus::{
     Bus, Consumer, ConsumerConfig, ConsumerStats, Context, CrashPoint, DeadLetter, Deferred, Delivery, Envelope, Error, Expect,
     HandleError, Handler, Namespace,
 };
-use provenant_events::proto::datanet::v1::{DatanetCreated, SnapshotSealed};
+use provenant_events::Event as _;
+use provenant_events::proto::datanet::v1::{DatanetCreated, DatanetUpdated, SnapshotSealed};
 use provenant_runtime::Shutdown;
 use provenant_test_support::{Backend, NatsServer};
 use sea_orm::ConnectionTrait as _;
@@ -143,6 +144,73 @@ async fn a_poison_message_ends_in_the_dead_letter_stream_with_its_reason_and_the
     assert!(letters.iter().all(|letter| letter.consumer == "poisoned" && !letter.reason.is_empty()));
     assert_eq!(letters[1].payload.as_ref(), [0xff, 0xff, 0xff], "the original bytes are kept");
     assert_eq!(letters[1].event_id(), Some(envelope.event_id.to_string().as_str()));
+}
+
+/// [`CountingProjection`] that handles only `DatanetCreated`: its `handle` would refuse the
+/// other events on its subjects as undecodable.
+struct CreatedOnly(CountingProjection);
+
+impl Handler for CreatedOnly {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn context(&self) -> Context {
+        self.0.context()
+    }
+
+    fn filter_subjects(&self, namespace: &Namespace) -> Vec<String> {
+        self.0.filter_subjects(namespace)
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == DatanetCreated::TYPE
+    }
+
+    async fn handle(&self, transaction: &sea_orm::DatabaseTransaction, delivery: &Delivery) -> Result<(), HandleError> {
+        self.0.handle(transaction, delivery).await
+    }
+
+    fn is_pure_projection(&self) -> bool {
+        self.0.is_pure_projection()
+    }
+}
+
+#[tokio::test]
+async fn events_a_handler_does_not_handle_are_acknowledged_and_checkpointed_without_a_processed_row() {
+    for backend in Backend::ALL {
+        let bus = shared_bus().await;
+        let (test_database, database) = database(backend).await;
+        let created_ids = ids("ignored", 3);
+        publish_created(&bus, &created_ids).await;
+        // An update of each, then a poison message of a handled type, which sends the batch down
+        // the per-event path, then one more update: the stream's last event is one to ignore.
+        for id in &created_ids {
+            let event = DatanetUpdated { datanet_id: id.clone(), ..Default::default() };
+            bus.publish(&Envelope::new(&event, bus.producer()), &event, Expect::Any).await.expect("publishes");
+        }
+        let poison = created("ignored-poison", "x");
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in Envelope::new(&poison, "external").headers() {
+            headers.insert(name, value.as_str());
+        }
+        let subject = bus.namespace().subject(Context::Datanet, "datanet", "ignored-poison").expect("subject");
+        bus.jetstream().publish_with_headers(subject, headers, Bytes::from_static(&[0xff])).await.expect("sent").await.expect("stored");
+        let last = DatanetUpdated { datanet_id: created_ids[0].clone(), ..Default::default() };
+        bus.publish(&Envelope::new(&last, bus.producer()), &last, Expect::Any).await.expect("publishes");
+
+        let consumer =
+            || Consumer::new(bus.clone(), database.clone(), CreatedOnly(CountingProjection::pure("created-only")), fast_consumer());
+        let stats = run_until_drained(&bus, consumer()).await;
+        assert_eq!(counts(&database).await, all_once(&created_ids), "{backend:?}");
+        assert_eq!((stats.applied, stats.ignored, stats.dead_lettered), (3, 4, 1), "{backend:?}: {stats:?}");
+        assert_eq!(provenant_bus::store::processed_count(&database, "created-only").await.expect("count"), 3, "{backend:?}");
+        // The checkpoint covers the ignored events: a pure projection restarted over the same
+        // store finds nothing missing, so it does not fill it again from the log.
+        let restarted = run_until_drained(&bus, consumer()).await;
+        assert_eq!(restarted, ConsumerStats::default(), "{backend:?}");
+        test_database.drop_database().await.expect("drop");
+    }
 }
 
 async fn dead_letters(bus: &provenant_bus::Bus, expected: usize) -> Vec<DeadLetter> {

@@ -49,6 +49,10 @@ fn describe() {
     );
     describe_counter!("bus_events_published_total", "Events appended to the log, by event type");
     describe_counter!("bus_events_applied_total", "Events a consumer applied to its projection, by consumer");
+    describe_counter!(
+        "bus_events_ignored_total",
+        "Events of types a consumer does not handle, acknowledged without a processed-event row, by consumer"
+    );
     describe_counter!("bus_events_duplicate_total", "Redelivered events a consumer recognised and did not apply again, by consumer");
     describe_counter!("bus_redeliveries_total", "Events a consumer sent back for a later retry after a transient failure, by consumer");
     describe_counter!(

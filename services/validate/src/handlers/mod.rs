@@ -170,6 +170,12 @@ impl Handler for ContributionValidator {
         vec![namespace.aggregate_filter(Context::Datanet, "contribution")]
     }
 
+    /// Verdicts share the contribution's subject: half of what the validator reads is its own
+    /// appends, which need no judging and no processed-event row.
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(event_type, ContributionSubmitted::TYPE | ContributionApproved::TYPE)
+    }
+
     /// Reads what the batch's submissions need, once for all of them: their Datanets' rules,
     /// their contents (fetched together: one round trip's wait for many), and the stored
     /// contributions they could duplicate, after judging their contents. What fails or is
@@ -227,7 +233,7 @@ impl Handler for ContributionValidator {
             ContributionApproved::TYPE => {
                 on_contribution_approved::handle(self, transaction, delivery, delivery.decode(&self.upcasters)?).await
             }
-            // Verdicts share the subject; they need no judging.
+            // Not reached: `handles` keeps the verdicts that share the subject away.
             _ => Ok(()),
         }
     }
