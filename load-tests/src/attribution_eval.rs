@@ -61,6 +61,11 @@ struct Arguments {
     /// Held-out queries for LDS.
     #[arg(long, default_value_t = 32)]
     queries: usize,
+    /// Other index knobs whose LDS is measured over the same retrained subsets, as
+    /// `per_side:damping` (for example `4:0.01,8:0.1`): what a different
+    /// `workers.attribution` setting would reach, without retraining the subsets for it.
+    #[arg(long, value_delimiter = ',', value_parser = parse_knobs)]
+    sweep: Vec<Knobs>,
     #[arg(long, default_value = "target/bench/attribution-eval.json")]
     output: std::path::PathBuf,
 }
@@ -180,10 +185,17 @@ fn own_clusters(count: usize) -> Vec<String> {
 }
 
 /// How the index is built: the knobs `workers.attribution` sets in the train service.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Knobs {
     per_side: usize,
     damping: f64,
+}
+
+fn parse_knobs(text: &str) -> Result<Knobs, String> {
+    let (per_side, damping) = text.split_once(':').ok_or_else(|| format!("{text:?} is not per_side:damping"))?;
+    let per_side = per_side.parse().map_err(|error| format!("per_side {per_side:?}: {error}"))?;
+    let damping = damping.parse().map_err(|error| format!("damping {damping:?}: {error}"))?;
+    Ok(Knobs { per_side, damping })
 }
 
 fn score_model(
@@ -366,11 +378,20 @@ fn mean(values: &[f64]) -> f64 {
     if values.is_empty() { f64::NAN } else { values.iter().sum::<f64>() / values.len() as f64 }
 }
 
+/// The standard error of `values`' mean: how far apart two methods' LDS must be, over these
+/// queries, before the difference means anything.
+fn standard_error(values: &[f64]) -> f64 {
+    let center = mean(values);
+    let variance = values.iter().map(|value| (value - center).powi(2)).sum::<f64>() / (values.len().max(2) - 1) as f64;
+    (variance / values.len() as f64).sqrt()
+}
+
 /// LDS for every method, and the two-seed noise ceiling.
 #[allow(clippy::too_many_arguments, reason = "one experiment's inputs")]
 fn lds(
     label: &str,
     scored: &Scored,
+    variants: &[(Knobs, Scored)],
     train: &[&Example],
     queries: &[String],
     subsets: usize,
@@ -394,17 +415,44 @@ fn lds(
         masks.push(mask);
         eprintln!("  {label}: subset {}/{subsets} retrained twice", subset + 1);
     }
-    let mut results = serde_json::Map::new();
-    for method in METHODS {
-        let mut correlations = Vec::new();
+    // A method's LDS: against the first seed's losses (the reported figure), and against the
+    // mean of both seeds' (a less noisy estimate of the expected loss that LDS is defined on).
+    let mut correlate = |method: Method, scored: &Scored| -> anyhow::Result<(Vec<f64>, f64)> {
+        let (mut first_seed, mut both_seeds) = (Vec::new(), Vec::new());
         for (number, text) in queries.iter().enumerate() {
             let query = query(scored, "", text)?;
             let (scores, _) = scores(method, scored, &bm25, &query, rng)?;
             let predicted: Vec<f64> = masks.iter().map(|mask| mask.iter().map(|&index| f64::from(scores[index])).sum()).collect();
             let actual: Vec<f64> = losses_by_seed[0].iter().map(|losses| -losses[number]).collect();
-            correlations.push(spearman(&predicted, &actual));
+            let mean_actual: Vec<f64> =
+                losses_by_seed[0].iter().zip(&losses_by_seed[1]).map(|(first, second)| -(first[number] + second[number]) / 2.0).collect();
+            first_seed.push(spearman(&predicted, &actual));
+            both_seeds.push(spearman(&predicted, &mean_actual));
         }
-        results.insert(method.name().to_owned(), json!(mean(&correlations)));
+        Ok((first_seed, mean(&both_seeds)))
+    };
+    let mut results = serde_json::Map::new();
+    let mut standard_errors = serde_json::Map::new();
+    let mut against_mean = serde_json::Map::new();
+    for method in METHODS {
+        let (per_query, both_seeds) = correlate(method, scored)?;
+        results.insert(method.name().to_owned(), json!(mean(&per_query)));
+        standard_errors.insert(method.name().to_owned(), json!(standard_error(&per_query)));
+        against_mean.insert(method.name().to_owned(), json!(both_seeds));
+    }
+    let mut sweep = Vec::new();
+    for (knobs, variant) in variants {
+        let (provenant, provenant_mean) = correlate(Method::Provenant, variant)?;
+        let (dot_product, _) = correlate(Method::DotProduct, variant)?;
+        sweep.push(json!({
+            "per_side": knobs.per_side,
+            "damping": knobs.damping,
+            "dim": variant.featurizer.dim(),
+            "provenant": mean(&provenant),
+            "provenant_standard_error": standard_error(&provenant),
+            "provenant_against_two_seed_mean": provenant_mean,
+            "gradient_dot_product": mean(&dot_product),
+        }));
     }
     let ceiling: Vec<f64> = (0..queries.len())
         .map(|number| {
@@ -413,7 +461,15 @@ fn lds(
             spearman(&first, &second)
         })
         .collect();
-    Ok(json!({"subsets": subsets, "queries": queries.len(), "lds": results, "noise_ceiling": mean(&ceiling)}))
+    Ok(json!({
+        "subsets": subsets,
+        "queries": queries.len(),
+        "lds": results,
+        "lds_standard_error": standard_errors,
+        "lds_against_two_seed_mean": against_mean,
+        "noise_ceiling": mean(&ceiling),
+        "sweep": sweep,
+    }))
 }
 
 fn floor_char_boundary(text: &str, mut at: usize) -> usize {
@@ -539,10 +595,15 @@ fn main() -> anyhow::Result<()> {
     let train_refs: Vec<&Example> = train.iter().collect();
     let full = train_full(&train_refs, arguments.steps, 1)?;
     let full_scored = score_model(full, &train_refs, &own_clusters(train.len()), &phantoms, knobs)?;
+    let sweep = |scored: &Scored, examples: &[&Example], phantoms: &[String]| -> anyhow::Result<Vec<(Knobs, Scored)>> {
+        let clusters = own_clusters(examples.len());
+        arguments.sweep.iter().map(|&knobs| Ok((knobs, score_model(scored.model.clone(), examples, &clusters, phantoms, knobs)?))).collect()
+    };
     let steps = arguments.steps;
     let lds_scratch = lds(
         "from scratch",
         &full_scored,
+        &sweep(&full_scored, &train_refs, &phantoms)?,
         &train_refs,
         &queries,
         arguments.subsets,
@@ -569,6 +630,7 @@ fn main() -> anyhow::Result<()> {
     let lds_lora = lds(
         "LoRA",
         &adapter_scored,
+        &sweep(&adapter_scored, &german_refs, german_phantoms)?,
         &german_refs,
         german_queries,
         arguments.subsets,
