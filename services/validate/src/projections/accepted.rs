@@ -41,10 +41,10 @@ impl From<Model> for Entry {
 pub mod bands {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     /// One LSH band of an accepted contribution. No Datanet column: the key hashes the band's
     /// rows, so the lookup keeps the Datanet's candidates when it reads their rows (migration
     /// `m20261207_000004_bands_keyed_alone`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "near_duplicate_bands")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
