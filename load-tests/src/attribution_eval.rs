@@ -238,18 +238,23 @@ fn score_model(
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Method {
     Provenant,
+    /// An experiment, not what receipts pay: Provenant's scores and BM25's, each standardised
+    /// over the training examples, summed. Does lexical overlap add to the gradients?
+    ProvenantPlusBm25,
     ProvenantV1,
     DotProduct,
     Bm25,
     Random,
 }
 
-const METHODS: [Method; 5] = [Method::Provenant, Method::ProvenantV1, Method::DotProduct, Method::Bm25, Method::Random];
+const METHODS: [Method; 6] =
+    [Method::Provenant, Method::ProvenantPlusBm25, Method::ProvenantV1, Method::DotProduct, Method::Bm25, Method::Random];
 
 impl Method {
     fn name(self) -> &'static str {
         match self {
             Method::Provenant => "provenant (preconditioned projected gradients)",
+            Method::ProvenantPlusBm25 => "experiment: provenant + bm25, standardised and summed (receipts do not use it)",
             Method::ProvenantV1 => "provenant v1 (the same, per-example mean-loss features)",
             Method::DotProduct => "gradient dot product",
             Method::Bm25 => "bm25",
@@ -278,6 +283,11 @@ fn scores(method: Method, scored: &Scored, bm25: &Bm25, query: &Query, rng: &mut
     Ok(match method {
         Method::Provenant => scored.index.scores(&query.features)?,
         Method::ProvenantV1 => scored.index_v1.scores(&query.features)?,
+        Method::ProvenantPlusBm25 => {
+            let (gradient, _) = scored.index.scores(&query.features)?;
+            let lexical = bm25.scores(&query.text);
+            (standardised(&gradient).zip(standardised(&lexical)).map(|(left, right)| left + right).collect(), Vec::new())
+        }
         Method::DotProduct => {
             let scores = scored
                 .raw
@@ -289,6 +299,14 @@ fn scores(method: Method, scored: &Scored, bm25: &Bm25, query: &Query, rng: &mut
         Method::Bm25 => (bm25.scores(&query.text), Vec::new()),
         Method::Random => ((0..scored.index.table().len()).map(|_| rng.random_range(-1.0f32..1.0)).collect(), Vec::new()),
     })
+}
+
+/// `values` less their mean, over their standard deviation.
+fn standardised(values: &[f32]) -> impl Iterator<Item = f32> + '_ {
+    let count = values.len().max(1) as f32;
+    let center = values.iter().sum::<f32>() / count;
+    let spread = (values.iter().map(|value| (value - center).powi(2)).sum::<f32>() / count).sqrt().max(f32::MIN_POSITIVE);
+    values.iter().map(move |value| (value - center) / spread)
 }
 
 /// BM25 over lower-cased words.
