@@ -25,7 +25,7 @@
 use std::collections::{HashMap, HashSet};
 
 use attribution::receipt::{Evidence, attribute};
-use attribution::{BlockLayout, ExampleRow, ExampleTable, Index, IndexInput, Precision, Projection, ReceiptRules};
+use attribution::{BlockLayout, ExampleRow, ExampleTable, Index, IndexInput, Precision, Projection, ReceiptRules, SpanIndex};
 use clap::Parser;
 use model::backend::training_device;
 use model::{
@@ -66,6 +66,9 @@ struct Arguments {
     /// `workers.attribution` setting would reach, without retraining the subsets for it.
     #[arg(long, value_delimiter = ',', value_parser = parse_knobs)]
     sweep: Vec<Knobs>,
+    /// The shortest span, in byte tokens, of the short-span experiment (receipts ask for 24).
+    #[arg(long, default_value_t = 6)]
+    experiment_span_tokens: usize,
     #[arg(long, default_value = "target/bench/attribution-eval.json")]
     output: std::path::PathBuf,
 }
@@ -156,6 +159,8 @@ struct Scored {
     index_v1: Index,
     /// Raw (unpreconditioned) training features, for the dot-product baseline.
     raw: Vec<f32>,
+    /// The training token stream's suffix array, for the short-span experiment.
+    spans: SpanIndex,
     featurizer: Featurizer,
     model: Transformer,
 }
@@ -231,7 +236,8 @@ fn score_model(
     };
     let (index_v1, _) = index(Reduction::Mean)?;
     let (index, raw) = index(Reduction::Sum)?;
-    Ok(Scored { index, index_v1, raw, featurizer, model })
+    let spans = SpanIndex::build(table_of(examples, clusters)?.1)?;
+    Ok(Scored { index, index_v1, raw, spans, featurizer, model })
 }
 
 /// How a method scores every training example for one query.
@@ -241,20 +247,32 @@ enum Method {
     /// An experiment, not what receipts pay: Provenant's scores and BM25's, each standardised
     /// over the training examples, summed. Does lexical overlap add to the gradients?
     ProvenantPlusBm25,
+    /// An experiment, not what receipts pay: the receipt's span rule (length × rarity, split
+    /// among the examples holding a span) over spans of `--experiment-span-tokens` tokens or
+    /// more (6 by default: about a word), where receipts ask for 24.
+    ShortSpans,
     ProvenantV1,
     DotProduct,
     Bm25,
     Random,
 }
 
-const METHODS: [Method; 6] =
-    [Method::Provenant, Method::ProvenantPlusBm25, Method::ProvenantV1, Method::DotProduct, Method::Bm25, Method::Random];
+const METHODS: [Method; 7] = [
+    Method::Provenant,
+    Method::ProvenantPlusBm25,
+    Method::ShortSpans,
+    Method::ProvenantV1,
+    Method::DotProduct,
+    Method::Bm25,
+    Method::Random,
+];
 
 impl Method {
     fn name(self) -> &'static str {
         match self {
             Method::Provenant => "provenant (preconditioned projected gradients)",
             Method::ProvenantPlusBm25 => "experiment: provenant + bm25, standardised and summed (receipts do not use it)",
+            Method::ShortSpans => "experiment: the span rule over short spans (--experiment-span-tokens; receipts ask for 24)",
             Method::ProvenantV1 => "provenant v1 (the same, per-example mean-loss features)",
             Method::DotProduct => "gradient dot product",
             Method::Bm25 => "bm25",
@@ -297,8 +315,45 @@ fn scores(method: Method, scored: &Scored, bm25: &Bm25, query: &Query, rng: &mut
             (scores, Vec::new())
         }
         Method::Bm25 => (bm25.scores(&query.text), Vec::new()),
+        Method::ShortSpans => {
+            let min_tokens = *SHORT_SPAN_TOKENS.get().unwrap_or(&6);
+            (short_span_scores(&scored.spans, scored.index.table(), &query.text, min_tokens), Vec::new())
+        }
         Method::Random => ((0..scored.index.table().len()).map(|_| rng.random_range(-1.0f32..1.0)).collect(), Vec::new()),
     })
+}
+
+/// `--experiment-span-tokens`, set once by `main`.
+static SHORT_SPAN_TOKENS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Each training example's credit for the maximal spans of at least `min_tokens` that it shares
+/// with `text`: the span's length times `ln(1 + examples / examples holding it)`, split among
+/// the examples holding it (the receipt's rule, `attribution::receipt`).
+fn short_span_scores(spans: &SpanIndex, table: &ExampleTable, text: &str, min_tokens: usize) -> Vec<f32> {
+    let output: Vec<u32> = text.bytes().map(u32::from).collect();
+    let mut scores = vec![0.0f32; table.len()];
+    for hit in spans.maximal_spans(&output, min_tokens) {
+        let mut rows: Vec<usize> = spans
+            .positions(hit.first, hit.end)
+            .filter_map(|position| {
+                let row = table.row_at(position as u64)?;
+                let example = table.row(row);
+                // A span across two examples' boundary is neither's text.
+                (position as u64 + hit.len as u64 <= example.token_offset + example.token_count).then_some(row)
+            })
+            .collect();
+        rows.sort_unstable();
+        rows.dedup();
+        if rows.is_empty() {
+            continue;
+        }
+        let rarity = (1.0 + table.len() as f64 / rows.len() as f64).ln();
+        let each = (hit.len as f64 * rarity / rows.len() as f64) as f32;
+        for row in rows {
+            scores[row] += each;
+        }
+    }
+    scores
 }
 
 /// `values` less their mean, over their standard deviation.
@@ -528,6 +583,7 @@ fn main() -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(2026);
     let per = arguments.per_contributor;
     let knobs = Knobs { per_side: arguments.per_side, damping: arguments.damping };
+    SHORT_SPAN_TOKENS.set(arguments.experiment_span_tokens).expect("set once");
     let load_before = provenant_load_tests::load_average();
     let mut train: Vec<Example> = Vec::new();
     let mut held_out: Vec<String> = Vec::new();
