@@ -132,6 +132,9 @@ async fn a_policy_seals_a_snapshot_after_every_n_accepted_contributions() {
     let bob = client(BOB_KEY);
 
     common::create_datanet_sealing_every(&bus, "every-two", PersonalDataAction::Reject, ContributionPolicy::Open, 2).await;
+    // Accepted in the order submitted (the assertions below rely on it), not some retried after
+    // later ones for want of the Datanet's rules.
+    common::policies_caught_up(&bus).await;
     let texts = [
         "Time flies like an arrow; fruit flies like a banana, or so the linguists say.",
         "The only thing we have to fear is running out of coffee before the deadline.",

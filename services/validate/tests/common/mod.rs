@@ -35,6 +35,28 @@ pub async fn create_datanet_sealing_every(bus: &Bus, id: &str, personal_data: Pe
     bus.publish(&Envelope::new(&event, "ingest"), &event, Expect::NoEvents).await.expect("datanet");
 }
 
+/// Waits until the running validator's policy projection has applied every Datanet event
+/// published so far. A submission whose Datanet's rules are not known yet is retried after a
+/// backoff, and submissions made meanwhile are judged first: a test that needs contributions
+/// accepted in the order it submits them waits for this before submitting.
+pub async fn policies_caught_up(bus: &Bus) {
+    let stream = bus.jetstream().get_stream(bus.namespace().stream(provenant_bus::Context::Datanet)).await.expect("stream");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let consumer =
+            stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(validate::handlers::PolicyProjector::NAME).await;
+        if let Ok(mut consumer) = consumer
+            && let Ok(info) = consumer.info().await
+            && info.num_pending == 0
+            && info.num_ack_pending == 0
+        {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the validator's policy projection did not catch up");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Stores the content and submits it, as the ingest service does; returns the contribution id.
 pub async fn submit(bus: &Bus, datanet: &str, contributor: &str, content: &[u8]) -> String {
     let stored = bus.blob_store("contributions").await.expect("bucket").put(content).await.expect("stored");
