@@ -212,10 +212,10 @@ fn score_model(
 ) -> anyhow::Result<Scored> {
     let featurizer = Featurizer::new(&model, 11, knobs.per_side)?;
     let texts: Vec<String> = examples.iter().map(|example| example.text.clone()).collect();
+    let (table, stream) = table_of(examples, clusters)?;
     let index = |reduction: Reduction| -> anyhow::Result<(Index, Vec<f32>)> {
         let raw = features(&featurizer, &model, &texts, reduction)?;
         let phantom_features = features(&featurizer, &model, phantoms, reduction)?;
-        let (table, stream) = table_of(examples, clusters)?;
         let blocks =
             featurizer.blocks().iter().map(|block| BlockLayout { name: block.name(), offset: block.offset, len: block.len }).collect();
         let built = attribution::build(IndexInput {
@@ -225,8 +225,8 @@ fn score_model(
             projection: Projection { seed: 11, per_side: knobs.per_side, dim: featurizer.dim(), blocks },
             features: raw.clone(),
             phantoms: phantom_features,
-            table,
-            tokens: stream,
+            table: table.clone(),
+            tokens: stream.clone(),
             precision: Precision::F16,
             damping: knobs.damping,
             rules: ReceiptRules::default(),
@@ -236,7 +236,7 @@ fn score_model(
     };
     let (index_v1, _) = index(Reduction::Mean)?;
     let (index, raw) = index(Reduction::Sum)?;
-    let spans = SpanIndex::build(table_of(examples, clusters)?.1)?;
+    let spans = SpanIndex::build(stream)?;
     Ok(Scored { index, index_v1, raw, spans, featurizer, model })
 }
 

@@ -409,17 +409,16 @@ impl<H: Handler> Consumer<H> {
                 Err((sequence, _, _)) => Accounted { sequence: *sequence, event_id: String::new() },
             })
             .collect();
+        // The decoded events of types the handler handles; the others are only acknowledged.
+        let handled: Vec<&Delivery> =
+            deliveries.iter().flatten().filter(|delivery| self.handler.handles(&delivery.envelope.event_type)).collect();
         // Under shared isolation the whole batch is recorded as processed in one statement; the
         // events it reports as new are applied, the others are redeliveries.
         let mut newly_recorded = match isolation {
             Isolation::PerEvent => None,
             Isolation::Shared => {
-                let events: Vec<(String, u64)> = deliveries
-                    .iter()
-                    .flatten()
-                    .filter(|delivery| self.handler.handles(&delivery.envelope.event_type))
-                    .map(|delivery| (delivery.envelope.event_id.to_string(), delivery.stream_sequence))
-                    .collect();
+                let events: Vec<(String, u64)> =
+                    handled.iter().map(|delivery| (delivery.envelope.event_id.to_string(), delivery.stream_sequence)).collect();
                 match store::record_processed_batch(&transaction, self.handler.name(), &events).await {
                     Ok(recorded) => Some(recorded),
                     Err(error) => {
@@ -429,13 +428,11 @@ impl<H: Handler> Consumer<H> {
                 }
             }
         };
-        if isolation == Isolation::Shared {
-            let decoded: Vec<&Delivery> =
-                deliveries.iter().flatten().filter(|delivery| self.handler.handles(&delivery.envelope.event_type)).collect();
-            if let Err(failure) = self.handler.prepare(&transaction, &decoded).await {
-                warn!(consumer = self.handler.name(), failure = ?failure, "failed to prepare the batch, retrying it event by event");
-                return Ok(None);
-            }
+        if isolation == Isolation::Shared
+            && let Err(failure) = self.handler.prepare(&transaction, &handled).await
+        {
+            warn!(consumer = self.handler.name(), failure = ?failure, "failed to prepare the batch, retrying it event by event");
+            return Ok(None);
         }
         let mut outcomes = Vec::with_capacity(messages.len());
         let mut halted = false;

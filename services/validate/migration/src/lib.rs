@@ -2,6 +2,7 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod bands_table;
 mod m20261126_000001_create_validation_tables;
 mod m20261126_000002_seal_policy;
 mod m20261207_000003_compact_band_index;

@@ -1,5 +1,6 @@
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DatabaseBackend;
+
+use crate::bands_table;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -23,31 +24,20 @@ type Member = (&'static str, &'static str);
 const BY_SEQUENCE: Member = ("accepted_sequence", "BIGINT");
 const BY_ID: Member = ("contribution_id", "VARCHAR(64)");
 
-fn rebuilt_bands_table(backend: DatabaseBackend, (member, member_type): Member) -> String {
-    let without_rowid = if backend == DatabaseBackend::Sqlite { " WITHOUT ROWID" } else { "" };
-    format!(
-        "CREATE TABLE near_duplicate_bands_rebuilt (datanet_id VARCHAR(64) NOT NULL, band_key BIGINT NOT NULL, {member} {member_type} NOT NULL, \
-         PRIMARY KEY (datanet_id, band_key, {member})){without_rowid}"
-    )
-}
-
 /// Rebuilds `near_duplicate_bands` with `member` naming the contribution, carried over from the
 /// table that names it by `current`, through `accepted_contributions`.
-async fn rebuild(manager: &SchemaManager<'_>, member: Member, current: Member) -> Result<(), DbErr> {
-    let connection = manager.get_connection();
-    let backend = manager.get_database_backend();
-    connection.execute_unprepared(&rebuilt_bands_table(backend, member)).await?;
-    let ((member, _), (current, _)) = (member, current);
-    connection
-        .execute_unprepared(&format!(
-            "INSERT INTO near_duplicate_bands_rebuilt (datanet_id, band_key, {member}) \
-             SELECT b.datanet_id, b.band_key, a.{member} FROM near_duplicate_bands b \
+async fn rebuild(manager: &SchemaManager<'_>, (member, member_type): Member, (current, _): Member) -> Result<(), DbErr> {
+    bands_table::replace(
+        manager,
+        "near_duplicate_bands_rebuilt",
+        &format!("datanet_id VARCHAR(64) NOT NULL, band_key BIGINT NOT NULL, {member} {member_type} NOT NULL"),
+        &format!("datanet_id, band_key, {member}"),
+        &format!(
+            "(datanet_id, band_key, {member}) SELECT b.datanet_id, b.band_key, a.{member} FROM near_duplicate_bands b \
              JOIN accepted_contributions a ON a.{current} = b.{current}"
-        ))
-        .await?;
-    connection.execute_unprepared("DROP TABLE near_duplicate_bands").await?;
-    connection.execute_unprepared("ALTER TABLE near_duplicate_bands_rebuilt RENAME TO near_duplicate_bands").await?;
-    Ok(())
+        ),
+    )
+    .await
 }
 
 #[async_trait::async_trait]

@@ -1,8 +1,6 @@
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DatabaseBackend;
 
-#[derive(DeriveMigrationName)]
-pub struct Migration;
+use crate::bands_table;
 
 /// The LSH band index drops its `datanet_id` column: a row is `(band_key, accepted_sequence)`,
 /// and the lookup keeps the Datanet's candidates when it reads them from
@@ -12,29 +10,18 @@ pub struct Migration;
 /// contributions in batches of 512: 1.0 → 0.39 s of inserts, 8.7 → 2.6 MiB). A band key
 /// already hashes the band's index with its rows, so Datanets sharing a key share a band of
 /// the same text: the few extra candidates this reads are dropped by the join.
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+/// The table the rows move to before it takes the index's name.
 const REBUILT: &str = "near_duplicate_bands_keyed";
-
-fn without_rowid(backend: DatabaseBackend) -> &'static str {
-    if backend == DatabaseBackend::Sqlite { " WITHOUT ROWID" } else { "" }
-}
-
-/// Creates the rebuilt table with `columns` and `primary_key`, fills it with `fill` and puts it
-/// in place of `near_duplicate_bands`.
-async fn rebuild(manager: &SchemaManager<'_>, columns: &str, primary_key: &str, fill: &str) -> Result<(), DbErr> {
-    let connection = manager.get_connection();
-    let without_rowid = without_rowid(manager.get_database_backend());
-    connection.execute_unprepared(&format!("CREATE TABLE {REBUILT} ({columns}, PRIMARY KEY ({primary_key})){without_rowid}")).await?;
-    connection.execute_unprepared(&format!("INSERT INTO {REBUILT} {fill}")).await?;
-    connection.execute_unprepared("DROP TABLE near_duplicate_bands").await?;
-    connection.execute_unprepared(&format!("ALTER TABLE {REBUILT} RENAME TO near_duplicate_bands")).await?;
-    Ok(())
-}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        rebuild(
+        bands_table::replace(
             manager,
+            REBUILT,
             "band_key BIGINT NOT NULL, accepted_sequence BIGINT NOT NULL",
             "band_key, accepted_sequence",
             "(band_key, accepted_sequence) SELECT band_key, accepted_sequence FROM near_duplicate_bands",
@@ -43,8 +30,9 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        rebuild(
+        bands_table::replace(
             manager,
+            REBUILT,
             "datanet_id VARCHAR(64) NOT NULL, band_key BIGINT NOT NULL, accepted_sequence BIGINT NOT NULL",
             "datanet_id, band_key, accepted_sequence",
             "(datanet_id, band_key, accepted_sequence) SELECT a.datanet_id, b.band_key, b.accepted_sequence \
