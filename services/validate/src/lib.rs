@@ -7,7 +7,8 @@
 //!   duplicates (the earliest submitter's cluster wins), and appends `ContributionAccepted` or
 //!   `ContributionRejected` with stable reason codes (`handlers/on_contribution_submitted.rs`).
 //! - HTTP (`api`): the owner seals a snapshot of every contribution accepted so far
-//!   (`SnapshotSealed`, manifest in the object store, RFC 6962 Merkle root); anyone
+//!   (`SnapshotSealed`, manifest in the object store, RFC 6962 Merkle root), which extends the
+//!   previous snapshot (`sealing`); anyone
 //!   authenticated gets a contribution's inclusion proof. `SnapshotSealed` is projected back
 //!   (checked against its root) for the proofs.
 //! - Rules without IO live in `domain`: Merkle trees, manifests, MinHash/LSH, quality.
@@ -15,7 +16,9 @@
 //! - Contributions to owner-approval Datanets are held (`projections::held`) until
 //!   `ContributionApproved`, then judged the same way.
 //!
-//! Not yet: sealing by policy (every N accepted).
+//! - A Datanet's policy may seal a snapshot after every N accepted contributions
+//!   (`sealing::seal_by_policy`, inside the validator's transaction).
+//!
 //! Start reading at [`Application`].
 
 pub mod api;

@@ -7,7 +7,9 @@
 //! ordinal that already holds the very event being sealed (same event id) is an earlier attempt
 //! that got through: it is the answer, so a retried policy seal never seals twice.
 
-use provenant_bus::{BlobStore, Bus, Context, Envelope, Error as BusError, Expect};
+use std::collections::HashSet;
+
+use provenant_bus::{BlobStore, Bus, Context, Envelope, Error as BusError, Expect, StoredBlob, Upcasters};
 use provenant_events::proto::common::v1::{BlobRef, Principal};
 use provenant_events::proto::datanet::v1::SnapshotSealed;
 use sea_orm::{ConnectionTrait, DbErr};
@@ -32,27 +34,56 @@ pub enum SealError {
     Blobs(anyhow::Error),
     #[error("bus: {0}")]
     Bus(#[from] BusError),
+    /// The snapshot to extend is missing or does not verify: sealing after it would break the chain.
+    #[error("the previous snapshot cannot be read: {0}")]
+    Unreadable(String),
 }
 
-/// Seals `entries` (in order) as the Datanet's next snapshot, as event `event_id`.
+/// Seals the Datanet's next snapshot, as event `event_id`: the entries of the snapshot it follows,
+/// in their order, then every contribution of `accepted` (in that order) not among them. So each
+/// snapshot extends the one before it, even when contributions were accepted out of submission
+/// order (a submission retried for want of its Datanet's rules is overtaken by later ones), and an
+/// inclusion proof's leaf index never changes from one snapshot to the next.
+///
+/// The snapshot followed is read from the stream and its manifest, never from the read model,
+/// which may not have projected it yet.
 pub async fn seal(
     bus: &Bus,
     manifests: &BlobStore,
     database: &impl ConnectionTrait,
     datanet_id: &str,
-    entries: &[Entry],
+    accepted: &[Entry],
     sealed_by: Principal,
     event_id: Uuid,
 ) -> Result<SnapshotSealed, SealError> {
-    if entries.is_empty() {
+    if accepted.is_empty() {
         return Err(SealError::Empty);
     }
-    let stored = manifests.put(&snapshot::manifest(entries)).await.map_err(|error| SealError::Blobs(error.into()))?;
     let known = snapshots::latest(database, datanet_id).await?;
     let mut ordinal = known.map_or(1, |latest| u64::try_from(latest.ordinal).unwrap_or(0) + 1);
+    // The entries built for an ordinal, and their stored manifest: a conflict on publishing
+    // probes the same ordinal again and reuses them.
+    let mut built: Option<(u64, Vec<Entry>, StoredBlob)> = None;
     for _ in 0..MAX_PROBES {
+        let snapshot_id = format!("{datanet_id}-{ordinal}");
+        match bus.last_event(Context::Datanet, "snapshot", &snapshot_id).await? {
+            Some((_, Some(existing))) if existing == event_id.to_string() => return sealed_event(bus, &snapshot_id).await,
+            Some(_) => {
+                ordinal += 1;
+                continue;
+            }
+            None => {}
+        }
+        if built.as_ref().is_none_or(|(built_for, ..)| *built_for != ordinal) {
+            let previous =
+                if ordinal > 1 { entries_of_sealed(bus, manifests, &format!("{datanet_id}-{}", ordinal - 1)).await? } else { Vec::new() };
+            let entries = extend(previous, accepted);
+            let stored = manifests.put(&snapshot::manifest(&entries)).await.map_err(|error| SealError::Blobs(error.into()))?;
+            built = Some((ordinal, entries, stored));
+        }
+        let (_, entries, stored) = built.as_ref().expect("built for this ordinal above");
         let event = SnapshotSealed {
-            snapshot_id: format!("{datanet_id}-{ordinal}"),
+            snapshot_id: snapshot_id.clone(),
             datanet_id: datanet_id.to_owned(),
             ordinal,
             merkle_root: hex::encode(snapshot::root(entries)),
@@ -66,14 +97,6 @@ pub async fn seal(
             sealed_by: Some(sealed_by.clone()),
             previous_snapshot_id: if ordinal > 1 { format!("{datanet_id}-{}", ordinal - 1) } else { String::new() },
         };
-        match bus.last_event(Context::Datanet, "snapshot", &event.snapshot_id).await? {
-            Some((_, Some(existing))) if existing == event_id.to_string() => return Ok(event),
-            Some(_) => {
-                ordinal += 1;
-                continue;
-            }
-            None => {}
-        }
         let mut envelope = Envelope::new(&event, bus.producer());
         envelope.event_id = event_id;
         match bus.publish(&envelope, &event, Expect::NoEvents).await {
@@ -86,9 +109,41 @@ pub async fn seal(
     Err(SealError::Contended)
 }
 
+/// `previous` in its order, then the entries of `accepted` it lacks, in theirs.
+fn extend(mut previous: Vec<Entry>, accepted: &[Entry]) -> Vec<Entry> {
+    let included: HashSet<String> = previous.iter().map(|entry| entry.contribution_id.clone()).collect();
+    previous.extend(accepted.iter().filter(|entry| !included.contains(&entry.contribution_id)).cloned());
+    previous
+}
+
+/// The sealed snapshot `snapshot_id` as the stream holds it.
+async fn sealed_event(bus: &Bus, snapshot_id: &str) -> Result<SnapshotSealed, SealError> {
+    let delivery = bus
+        .last_delivery(Context::Datanet, "snapshot", snapshot_id)
+        .await?
+        .ok_or_else(|| SealError::Unreadable(format!("{snapshot_id} is not in the stream")))?;
+    delivery.decode(&Upcasters::contract()).map_err(|error| SealError::Unreadable(format!("{snapshot_id}: {error}")))
+}
+
+/// The entries of the sealed snapshot `snapshot_id`, from its manifest, checked against its root.
+async fn entries_of_sealed(bus: &Bus, manifests: &BlobStore, snapshot_id: &str) -> Result<Vec<Entry>, SealError> {
+    let sealed = sealed_event(bus, snapshot_id).await?;
+    let reference = sealed.manifest.ok_or_else(|| SealError::Unreadable(format!("{snapshot_id} names no manifest")))?;
+    let bytes = manifests
+        .get(&reference.sha256)
+        .await
+        .map_err(|error| SealError::Blobs(error.into()))?
+        .ok_or_else(|| SealError::Unreadable(format!("the manifest of {snapshot_id} is not stored")))?;
+    let entries = snapshot::parse_manifest(&bytes).map_err(|error| SealError::Unreadable(format!("{snapshot_id}: {error}")))?;
+    if hex::encode(snapshot::root(&entries)) != sealed.merkle_root {
+        return Err(SealError::Unreadable(format!("the manifest of {snapshot_id} does not hash to its root")));
+    }
+    Ok(entries)
+}
+
 /// The policy "seal after every `every` accepted contributions", applied right after one more
 /// was accepted (inside the validator's transaction, so the count includes it). The snapshot
-/// holds the first `count` accepted contributions, and its event id is a function of the
+/// holds the `count` accepted contributions (the previous snapshot's, then the rest), and its event id is a function of the
 /// Datanet and that count, so a retry after a crash finds the snapshot it already sealed.
 pub async fn seal_by_policy(
     bus: &Bus,

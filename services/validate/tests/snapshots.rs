@@ -6,13 +6,17 @@ mod common;
 use std::time::{Duration, Instant};
 
 use provenant_bus::Bus;
-use provenant_events::proto::datanet::v1::{ContributionPolicy, PersonalDataAction};
+use provenant_events::proto::common::v1::{Principal, PrincipalKind};
+use provenant_events::proto::datanet::v1::{ContributionPolicy, PersonalDataAction, SnapshotSealed};
+use provenant_events::snapshot;
 use provenant_runtime::Shutdown;
 use provenant_runtime::identity::{ApiKeyConfig, Role, hash_key};
 use provenant_test_support::Backend;
 use serde_json::Value;
 use validate::Application;
 use validate::domain::merkle;
+use validate::projections::accepted;
+use validate::sealing;
 
 const OWNER_KEY: &str = "pvk_snapshot_owner";
 const BOB_KEY: &str = "pvk_snapshot_bob";
@@ -55,6 +59,9 @@ async fn the_owner_seals_a_snapshot_and_every_contribution_gets_a_proof_that_ver
 
         common::create_datanet_with_policy(&bus, "fortunes", PersonalDataAction::Reject, ContributionPolicy::Open).await;
         common::create_datanet_with_policy(&bus, "empty", PersonalDataAction::Reject, ContributionPolicy::Open).await;
+        // Accepted in the order submitted, which the leaf indices below assert: an early partial
+        // seal fixes the order of what it holds, and later snapshots extend it.
+        common::policies_caught_up(&bus).await;
         let texts = [
             "The early bird gets the worm, but the second mouse gets the cheese.",
             "Never put off until tomorrow what you can do the day after tomorrow.",
@@ -159,4 +166,59 @@ async fn a_policy_seals_a_snapshot_after_every_n_accepted_contributions() {
     shutdown.cancel();
     task.await.expect("task").expect("stopped cleanly");
     database.drop_database().await.expect("drop");
+}
+
+/// The contribution ids of a sealed snapshot's manifest, in order.
+async fn manifest_ids(manifests: &provenant_bus::BlobStore, sealed: &SnapshotSealed) -> Vec<String> {
+    let reference = sealed.manifest.as_ref().expect("a manifest");
+    let bytes = manifests.get(&reference.sha256).await.expect("get").expect("stored");
+    snapshot::parse_manifest(&bytes).expect("parses").into_iter().map(|entry| entry.contribution_id).collect()
+}
+
+/// A contribution accepted after later submissions (its submission retried for want of its
+/// Datanet's rules, say) has the smaller stream sequence. The next snapshot must still extend the
+/// previous one, not re-sort it: a proof's leaf index may never move.
+#[tokio::test]
+async fn a_snapshot_extends_the_previous_one_when_contributions_were_accepted_out_of_submission_order() {
+    for backend in Backend::ALL {
+        let (config, database) = common::config(backend).await;
+        let store = validate::open_database(&config.database).await.expect("database");
+        let bus = Bus::connect(&config.bus).await.expect("bus");
+        bus.declare_streams().await.expect("streams");
+        let manifests = bus.blob_store("snapshots").await.expect("bucket");
+        let row = |id: &str, accepted_sequence: i64| accepted::Model {
+            contribution_id: id.into(),
+            datanet_id: "ordered".into(),
+            contributor_id: format!("contributor-{id}"),
+            content_sha256: format!("{accepted_sequence:064x}"),
+            cluster_id: id.into(),
+            signature: None,
+            accepted_sequence,
+        };
+
+        accepted::insert_all(&store, &[row("a", 10), row("b", 20)]).await.expect("accepted");
+        let first = sealing::seal_by_policy(&bus, &manifests, &store, "ordered", 2).await.expect("sealed").expect("due at 2");
+        // Accepted only now, though submitted before a and b.
+        accepted::insert_all(&store, &[row("late", 5), row("c", 30)]).await.expect("accepted");
+        let second = sealing::seal_by_policy(&bus, &manifests, &store, "ordered", 2).await.expect("sealed").expect("due at 4");
+        assert_eq!((first.ordinal, second.ordinal), (1, 2), "{backend:?}");
+        assert_eq!(second.previous_snapshot_id, first.snapshot_id);
+        assert_eq!(manifest_ids(&manifests, &first).await, ["a", "b"]);
+        assert_eq!(manifest_ids(&manifests, &second).await, ["a", "b", "late", "c"], "{backend:?}: extends the first");
+
+        // No snapshot projector runs here, so the read model knows none: a retried policy seal
+        // finds its own snapshot in the stream and seals nothing new.
+        let retried = sealing::seal_by_policy(&bus, &manifests, &store, "ordered", 2).await.expect("sealed").expect("due at 4");
+        assert_eq!(retried, second);
+
+        // The owner seals with nothing new accepted: the same entries, in the same order.
+        let everything: Vec<_> = accepted::all_in_order(&store, "ordered").await.expect("read").into_iter().map(Into::into).collect();
+        let owner = Principal { id: "owner".into(), kind: PrincipalKind::DatanetOwner.into() };
+        let third = sealing::seal(&bus, &manifests, &store, "ordered", &everything, owner, uuid::Uuid::now_v7()).await.expect("sealed");
+        assert_eq!((third.ordinal, third.previous_snapshot_id.as_str()), (3, second.snapshot_id.as_str()));
+        assert_eq!(third.merkle_root, second.merkle_root, "{backend:?}");
+
+        store.close().await.expect("close");
+        database.drop_database().await.expect("drop");
+    }
 }

@@ -29,8 +29,9 @@ pub struct Sealed {
     manifest_sha256: String,
 }
 
-/// Seal every contribution accepted so far, in order of acceptance, into the Datanet's next
-/// snapshot. Only the owner (or an admin) may.
+/// Seal every contribution accepted so far into the Datanet's next snapshot: the previous
+/// snapshot's entries in their order, then those accepted since, in order of acceptance. Only the
+/// owner (or an admin) may.
 #[utoipa::path(post, path = "/v1/datanets/{datanet_id}/snapshots", operation_id = "seal_snapshot", tag = "snapshots", security(("api_key" = [])),
     params(("datanet_id" = String, Path, description = "The Datanet's id")),
     responses(
