@@ -235,7 +235,7 @@ print(f"    {usage['prompt_tokens']}+{usage['completion_tokens']} tokens, fee {i
 receipt = record.get("receipt")
 if receipt:
     shares = ", ".join(f"{share['contributor_id']} {share['share_ppb'] / 1e7:.2f} %" for share in receipt["shares"][:3]) or "none above the noise floor"
-    print(f"    receipt: {shares}; base pool {receipt['base_pool_ppb'] / 1e7:.2f} %, verbatim coverage {receipt['span_coverage_ppb'] / 1e7:.1f} %")
+    print(f"    receipt: {shares}; base pool {receipt['base_pool_ppb'] / 1e7:.2f} %, verbatim coverage {receipt['span_coverage_ppb'] / 1e7:.1f} %, phrase coverage {receipt.get('phrase_coverage_ppb', 0) / 1e7:.1f} %")
 else:
     print("    no receipt (the model has no attribution index)")
 PY

@@ -121,7 +121,12 @@ fn print_receipt(served: &InferenceServed, receipt: &Receipt) {
         println!("  {:<40} {:>10}  {}  {}", share.contributor_id, share.share_ppb, percent(share.share_ppb), share.datanet_id);
     }
     println!("  {:<40} {:>10}  {}", "(base pool)", attribution.base_pool_ppb, percent(attribution.base_pool_ppb));
-    println!("  noise floor {}   verbatim coverage {}", percent(attribution.noise_floor_ppb), percent(attribution.span_coverage_ppb));
+    println!(
+        "  noise floor {}   verbatim coverage {}   phrase coverage {} (of the rest)",
+        percent(attribution.noise_floor_ppb),
+        percent(attribution.span_coverage_ppb),
+        percent(attribution.phrase_coverage_ppb)
+    );
     println!("\ntop examples (signed score, ppb of the total absolute score)");
     for example in &attribution.top_examples {
         println!("  #{:<8} {:>12}  {:<38} {}", example.example, example.score_ppb, example.contribution_id, example.contributor_id);

@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use attribution::receipt::{Evidence, attribute};
+use attribution::receipt::{Evidence, attribute, example_weights};
 use attribution::{BlockLayout, ExampleRow, ExampleTable, Index, IndexInput, Precision, Projection, ReceiptRules, SpanIndex};
 use clap::Parser;
 use model::backend::training_device;
@@ -66,6 +66,9 @@ struct Arguments {
     /// `workers.attribution` setting would reach, without retraining the subsets for it.
     #[arg(long, value_delimiter = ',', value_parser = parse_knobs)]
     sweep: Vec<Knobs>,
+    /// Other `phrase_weight`s whose receipts' LDS is measured over the same retrained subsets.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.0, 0.25, 0.5, 0.75, 1.0])]
+    phrase_weights: Vec<f64>,
     /// The shortest span, in byte tokens, of the short-span experiment (receipts ask for 24).
     #[arg(long, default_value_t = 6)]
     experiment_span_tokens: usize,
@@ -243,7 +246,13 @@ fn score_model(
 /// How a method scores every training example for one query.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Method {
+    /// Each example's weight in the receipt: the gradient channel, verbatim spans and phrases,
+    /// mixed as receipts mix them (`attribution::receipt::example_weights`).
     Provenant,
+    /// The receipt's gradient channel alone (Fisher-preconditioned projected gradients).
+    ProvenantGradients,
+    /// The receipt with another `phrase_weight` (in thousandths), for `--phrase-weights`.
+    PhraseWeight(u16),
     /// An experiment, not what receipts pay: Provenant's scores and BM25's, each standardised
     /// over the training examples, summed. Does lexical overlap add to the gradients?
     ProvenantPlusBm25,
@@ -257,8 +266,9 @@ enum Method {
     Random,
 }
 
-const METHODS: [Method; 7] = [
+const METHODS: [Method; 8] = [
     Method::Provenant,
+    Method::ProvenantGradients,
     Method::ProvenantPlusBm25,
     Method::ShortSpans,
     Method::ProvenantV1,
@@ -270,10 +280,12 @@ const METHODS: [Method; 7] = [
 impl Method {
     fn name(self) -> &'static str {
         match self {
-            Method::Provenant => "provenant (preconditioned projected gradients)",
+            Method::Provenant => "provenant (the receipt: gradients, verbatim spans and phrases)",
+            Method::ProvenantGradients => "provenant gradients alone (preconditioned projected gradients)",
+            Method::PhraseWeight(_) => "provenant with another phrase weight",
             Method::ProvenantPlusBm25 => "experiment: provenant + bm25, standardised and summed (receipts do not use it)",
             Method::ShortSpans => "experiment: the span rule over short spans (--experiment-span-tokens; receipts ask for 24)",
-            Method::ProvenantV1 => "provenant v1 (the same, per-example mean-loss features)",
+            Method::ProvenantV1 => "provenant v1 gradients alone (per-example mean-loss features)",
             Method::DotProduct => "gradient dot product",
             Method::Bm25 => "bm25",
             Method::Random => "random",
@@ -285,6 +297,8 @@ struct Query {
     /// Query features (prompt, answer) for the gradient methods.
     features: Vec<f32>,
     text: String,
+    /// The answer's tokens, which receipts match spans and phrases in.
+    answer: Vec<u32>,
 }
 
 fn query(scored: &Scored, prompt: &str, answer: &str) -> anyhow::Result<Query> {
@@ -294,12 +308,17 @@ fn query(scored: &Scored, prompt: &str, answer: &str) -> anyhow::Result<Query> {
     let prompt_len = tokens.len();
     tokens.extend(answer.bytes().map(u32::from));
     let features = scored.featurizer.features(&scored.model.inference(), &[Sequence::answer(&tokens, prompt_len)])?;
-    Ok(Query { features, text: format!("{prompt}{answer}") })
+    Ok(Query { features, text: format!("{prompt}{answer}"), answer: answer.bytes().map(u32::from).collect() })
 }
 
 fn scores(method: Method, scored: &Scored, bm25: &Bm25, query: &Query, rng: &mut StdRng) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
     Ok(match method {
-        Method::Provenant => scored.index.scores(&query.features)?,
+        Method::Provenant => (receipt_weights(scored, query, &ReceiptRules::default())?, Vec::new()),
+        Method::PhraseWeight(permille) => {
+            let rules = ReceiptRules { phrase_weight: f64::from(permille) / 1000.0, ..ReceiptRules::default() };
+            (receipt_weights(scored, query, &rules)?, Vec::new())
+        }
+        Method::ProvenantGradients => scored.index.scores(&query.features)?,
         Method::ProvenantV1 => scored.index_v1.scores(&query.features)?,
         Method::ProvenantPlusBm25 => {
             let (gradient, _) = scored.index.scores(&query.features)?;
@@ -321,6 +340,19 @@ fn scores(method: Method, scored: &Scored, bm25: &Bm25, query: &Query, rng: &mut
         }
         Method::Random => ((0..scored.index.table().len()).map(|_| rng.random_range(-1.0f32..1.0)).collect(), Vec::new()),
     })
+}
+
+/// Each example's weight in the receipt of `query` under `rules` (the index records the
+/// defaults).
+fn receipt_weights(scored: &Scored, query: &Query, rules: &ReceiptRules) -> anyhow::Result<Vec<f32>> {
+    let (scores, phantom_scores) = scored.index.scores(&query.features)?;
+    let evidence = Evidence {
+        table: scored.index.table(),
+        scores: &scores,
+        phantom_scores: &phantom_scores,
+        spans: Some((&scored.spans, &query.answer)),
+    };
+    Ok(example_weights(&evidence, rules).into_iter().map(|weight| weight as f32).collect())
 }
 
 /// `--experiment-span-tokens`, set once by `main`.
@@ -468,6 +500,7 @@ fn lds(
     train: &[&Example],
     queries: &[String],
     subsets: usize,
+    phrase_weights: &[f64],
     retrain: &dyn Fn(&[&Example], u64) -> anyhow::Result<Transformer>,
     rng: &mut StdRng,
 ) -> anyhow::Result<Value> {
@@ -516,6 +549,7 @@ fn lds(
     let mut sweep = Vec::new();
     for (knobs, variant) in variants {
         let (provenant, provenant_mean) = correlate(Method::Provenant, variant)?;
+        let (gradients, _) = correlate(Method::ProvenantGradients, variant)?;
         let (dot_product, _) = correlate(Method::DotProduct, variant)?;
         sweep.push(json!({
             "per_side": knobs.per_side,
@@ -524,7 +558,18 @@ fn lds(
             "provenant": mean(&provenant),
             "provenant_standard_error": standard_error(&provenant),
             "provenant_against_two_seed_mean": provenant_mean,
+            "provenant_gradients_alone": mean(&gradients),
             "gradient_dot_product": mean(&dot_product),
+        }));
+    }
+    let mut phrase_sweep = Vec::new();
+    for &weight in phrase_weights {
+        let (per_query, both_seeds) = correlate(Method::PhraseWeight((weight.clamp(0.0, 1.0) * 1000.0).round() as u16), scored)?;
+        phrase_sweep.push(json!({
+            "phrase_weight": weight,
+            "lds": mean(&per_query),
+            "standard_error": standard_error(&per_query),
+            "against_two_seed_mean": both_seeds,
         }));
     }
     let ceiling: Vec<f64> = (0..queries.len())
@@ -542,6 +587,7 @@ fn lds(
         "lds_against_two_seed_mean": against_mean,
         "noise_ceiling": mean(&ceiling),
         "sweep": sweep,
+        "phrase_weights": phrase_sweep,
     }))
 }
 
@@ -561,7 +607,15 @@ fn mean_shares(scored: &Scored, bm25: &Bm25, queries: &[String], method: Method,
         let query = query(scored, "", text)?;
         let attribution = match method {
             Method::Provenant => scored.index.attribute(&query.features, &text.bytes().map(u32::from).collect::<Vec<_>>())?,
-            Method::ProvenantV1 => scored.index_v1.attribute(&query.features, &text.bytes().map(u32::from).collect::<Vec<_>>())?,
+            // The gradient channel alone: phantom margins, no spans.
+            Method::ProvenantGradients | Method::ProvenantV1 => {
+                let index = if method == Method::ProvenantV1 { &scored.index_v1 } else { &scored.index };
+                let (scores, phantom_scores) = index.scores(&query.features)?;
+                attribute(
+                    &Evidence { table: index.table(), scores: &scores, phantom_scores: &phantom_scores, spans: None },
+                    &ReceiptRules::default(),
+                )
+            }
             _ => {
                 let (scores, _) = scores(method, scored, bm25, &query, rng)?;
                 attribute(
@@ -681,6 +735,7 @@ fn main() -> anyhow::Result<()> {
         &train_refs,
         &queries,
         arguments.subsets,
+        &arguments.phrase_weights,
         &|members, seed| train_full(members, steps, seed),
         &mut rng,
     )?;
@@ -708,6 +763,7 @@ fn main() -> anyhow::Result<()> {
         &german_refs,
         german_queries,
         arguments.subsets,
+        &arguments.phrase_weights,
         &|members, seed| train_lora(&english_base, members, lora_steps, seed),
         &mut rng,
     )?;

@@ -18,19 +18,21 @@ use sha2::{Digest, Sha256};
 use crate::Error;
 use crate::matrix::{FeatureMatrix, Precision};
 use crate::precondition::Preconditioner;
-use crate::receipt::{Attribution, Evidence, ReceiptRules, attribute};
+use crate::receipt::{Attribution, Evidence, ReceiptRules, attribute, example_weights};
 use crate::spans::SpanIndex;
 use crate::table::ExampleTable;
 
 pub const FORMAT: &str = "provenant-attribution-index/1";
 /// Indexes and their receipts name this method; a change to how scores or shares are computed
-/// is a new version. v2 featurises a training example by the gradient of its summed token
-/// losses (v1: their mean), as training weighs it; a query is featurised alike in both.
-pub const METHOD: &str = "grad-logra-v2+span-v1";
+/// is a new version. `grad-logra-v2` featurises a training example by the gradient of its
+/// summed token losses (v1: their mean), as training weighs it; a query is featurised alike in
+/// both. `span-v2` adds phrases, shorter shared spans (`receipt`, rule 3b), whose weight the
+/// index's rules record (absent, so 0, in `span-v1` indexes).
+pub const METHOD: &str = "grad-logra-v2+span-v2";
 
-/// The methods whose receipts this build recomputes: they differ only in the index's stored
-/// features, which a recomputation reads rather than rebuilds.
-pub const RECOMPUTABLE_METHODS: [&str; 2] = ["grad-logra-v1+span-v1", METHOD];
+/// The methods whose receipts this build recomputes: they differ only in what the index
+/// stores (features, rules), which a recomputation reads rather than rebuilds.
+pub const RECOMPUTABLE_METHODS: [&str; 3] = ["grad-logra-v1+span-v1", "grad-logra-v2+span-v1", METHOD];
 
 /// One block of the feature vector (a layer's sketched gradient).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,9 +280,18 @@ impl Index {
     /// The attribution of one answer: `query` is the raw feature of (prompt, output), `output`
     /// the output's tokens (for span matching).
     pub fn attribute(&self, query: &[f32], output: &[u32]) -> Result<Attribution, Error> {
+        self.with_evidence(query, output, attribute)
+    }
+
+    /// Every example's weight in the receipt of one answer ([`crate::receipt::example_weights`]).
+    pub fn example_weights(&self, query: &[f32], output: &[u32]) -> Result<Vec<f64>, Error> {
+        self.with_evidence(query, output, example_weights)
+    }
+
+    fn with_evidence<T>(&self, query: &[f32], output: &[u32], rule: fn(&Evidence<'_>, &ReceiptRules) -> T) -> Result<T, Error> {
         let (scores, phantom_scores) = self.scores(query)?;
         let evidence =
             Evidence { table: &self.table, scores: &scores, phantom_scores: &phantom_scores, spans: Some((&self.spans, output)) };
-        Ok(attribute(&evidence, &self.manifest.rules))
+        Ok(rule(&evidence, &self.manifest.rules))
     }
 }

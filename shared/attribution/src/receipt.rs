@@ -13,10 +13,18 @@
 //!    than `max_span_occurrences` positions is common text and credits nobody.
 //! 4. The gradient and span shares are mixed by the fraction of output tokens the spans cover:
 //!    an answer copied verbatim is paid by its spans, a novel one by its gradients.
+//! 3b. Phrases (method `span-v2`): shorter shared spans, of `min_phrase_tokens` up to
+//!    `min_span_tokens`, credit the distinct clusters holding them by the same length × rarity
+//!    rule (a phrase found at more than `max_phrase_occurrences` positions credits nobody).
+//!    They pay `phrase_weight` × the fraction of the answer's non-verbatim tokens they cover, out
+//!    of the part the spans leave to the gradients. Phrase credit is exact evidence, not an
+//!    estimate, so it takes no noise margin: it is the same for one identity or ten, and a copy
+//!    joins its founder's cluster. On retrained subsets it predicts a small model's loss better
+//!    than its gradients do (`make attribution-eval`).
 //! 5. Parts per billion come from one largest-remainder allocation (ties broken by id), so the
 //!    shares and the base pool sum to exactly 10⁹.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,13 +45,33 @@ pub struct ReceiptRules {
     pub min_span_tokens: usize,
     /// A span found at more positions than this is common text.
     pub max_span_occurrences: usize,
+    /// Shortest shared phrase that counts, in tokens (rule 3b); shorter than `min_span_tokens`.
+    pub min_phrase_tokens: usize,
+    /// A phrase found at more positions than this is common text.
+    pub max_phrase_occurrences: usize,
+    /// The most of the non-verbatim part phrases may pay, reached when they cover every
+    /// non-verbatim token. Absent from indexes built before phrases (method `span-v1`): there
+    /// it is 0, so their receipts recompute as they were issued.
+    #[serde(default)]
+    pub phrase_weight: f64,
 }
 
 impl Default for ReceiptRules {
     fn default() -> Self {
-        Self { top_examples: 10, noise_z: 2.0, min_span_tokens: 24, max_span_occurrences: 256 }
+        Self {
+            top_examples: 10,
+            noise_z: 2.0,
+            min_span_tokens: 24,
+            max_span_occurrences: 256,
+            min_phrase_tokens: 6,
+            max_phrase_occurrences: 256,
+            phrase_weight: DEFAULT_PHRASE_WEIGHT,
+        }
     }
 }
+
+/// `phrase_weight` of new indexes: chosen on `make attribution-eval` (README, "Attribution").
+pub const DEFAULT_PHRASE_WEIGHT: f64 = 0.5;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExampleScore {
@@ -83,6 +111,10 @@ pub struct Attribution {
     pub spans: Vec<SpanCredit>,
     /// Fraction of output tokens inside a credited span, in parts per billion.
     pub span_coverage_ppb: u64,
+    /// Fraction of the output tokens outside verbatim spans that credited phrases cover, in
+    /// parts per billion (rule 3b); 0 when the index's rules have no phrases.
+    #[serde(default)]
+    pub phrase_coverage_ppb: u64,
 }
 
 /// A receipt: the attribution of one answer and what it was computed from, so that anyone
@@ -156,47 +188,118 @@ pub struct Evidence<'a> {
     pub spans: Option<(&'a SpanIndex, &'a [u32])>,
 }
 
+/// What each channel found in one answer, and the part of the whole each pays (rules 1–4).
+struct Channels {
+    /// Per owner: the signed sum of gradient scores less its noise margin, clipped at 0.
+    gradient_weights: Vec<f64>,
+    /// The owners' positive gradient sums, before margins: what the gradient part is split by.
+    positive_mass: f64,
+    sigma: f64,
+    verbatim: Credit,
+    phrases: Credit,
+    /// Fractions of the whole that verbatim spans, phrases and gradients pay: they sum to 1.
+    verbatim_part: f64,
+    phrase_part: f64,
+    gradient_part: f64,
+}
+
+impl Channels {
+    fn of(evidence: &Evidence<'_>, rules: &ReceiptRules) -> Self {
+        let table = evidence.table;
+        let owners = table.owners();
+        // 1. Signed sums per owner.
+        let mut sums = vec![0.0f64; owners.len()];
+        let mut counts = vec![0usize; owners.len()];
+        for (row, &score) in evidence.scores.iter().enumerate() {
+            sums[table.owner_of(row)] += f64::from(score);
+            counts[table.owner_of(row)] += 1;
+        }
+        // 2. Noise margin from the phantoms.
+        let sigma = if evidence.phantom_scores.is_empty() {
+            0.0
+        } else {
+            (evidence.phantom_scores.iter().map(|&score| f64::from(score).powi(2)).sum::<f64>() / evidence.phantom_scores.len() as f64)
+                .sqrt()
+        };
+        let positive_mass: f64 = sums.iter().map(|&sum| sum.max(0.0)).sum();
+        let gradient_weights: Vec<f64> =
+            sums.iter().zip(&counts).map(|(&sum, &count)| (sum - rules.noise_z * sigma * (count as f64).sqrt()).max(0.0)).collect();
+
+        // 3. Verbatim spans, and 3b. phrases (over the tokens the spans leave).
+        let (verbatim, phrases) = match evidence.spans {
+            Some((index, output)) => {
+                let long = index.maximal_spans(output, rules.min_span_tokens);
+                let verbatim = span_credit(table, index, long, rules.max_span_occurrences, output.len(), None);
+                let phrases = if rules.phrase_weight > 0.0 {
+                    let short =
+                        index.maximal_spans(output, rules.min_phrase_tokens).into_iter().filter(|hit| hit.len < rules.min_span_tokens);
+                    span_credit(table, index, short, rules.max_phrase_occurrences, output.len(), Some(&verbatim.covered))
+                } else {
+                    Credit::none(owners.len(), table.len())
+                };
+                (verbatim, phrases)
+            }
+            None => (Credit::none(owners.len(), table.len()), Credit::none(owners.len(), table.len())),
+        };
+
+        // 4. The parts: spans by their coverage, phrases by theirs out of what is left.
+        let verbatim_part = if verbatim.total > 0.0 { verbatim.coverage } else { 0.0 };
+        let phrase_share = if phrases.total > 0.0 { rules.phrase_weight.clamp(0.0, 1.0) * phrases.coverage } else { 0.0 };
+        Channels {
+            gradient_weights,
+            positive_mass,
+            sigma,
+            verbatim,
+            phrases,
+            verbatim_part,
+            phrase_part: (1.0 - verbatim_part) * phrase_share,
+            gradient_part: (1.0 - verbatim_part) * (1.0 - phrase_share),
+        }
+    }
+}
+
+/// Each training example's weight in one answer's receipt, as a fraction of the whole: its
+/// gradient score's part of the gradient channel (signed, before its owner's noise margin), and
+/// its cluster's credit in the span and phrase channels. Summed over a set of examples, it
+/// predicts how much that set shaped the answer: `make attribution-eval` correlates it with
+/// retraining.
+pub fn example_weights(evidence: &Evidence<'_>, rules: &ReceiptRules) -> Vec<f64> {
+    let channels = Channels::of(evidence, rules);
+    let part = |weight: f64, total: f64| if total > 0.0 { weight / total } else { 0.0 };
+    evidence
+        .scores
+        .iter()
+        .enumerate()
+        .map(|(row, &score)| {
+            channels.gradient_part * part(f64::from(score), channels.positive_mass)
+                + channels.verbatim_part * part(channels.verbatim.per_row[row], channels.verbatim.total)
+                + channels.phrase_part * part(channels.phrases.per_row[row], channels.phrases.total)
+        })
+        .collect()
+}
+
 pub fn attribute(evidence: &Evidence<'_>, rules: &ReceiptRules) -> Attribution {
     let table = evidence.table;
     let owners = table.owners();
-    // 1. Signed sums per owner.
-    let mut sums = vec![0.0f64; owners.len()];
-    let mut counts = vec![0usize; owners.len()];
-    for (row, &score) in evidence.scores.iter().enumerate() {
-        sums[table.owner_of(row)] += f64::from(score);
-        counts[table.owner_of(row)] += 1;
-    }
-    // 2. Noise margin from the phantoms.
-    let sigma = if evidence.phantom_scores.is_empty() {
-        0.0
-    } else {
-        (evidence.phantom_scores.iter().map(|&score| f64::from(score).powi(2)).sum::<f64>() / evidence.phantom_scores.len() as f64).sqrt()
-    };
-    let positive_mass: f64 = sums.iter().map(|&sum| sum.max(0.0)).sum();
-    let gradient_weights: Vec<f64> =
-        sums.iter().zip(&counts).map(|(&sum, &count)| (sum - rules.noise_z * sigma * (count as f64).sqrt()).max(0.0)).collect();
+    let channels = Channels::of(evidence, rules);
+    let Channels { ref gradient_weights, positive_mass, sigma, ref verbatim, ref phrases, verbatim_part, phrase_part, gradient_part } =
+        channels;
     let explained: f64 = gradient_weights.iter().sum();
 
-    // 3. Spans.
-    let (span_weights, spans, coverage) = match evidence.spans {
-        Some((index, output)) => span_credit(table, index, output, rules),
-        None => (vec![0.0; owners.len()], Vec::new(), 0.0),
-    };
-    let span_total: f64 = span_weights.iter().sum();
-    let coverage = if span_total > 0.0 { coverage } else { 0.0 };
-
-    // 4. Mix: fractions of the whole for every owner and the base pool.
+    // Fractions of the whole for every owner and the base pool.
     let mut fractions = vec![0.0f64; owners.len()];
-    let mut base = 1.0 - coverage;
+    let mut base = gradient_part;
     if positive_mass > 0.0 {
-        for (fraction, weight) in fractions.iter_mut().zip(&gradient_weights) {
-            *fraction += (1.0 - coverage) * weight / positive_mass;
+        for (fraction, weight) in fractions.iter_mut().zip(gradient_weights) {
+            *fraction += gradient_part * weight / positive_mass;
         }
-        base = (1.0 - coverage) * (1.0 - explained / positive_mass);
+        base = gradient_part * (1.0 - explained / positive_mass);
     }
-    if span_total > 0.0 {
-        for (fraction, weight) in fractions.iter_mut().zip(&span_weights) {
-            *fraction += coverage * weight / span_total;
+    for (credit, part) in [(verbatim, verbatim_part), (phrases, phrase_part)] {
+        if credit.total > 0.0 {
+            for (fraction, weight) in fractions.iter_mut().zip(&credit.per_owner) {
+                *fraction += part * weight / credit.total;
+            }
         }
     }
     // 5. Parts per billion.
@@ -217,17 +320,19 @@ pub fn attribute(evidence: &Evidence<'_>, rules: &ReceiptRules) -> Attribution {
 
     // A one-example owner at the noise margin, as a share of the whole.
     let noise_floor_ppb = if positive_mass > 0.0 {
-        ((rules.noise_z * sigma * (1.0 - coverage) / positive_mass) * WHOLE_PPB as f64).clamp(0.0, WHOLE_PPB as f64).round() as u64
+        ((rules.noise_z * sigma * gradient_part / positive_mass) * WHOLE_PPB as f64).clamp(0.0, WHOLE_PPB as f64).round() as u64
     } else {
         0
     };
+    let Channels { verbatim, phrases, .. } = channels;
     Attribution {
         top_examples: top_examples(table, evidence.scores, rules.top_examples),
         shares,
         base_pool_ppb,
         noise_floor_ppb,
-        spans,
-        span_coverage_ppb: (coverage * WHOLE_PPB as f64).round() as u64,
+        spans: verbatim.spans,
+        span_coverage_ppb: (verbatim_part * WHOLE_PPB as f64).round() as u64,
+        phrase_coverage_ppb: (if phrases.total > 0.0 { phrases.coverage } else { 0.0 } * WHOLE_PPB as f64).round() as u64,
     }
 }
 
@@ -253,13 +358,42 @@ fn top_examples(table: &ExampleTable, scores: &[f32], count: usize) -> Vec<Examp
         .collect()
 }
 
-/// Per-owner span weights, the credited spans, and the fraction of output tokens they cover.
-fn span_credit(table: &ExampleTable, index: &SpanIndex, output: &[u32], rules: &ReceiptRules) -> (Vec<f64>, Vec<SpanCredit>, f64) {
-    let mut weights = vec![0.0f64; table.owners().len()];
-    let mut credits = Vec::new();
-    let mut covered = vec![false; output.len()];
-    for SpanHit { start, len, first, end } in index.maximal_spans(output, rules.min_span_tokens) {
-        if end - first > rules.max_span_occurrences {
+/// What one span channel (verbatim spans or phrases) credits in an answer.
+struct Credit {
+    per_owner: Vec<f64>,
+    /// Per table row: the credit of the cluster the row is the first of.
+    per_row: Vec<f64>,
+    total: f64,
+    /// The credited spans, listed in the receipt (verbatim spans only: phrases are many).
+    spans: Vec<SpanCredit>,
+    /// Output tokens inside a credited span.
+    covered: Vec<bool>,
+    /// The fraction of the output's tokens, those not `excluded`, that credited spans cover.
+    coverage: f64,
+}
+
+impl Credit {
+    fn none(owners: usize, rows: usize) -> Self {
+        Credit { per_owner: vec![0.0; owners], per_row: vec![0.0; rows], total: 0.0, spans: Vec::new(), covered: Vec::new(), coverage: 0.0 }
+    }
+}
+
+/// Credit for `hits`: each span held by at most `max_occurrences` positions credits the distinct
+/// clusters holding it, `length × ln(1 + clusters / clusters holding it)` split among them, each
+/// through the cluster's first row. Coverage counts the output tokens not in `excluded`.
+fn span_credit(
+    table: &ExampleTable,
+    index: &SpanIndex,
+    hits: impl IntoIterator<Item = SpanHit>,
+    max_occurrences: usize,
+    output_len: usize,
+    excluded: Option<&[bool]>,
+) -> Credit {
+    let mut credit = Credit::none(table.owners().len(), table.len());
+    let listed = excluded.is_none();
+    credit.covered = vec![false; output_len];
+    for SpanHit { start, len, first, end } in hits {
+        if end - first > max_occurrences {
             continue;
         }
         // Distinct clusters holding the span, each with the first row that shows it.
@@ -278,22 +412,27 @@ fn span_credit(table: &ExampleTable, index: &SpanIndex, output: &[u32], rules: &
         }
         let rarity = (1.0 + table.cluster_count() as f64 / clusters.len() as f64).ln();
         let each = len as f64 * rarity / clusters.len() as f64;
-        let owners: BTreeSet<usize> = clusters.values().map(|&row| table.owner_of(row)).collect();
         for &row in clusters.values() {
-            weights[table.owner_of(row)] += each;
-            let example = table.row(row);
-            credits.push(SpanCredit {
-                contribution_id: example.contribution_id.clone(),
-                duplicate_cluster_id: example.duplicate_cluster_id.clone(),
-                output_token_start: start as u32,
-                length_tokens: len as u32,
-            });
+            credit.per_owner[table.owner_of(row)] += each;
+            credit.per_row[row] += each;
+            if listed {
+                let example = table.row(row);
+                credit.spans.push(SpanCredit {
+                    contribution_id: example.contribution_id.clone(),
+                    duplicate_cluster_id: example.duplicate_cluster_id.clone(),
+                    output_token_start: start as u32,
+                    length_tokens: len as u32,
+                });
+            }
         }
-        debug_assert!(!owners.is_empty());
-        covered[start..start + len].iter_mut().for_each(|slot| *slot = true);
+        credit.covered[start..start + len].iter_mut().for_each(|slot| *slot = true);
     }
-    let coverage = if output.is_empty() { 0.0 } else { covered.iter().filter(|&&slot| slot).count() as f64 / output.len() as f64 };
-    (weights, credits, coverage)
+    credit.total = credit.per_owner.iter().sum();
+    let counted = |at: usize| excluded.is_none_or(|excluded| !excluded.get(at).copied().unwrap_or(false));
+    let eligible = (0..output_len).filter(|&at| counted(at)).count();
+    let covered = (0..output_len).filter(|&at| counted(at) && credit.covered[at]).count();
+    credit.coverage = if eligible == 0 { 0.0 } else { covered as f64 / eligible as f64 };
+    credit
 }
 
 /// Splits 10⁹ over non-negative weights: floors, then the remaining units to the largest
@@ -422,6 +561,81 @@ mod tests {
         assert_eq!(attribution.spans[0].length_tokens, 10);
     }
 
+    /// Ten tokens per row: alice 0..10, bob 100..110, carol 200..210 (and more rows after).
+    fn stream_of(rows: usize) -> SpanIndex {
+        SpanIndex::build((0..rows as u32).flat_map(|row| row * 100..row * 100 + 10).collect()).expect("builds")
+    }
+
+    #[test]
+    fn phrases_pay_the_clusters_sharing_short_spans_by_how_much_of_the_answer_they_cover() {
+        let table = table(&[("alice", "a"), ("bob", "b"), ("carol", "c")]);
+        let index = stream_of(3);
+        // Eight of bob's tokens, seven of alice's, five of its own: no verbatim span (24).
+        let output: Vec<u32> = (100..108).chain(0..7).chain(900..905).collect();
+        let evidence = Evidence { table: &table, scores: &[0.0, 0.0, 0.0], phantom_scores: &[], spans: Some((&index, &output)) };
+        let attribution = attribute(&evidence, &ReceiptRules::default());
+        assert_eq!((attribution.span_coverage_ppb, attribution.phrase_coverage_ppb), (0, 750_000_000));
+        assert!(attribution.spans.is_empty(), "phrases are not listed");
+        // Phrases pay 0.5 × 0.75 of the whole, by length (equal rarity); no gradient evidence,
+        // so the rest is the base pool's.
+        assert_eq!((share(&attribution, "bob"), share(&attribution, "alice"), share(&attribution, "carol")), (200_000_000, 175_000_000, 0));
+        assert_eq!(attribution.base_pool_ppb, 625_000_000);
+        let weights = example_weights(&evidence, &ReceiptRules::default());
+        assert!((weights[1] - 0.2).abs() < 1e-12 && (weights[0] - 0.175).abs() < 1e-12 && weights[2] == 0.0, "{weights:?}");
+
+        let off = ReceiptRules { phrase_weight: 0.0, ..ReceiptRules::default() };
+        let without = attribute(&evidence, &off);
+        assert_eq!((without.base_pool_ppb, without.phrase_coverage_ppb), (WHOLE_PPB, 0));
+    }
+
+    #[test]
+    fn phrases_credit_a_copy_to_its_founder_and_a_sybil_split_gains_nothing() {
+        let index = stream_of(10);
+        // The answer shares a seven-token phrase with each of the ten rows.
+        let output: Vec<u32> = (0..10u32).flat_map(|row| row * 100..row * 100 + 7).collect();
+        let scores = [1.0f32; 10];
+        let phantoms = [0.3, -0.3];
+        let names = ["d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9"];
+        let one = table(&(0..10).map(|i| ("dave", names[i])).collect::<Vec<_>>());
+        let split = table(&(0..10).map(|i| (names[i], names[i])).collect::<Vec<_>>());
+        let attribute_with = |table: &ExampleTable| {
+            attribute(
+                &Evidence { table, scores: &scores, phantom_scores: &phantoms, spans: Some((&index, &output)) },
+                &ReceiptRules::default(),
+            )
+        };
+        let (whole, sybils) = (attribute_with(&one), attribute_with(&split));
+        assert_eq!(whole.phrase_coverage_ppb, WHOLE_PPB);
+        let sybil_total: u64 = sybils.shares.iter().map(|share| share.share_ppb).sum();
+        assert!(sybil_total <= share(&whole, "dave"), "split {sybil_total} vs whole {}", share(&whole, "dave"));
+
+        // Mallory re-submits alice's row: it joins alice's cluster, and alice is paid for it.
+        let copied = table(&[("alice", "a"), ("bob", "b"), ("mallory", "a")]);
+        let index = SpanIndex::build((0..10).chain(100..110).chain(0..10).collect()).expect("builds");
+        let output: Vec<u32> = (0..8).chain(100..107).collect();
+        let attribution = attribute(
+            &Evidence { table: &copied, scores: &[0.0; 3], phantom_scores: &[], spans: Some((&index, &output)) },
+            &ReceiptRules::default(),
+        );
+        assert_eq!(share(&attribution, "mallory"), 0);
+        assert!(share(&attribution, "alice") > share(&attribution, "bob"), "{attribution:?}");
+    }
+
+    #[test]
+    fn rules_recorded_before_phrases_recompute_without_them() {
+        let recorded = r#"{"top_examples": 10, "noise_z": 2.0, "min_span_tokens": 24, "max_span_occurrences": 256}"#;
+        let rules: ReceiptRules = serde_json::from_str(recorded).expect("reads");
+        assert_eq!(rules.phrase_weight, 0.0);
+        let table = table(&[("alice", "a"), ("bob", "b")]);
+        let index = stream_of(2);
+        let output: Vec<u32> = (100..110).chain(0..3).collect();
+        let evidence = Evidence { table: &table, scores: &[2.0, 1.0], phantom_scores: &[0.1, -0.1], spans: Some((&index, &output)) };
+        let attribution = attribute(&evidence, &rules);
+        assert_eq!(attribution.phrase_coverage_ppb, 0);
+        // Gradients alone: (2 − 0.2) and (1 − 0.2) of 3.
+        assert!(share(&attribution, "alice").abs_diff(600_000_000) <= 1 && share(&attribution, "bob").abs_diff(266_666_667) <= 1);
+    }
+
     proptest! {
         #[test]
         fn shares_always_sum_to_the_whole_and_ignore_row_order(
@@ -445,6 +659,28 @@ mod tests {
             for share in &attribution.shares {
                 let other = reversed.shares.iter().find(|s| s.contributor_id == share.contributor_id).map_or(0, |s| s.share_ppb);
                 prop_assert!(share.share_ppb.abs_diff(other) <= 4, "{} {} vs {}", share.contributor_id, share.share_ppb, other);
+            }
+        }
+
+        #[test]
+        fn example_weights_add_up_to_the_shares_when_no_margin_applies(
+            scores in proptest::collection::vec(0.0f32..10.0, 4..24),
+            output in proptest::collection::vec(0u32..2, 0..40),
+        ) {
+            // Rows of ten tokens over a two-letter alphabet share many phrases with the output.
+            let rows: Vec<(&str, &str)> = (0..scores.len()).map(|i| (["a", "b", "c"][i % 3], ["a", "b", "c"][i % 3])).collect();
+            let table = table(&rows);
+            let stream: Vec<u32> = (0..scores.len() * 10).map(|at| ((at * 7 + at / 3) % 2) as u32).collect();
+            let index = SpanIndex::build(stream).expect("builds");
+            let evidence = Evidence { table: &table, scores: &scores, phantom_scores: &[], spans: Some((&index, &output)) };
+            let rules = ReceiptRules { min_span_tokens: 9, min_phrase_tokens: 4, max_span_occurrences: 1_000, max_phrase_occurrences: 1_000, ..ReceiptRules::default() };
+            let attribution = attribute(&evidence, &rules);
+            prop_assert_eq!(total(&attribution), WHOLE_PPB);
+            let weights = example_weights(&evidence, &rules);
+            for owner in ["a", "b", "c"] {
+                let summed: f64 = (0..rows.len()).filter(|&row| rows[row].0 == owner).map(|row| weights[row]).sum();
+                let paid = share(&attribution, owner) as f64 / WHOLE_PPB as f64;
+                prop_assert!((summed - paid).abs() < 1e-8, "{} weights {} vs share {}", owner, summed, paid);
             }
         }
     }

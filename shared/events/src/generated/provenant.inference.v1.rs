@@ -64,7 +64,7 @@ pub struct AttributionReceipt {
     pub adapter_weights_sha256: ::prost::alloc::string::String,
     #[prost(string, tag = "4")]
     pub index_sha256: ::prost::alloc::string::String,
-    /// Attribution method version ("grad-logra-v2+span-v1"; v1 receipts come from indexes built before v2).
+    /// Attribution method version ("grad-logra-v2+span-v2"; receipts naming grad-logra-v1 or span-v1 come from indexes built before those).
     #[prost(string, tag = "5")]
     pub method: ::prost::alloc::string::String,
     #[prost(message, repeated, tag = "6")]
