@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Instant;
 
+use attribution::receipt::{Evidence, attribute};
 use attribution::{BlockLayout, ExampleRow, ExampleTable, FeatureMatrix, Index, IndexInput, Precision, Projection, ReceiptRules};
 use clap::Parser;
 use infer::attribution::AttributedModel;
@@ -144,7 +145,10 @@ fn main() -> anyhow::Result<()> {
     }
 
     // 2. Span index over the stream.
-    let stream = word_salad(&mut rng, arguments.stream_tokens);
+    // The salad's last output's worth is left out of the index: an answer in the stream's words
+    // that the stream does not hold, which shares many short phrases with it.
+    let mut stream = word_salad(&mut rng, arguments.stream_tokens + arguments.output_tokens);
+    let unseen = stream.split_off(arguments.stream_tokens);
     let started = Instant::now();
     let spans = attribution::SpanIndex::build(stream.clone())?;
     let suffix_array_seconds = seconds(started);
@@ -159,7 +163,12 @@ fn main() -> anyhow::Result<()> {
     let (novel_span_ms, _) = time_ms(arguments.rounds, || {
         black_box(spans.maximal_spans(black_box(&novel), rules.min_span_tokens));
     });
-    println!("span matching, 256 copied tokens: {span_ms:.2} ms; 256 novel tokens: {novel_span_ms:.2} ms");
+    let (phrase_ms, _) = time_ms(arguments.rounds, || {
+        black_box(spans.maximal_spans(black_box(&unseen), rules.min_phrase_tokens));
+    });
+    println!(
+        "span matching, 256 copied tokens: {span_ms:.2} ms; 256 novel tokens: {novel_span_ms:.2} ms; phrases of 256 unseen tokens: {phrase_ms:.2} ms"
+    );
     drop(spans);
 
     // 3. The whole receipt over an index of `examples` rows, its stream split evenly.
@@ -189,16 +198,35 @@ fn main() -> anyhow::Result<()> {
         tokens: stream,
         precision: Precision::F16,
         damping: 0.1,
-        rules,
+        rules: rules.clone(),
     })?;
     let build_seconds = seconds(started);
     let artifacts: HashMap<String, Vec<u8>> = built.artifacts.into_iter().collect();
     let index = Index::assemble(&built.manifest_bytes, &artifacts)?;
     drop(artifacts);
+    // The receipt rules alone (verbatim spans, phrases, shares) for the unseen answer, and the
+    // same without phrases: what phrases add to a receipt.
+    let (scores, phantom_scores) = index.scores(&random_features(&mut rng, dim))?;
+    let evidence =
+        Evidence { table: index.table(), scores: &scores, phantom_scores: &phantom_scores, spans: Some((index.spans(), &unseen)) };
+    let without_phrases = ReceiptRules { phrase_weight: 0.0, ..rules.clone() };
+    let (rules_ms, _) = time_ms(arguments.rounds, || {
+        black_box(attribute(black_box(&evidence), &rules));
+    });
+    let (rules_without_phrases_ms, _) = time_ms(arguments.rounds, || {
+        black_box(attribute(black_box(&evidence), &without_phrases));
+    });
+    let phrase_coverage = attribute(&evidence, &rules).phrase_coverage_ppb as f64 / 1e9;
+    println!(
+        "receipt rules for the unseen answer: {rules_ms:.2} ms, {rules_without_phrases_ms:.2} ms without phrases (phrase coverage {phrase_coverage:.2})"
+    );
     let attributed = AttributedModel::new(index, model.clone())?;
     let prompt = infer::generation::prompt_tokens("Tell me something: ");
     let (receipt_ms, receipt_runs) = time_ms(arguments.rounds, || {
         black_box(attributed.attribute(black_box(&prompt), black_box(&answer)).expect("attributes"));
+    });
+    let (unseen_receipt_ms, unseen_receipt_runs) = time_ms(arguments.rounds, || {
+        black_box(attributed.attribute(black_box(&prompt), black_box(&unseen)).expect("attributes"));
     });
     let mut sequence = prompt.clone();
     sequence.extend_from_slice(&answer);
@@ -207,7 +235,7 @@ fn main() -> anyhow::Result<()> {
         black_box(featurizer.features(&model, &[sequence]).expect("features"));
     });
     println!(
-        "receipt for {} output tokens over {} examples: {receipt_ms:.1} ms (featurise {featurise_ms:.1} ms)",
+        "receipt for {} output tokens over {} examples: {receipt_ms:.1} ms copied, {unseen_receipt_ms:.1} ms unseen (featurise {featurise_ms:.1} ms)",
         answer.len(),
         arguments.examples
     );
@@ -227,6 +255,12 @@ fn main() -> anyhow::Result<()> {
             "indexed_examples": arguments.examples,
             "receipt_ms_median": receipt_ms,
             "receipt_ms_runs": receipt_runs,
+            // An answer the stream does not hold, in its words: phrases, few verbatim spans.
+            "unseen_receipt_ms_median": unseen_receipt_ms,
+            "unseen_receipt_ms_runs": unseen_receipt_runs,
+            "unseen_rules_ms_median": rules_ms,
+            "unseen_rules_without_phrases_ms_median": rules_without_phrases_ms,
+            "unseen_phrase_coverage": phrase_coverage,
             "featurise_ms_median": featurise_ms,
             "index_build_seconds": build_seconds,
         },
@@ -236,11 +270,12 @@ fn main() -> anyhow::Result<()> {
             "match_copied_ms_median": span_ms,
             "match_copied_ms_runs": span_runs,
             "match_novel_ms_median": novel_span_ms,
+            "match_phrases_unseen_ms_median": phrase_ms,
         },
         "peak_rss_mib": peak_rss_mib(),
         "targets": {
             "scoring_ms_at_1e5_f16": {"target": 20.0, "measured": f16_at_largest, "met": f16_at_largest <= 20.0},
-            "receipt_ms": {"target": 150.0, "measured": receipt_ms, "met": receipt_ms <= 150.0},
+            "receipt_ms": {"target": 150.0, "measured": receipt_ms.max(unseen_receipt_ms), "met": receipt_ms.max(unseen_receipt_ms) <= 150.0},
         },
     });
     provenant_load_tests::write_report(&arguments.output, &report, "targets")

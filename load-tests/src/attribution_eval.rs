@@ -16,11 +16,13 @@
 //! - **Gaming**: a contributor copying another's data (duplicates join the founder's cluster),
 //!   one contributor split into ten identities, and 10 % spam; each contributor's mean share.
 //!
-//! Every figure is computed for Provenant's scores (Fisher-preconditioned projected
-//! gradients) and for baselines: random scores, the plain gradient dot product (the same
-//! projected features, no preconditioning), BM25 over the bytes' words, and Provenant's
-//! method v1, whose training features were gradients of each example's mean token loss rather
-//! than of their sum.
+//! Every figure is computed for Provenant's receipt (each example's weight in it: the
+//! Fisher-preconditioned projected gradients, verbatim spans and phrases, mixed as receipts mix
+//! them), for its gradient channel alone, and for baselines: random scores, the plain gradient
+//! dot product (the same projected features, no preconditioning), BM25 over the bytes' words,
+//! and the gradients of method v1, whose training features were gradients of each example's
+//! mean token loss rather than of their sum. `--phrase-weights` measures the receipt's LDS
+//! under other phrase weights over the same retrained subsets.
 
 use std::collections::{HashMap, HashSet};
 

@@ -26,7 +26,7 @@ pub const FORMAT: &str = "provenant-attribution-index/1";
 /// Indexes and their receipts name this method; a change to how scores or shares are computed
 /// is a new version. `grad-logra-v2` featurises a training example by the gradient of its
 /// summed token losses (v1: their mean), as training weighs it; a query is featurised alike in
-/// both. `span-v2` adds phrases, shorter shared spans (`receipt`, rule 3b), whose weight the
+/// both. `span-v2` adds phrases, shorter shared spans (`receipt`, rule 4), whose weight the
 /// index's rules record (absent, so 0, in `span-v1` indexes).
 pub const METHOD: &str = "grad-logra-v2+span-v2";
 
@@ -257,6 +257,11 @@ impl Index {
             return Err(Error::Corrupt { artifact: "attribution index", reason: "artifacts disagree with the manifest's counts".into() });
         }
         Ok(Self { index_sha256: sha256_hex(manifest_bytes), manifest, features, phantoms, table, spans })
+    }
+
+    /// The training token stream's suffix array.
+    pub fn spans(&self) -> &SpanIndex {
+        &self.spans
     }
 
     pub fn table(&self) -> &ExampleTable {

@@ -11,17 +11,17 @@
 //! 3. Verbatim spans credit the owners of the distinct clusters that hold them, weighted by
 //!    length and rarity (`ln(1 + clusters / clusters holding the span)`); a span held by more
 //!    than `max_span_occurrences` positions is common text and credits nobody.
-//! 4. The gradient and span shares are mixed by the fraction of output tokens the spans cover:
-//!    an answer copied verbatim is paid by its spans, a novel one by its gradients.
-//! 3b. Phrases (method `span-v2`): shorter shared spans, of `min_phrase_tokens` up to
+//! 4. Phrases (method `span-v2`), shorter shared spans of `min_phrase_tokens` up to
 //!    `min_span_tokens`, credit the distinct clusters holding them by the same length × rarity
 //!    rule (a phrase found at more than `max_phrase_occurrences` positions credits nobody).
-//!    They pay `phrase_weight` × the fraction of the answer's non-verbatim tokens they cover, out
-//!    of the part the spans leave to the gradients. Phrase credit is exact evidence, not an
-//!    estimate, so it takes no noise margin: it is the same for one identity or ten, and a copy
-//!    joins its founder's cluster. On retrained subsets it predicts a small model's loss better
-//!    than its gradients do (`make attribution-eval`).
-//! 5. Parts per billion come from one largest-remainder allocation (ties broken by id), so the
+//!    Phrase credit is exact evidence, not an estimate, so it takes no noise margin: it is the
+//!    same for one identity or ten, and a copy joins its founder's cluster. On retrained subsets
+//!    it predicts a small model's loss better than its gradients do (`make attribution-eval`).
+//! 5. The channels are mixed by coverage: verbatim spans pay the fraction of output tokens they
+//!    cover (an answer copied verbatim is paid by its spans); phrases `phrase_weight` times the
+//!    fraction of the remaining tokens they cover, out of what is left; the gradients the rest
+//!    (a novel answer is paid by its gradients).
+//! 6. Parts per billion come from one largest-remainder allocation (ties broken by id), so the
 //!    shares and the base pool sum to exactly 10⁹.
 
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ pub struct ReceiptRules {
     pub min_span_tokens: usize,
     /// A span found at more positions than this is common text.
     pub max_span_occurrences: usize,
-    /// Shortest shared phrase that counts, in tokens (rule 3b); shorter than `min_span_tokens`.
+    /// Shortest shared phrase that counts, in tokens (rule 4); shorter than `min_span_tokens`.
     pub min_phrase_tokens: usize,
     /// A phrase found at more positions than this is common text.
     pub max_phrase_occurrences: usize,
@@ -112,7 +112,7 @@ pub struct Attribution {
     /// Fraction of output tokens inside a credited span, in parts per billion.
     pub span_coverage_ppb: u64,
     /// Fraction of the output tokens outside verbatim spans that credited phrases cover, in
-    /// parts per billion (rule 3b); 0 when the index's rules have no phrases.
+    /// parts per billion (rule 5); 0 when the index's rules have no phrases.
     #[serde(default)]
     pub phrase_coverage_ppb: u64,
 }
@@ -188,7 +188,7 @@ pub struct Evidence<'a> {
     pub spans: Option<(&'a SpanIndex, &'a [u32])>,
 }
 
-/// What each channel found in one answer, and the part of the whole each pays (rules 1–4).
+/// What each channel found in one answer, and the part of the whole each pays (rules 1–5).
 struct Channels {
     /// Per owner: the signed sum of gradient scores less its noise margin, clipped at 0.
     gradient_weights: Vec<f64>,
@@ -225,7 +225,7 @@ impl Channels {
         let gradient_weights: Vec<f64> =
             sums.iter().zip(&counts).map(|(&sum, &count)| (sum - rules.noise_z * sigma * (count as f64).sqrt()).max(0.0)).collect();
 
-        // 3. Verbatim spans, and 3b. phrases (over the tokens the spans leave).
+        // 3. Verbatim spans, and 4. phrases (over the tokens the spans leave).
         let (verbatim, phrases) = match evidence.spans {
             Some((index, output)) => {
                 let long = index.maximal_spans(output, rules.min_span_tokens);
@@ -242,7 +242,7 @@ impl Channels {
             None => (Credit::none(owners.len(), table.len()), Credit::none(owners.len(), table.len())),
         };
 
-        // 4. The parts: spans by their coverage, phrases by theirs out of what is left.
+        // 5. The parts: spans by their coverage, phrases by theirs out of what is left.
         let verbatim_part = if verbatim.total > 0.0 { verbatim.coverage } else { 0.0 };
         let phrase_share = if phrases.total > 0.0 { rules.phrase_weight.clamp(0.0, 1.0) * phrases.coverage } else { 0.0 };
         Channels {
@@ -282,27 +282,26 @@ pub fn attribute(evidence: &Evidence<'_>, rules: &ReceiptRules) -> Attribution {
     let table = evidence.table;
     let owners = table.owners();
     let channels = Channels::of(evidence, rules);
-    let Channels { ref gradient_weights, positive_mass, sigma, ref verbatim, ref phrases, verbatim_part, phrase_part, gradient_part } =
-        channels;
-    let explained: f64 = gradient_weights.iter().sum();
+    let (positive_mass, gradient_part) = (channels.positive_mass, channels.gradient_part);
+    let explained: f64 = channels.gradient_weights.iter().sum();
 
     // Fractions of the whole for every owner and the base pool.
     let mut fractions = vec![0.0f64; owners.len()];
     let mut base = gradient_part;
     if positive_mass > 0.0 {
-        for (fraction, weight) in fractions.iter_mut().zip(gradient_weights) {
+        for (fraction, weight) in fractions.iter_mut().zip(&channels.gradient_weights) {
             *fraction += gradient_part * weight / positive_mass;
         }
         base = gradient_part * (1.0 - explained / positive_mass);
     }
-    for (credit, part) in [(verbatim, verbatim_part), (phrases, phrase_part)] {
+    for (credit, part) in [(&channels.verbatim, channels.verbatim_part), (&channels.phrases, channels.phrase_part)] {
         if credit.total > 0.0 {
             for (fraction, weight) in fractions.iter_mut().zip(&credit.per_owner) {
                 *fraction += part * weight / credit.total;
             }
         }
     }
-    // 5. Parts per billion.
+    // 6. Parts per billion.
     let base_pool = Owner { contributor_id: String::new(), datanet_id: String::new() };
     let mut parties: Vec<(&Owner, f64)> = vec![(&base_pool, base.max(0.0))];
     parties.extend(owners.iter().zip(fractions.iter().copied()));
@@ -320,19 +319,19 @@ pub fn attribute(evidence: &Evidence<'_>, rules: &ReceiptRules) -> Attribution {
 
     // A one-example owner at the noise margin, as a share of the whole.
     let noise_floor_ppb = if positive_mass > 0.0 {
-        ((rules.noise_z * sigma * gradient_part / positive_mass) * WHOLE_PPB as f64).clamp(0.0, WHOLE_PPB as f64).round() as u64
+        ((rules.noise_z * channels.sigma * gradient_part / positive_mass) * WHOLE_PPB as f64).clamp(0.0, WHOLE_PPB as f64).round() as u64
     } else {
         0
     };
-    let Channels { verbatim, phrases, .. } = channels;
+    let phrase_coverage = if channels.phrases.total > 0.0 { channels.phrases.coverage } else { 0.0 };
     Attribution {
         top_examples: top_examples(table, evidence.scores, rules.top_examples),
         shares,
         base_pool_ppb,
         noise_floor_ppb,
-        spans: verbatim.spans,
-        span_coverage_ppb: (verbatim_part * WHOLE_PPB as f64).round() as u64,
-        phrase_coverage_ppb: (if phrases.total > 0.0 { phrases.coverage } else { 0.0 } * WHOLE_PPB as f64).round() as u64,
+        span_coverage_ppb: (channels.verbatim_part * WHOLE_PPB as f64).round() as u64,
+        phrase_coverage_ppb: (phrase_coverage * WHOLE_PPB as f64).round() as u64,
+        spans: channels.verbatim.spans,
     }
 }
 
