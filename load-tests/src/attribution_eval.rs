@@ -60,6 +60,15 @@ struct Arguments {
     steps: u64,
     #[arg(long, default_value_t = 200)]
     lora_steps: u64,
+    /// The LoRA case's fortune files (German by default), one contributor each.
+    #[arg(long, value_delimiter = ',', default_values_t = GERMAN.map(str::to_owned))]
+    lora_files: Vec<String>,
+    /// The LoRA case's training examples per file, at most.
+    #[arg(long, default_value_t = 20)]
+    lora_per_contributor: usize,
+    /// The LoRA case's held-out fortunes per file, half of them queries, half phantoms.
+    #[arg(long, default_value_t = 6)]
+    lora_held_out: usize,
     /// Held-out queries for LDS.
     #[arg(long, default_value_t = 32)]
     queries: usize,
@@ -746,10 +755,10 @@ fn main() -> anyhow::Result<()> {
     // LDS: a LoRA adapter on German fortunes over the English base.
     let mut german: Vec<Example> = Vec::new();
     let mut german_held_out: Vec<String> = Vec::new();
-    for file in GERMAN {
-        let texts = fortunes(&arguments.fortunes, file, 0, 20 + 6);
-        let cut = texts.len().saturating_sub(6);
-        german.extend(texts[..cut].iter().map(|text| Example { contributor: file.to_owned(), text: text.clone() }));
+    for file in &arguments.lora_files {
+        let texts = fortunes(&arguments.fortunes, file, 0, arguments.lora_per_contributor + arguments.lora_held_out);
+        let cut = texts.len().saturating_sub(arguments.lora_held_out);
+        german.extend(texts[..cut].iter().map(|text| Example { contributor: file.clone(), text: text.clone() }));
         german_held_out.extend(texts[cut..].iter().cloned());
     }
     let german_refs: Vec<&Example> = german.iter().collect();
@@ -858,6 +867,8 @@ fn main() -> anyhow::Result<()> {
             "queries": queries.len(),
             "phantoms": phantoms.len(),
             "lora_training_examples": german.len(),
+            "lora_files": arguments.lora_files,
+            "lora_queries": german_queries.len(),
             "model": {"layers": 2, "heads": 2, "width": 64, "context": 128, "steps": arguments.steps, "lora_rank": 4, "lora_steps": arguments.lora_steps},
             "index": {"per_side": knobs.per_side, "damping": knobs.damping},
         },
