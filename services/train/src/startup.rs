@@ -38,6 +38,8 @@ impl Application {
     /// database (service mode), binds the HTTP port.
     pub async fn build(config: Config, mode: Mode) -> anyhow::Result<Application> {
         let directory = Arc::new(Directory::from_config(&config.identity).context("invalid identity configuration")?);
+        // Every job's index records these rules: refuse bad ones at boot, not at a job's end.
+        config.workers.attribution.rules.check().context("invalid workers.attribution.rules")?;
         let frame = ServiceFrame::build(&config.bus, &config.http).await?;
         let queue = WorkQueue::declare(&frame.bus).await.context("failed to declare the training queue")?;
         let stores = Stores::open(&frame.bus).await.context("failed to open the object store buckets")?;

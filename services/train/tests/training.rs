@@ -316,3 +316,16 @@ async fn the_train_projections_rebuilt_from_the_log_equal_the_live_ones_on_sqlit
         rebuilt_database.drop_database().await.expect("drop");
     }
 }
+
+/// Every job's index records the receipt rules, so rules that cannot work stop the service at
+/// boot, with the key named, rather than failing each job at its end.
+#[tokio::test]
+async fn the_service_refuses_to_start_with_receipt_rules_that_cannot_work() {
+    let layers = provenant_config::Layers { directory: "/nonexistent".into(), environment: "test".into() };
+    let variables = [("PROVENANT_WORKERS__ATTRIBUTION__RULES__PHRASE_WEIGHT".to_owned(), "1.5".to_owned())];
+    let config: train::Config = provenant_config::load_with(train::BASE_YAML, &layers, variables).expect("loads");
+    assert_eq!(config.workers.attribution.rules.phrase_weight, 1.5);
+    let refused = train::Application::build(config, train::Mode::Service).await.err().expect("refused");
+    let message = format!("{refused:#}");
+    assert!(message.contains("workers.attribution.rules") && message.contains("phrase_weight 1.5"), "{message}");
+}

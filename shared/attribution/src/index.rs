@@ -171,6 +171,7 @@ pub fn build(input: IndexInput) -> Result<BuiltIndex, Error> {
     if !input.phantoms.len().is_multiple_of(dim) {
         return Err(Error::Shape("phantom features do not make whole rows".into()));
     }
+    input.rules.check()?;
     let preconditioner = Preconditioner::fit(&input.features, dim, &ranges, input.damping)?;
     let mut features = input.features;
     let mut phantoms = input.phantoms;

@@ -70,6 +70,29 @@ impl Default for ReceiptRules {
     }
 }
 
+impl ReceiptRules {
+    /// Refuses rules that cannot mean what they say: a negative or non-finite margin, spans or
+    /// phrases of no tokens, phrases no shorter than spans, or a phrase weight outside [0, 1].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`](crate::Error::Shape), naming the rule.
+    pub fn check(&self) -> Result<(), crate::Error> {
+        let problem = if !(self.noise_z.is_finite() && self.noise_z >= 0.0) {
+            Some(format!("noise_z {} is not a finite number ≥ 0", self.noise_z))
+        } else if self.min_span_tokens == 0 || self.min_phrase_tokens == 0 {
+            Some("min_span_tokens and min_phrase_tokens must be at least 1".to_owned())
+        } else if self.phrase_weight > 0.0 && self.min_phrase_tokens >= self.min_span_tokens {
+            Some(format!("min_phrase_tokens {} must be shorter than min_span_tokens {}", self.min_phrase_tokens, self.min_span_tokens))
+        } else if !(0.0..=1.0).contains(&self.phrase_weight) {
+            Some(format!("phrase_weight {} is not between 0 and 1", self.phrase_weight))
+        } else {
+            None
+        };
+        problem.map_or(Ok(()), |problem| Err(crate::Error::Shape(format!("receipt rules: {problem}"))))
+    }
+}
+
 /// `phrase_weight` of new indexes: chosen on `make attribution-eval` (README, "Attribution").
 pub const DEFAULT_PHRASE_WEIGHT: f64 = 0.5;
 
@@ -618,6 +641,23 @@ mod tests {
         );
         assert_eq!(share(&attribution, "mallory"), 0);
         assert!(share(&attribution, "alice") > share(&attribution, "bob"), "{attribution:?}");
+    }
+
+    #[test]
+    fn rules_that_cannot_work_are_refused() {
+        assert!(ReceiptRules::default().check().is_ok());
+        let refused = [
+            ReceiptRules { phrase_weight: 1.5, ..ReceiptRules::default() },
+            ReceiptRules { phrase_weight: f64::NAN, ..ReceiptRules::default() },
+            ReceiptRules { min_phrase_tokens: 24, ..ReceiptRules::default() },
+            ReceiptRules { min_span_tokens: 0, ..ReceiptRules::default() },
+            ReceiptRules { noise_z: -1.0, ..ReceiptRules::default() },
+        ];
+        for rules in refused {
+            assert!(rules.check().is_err(), "{rules:?}");
+        }
+        // Without phrases, their length does not matter.
+        assert!(ReceiptRules { min_span_tokens: 4, phrase_weight: 0.0, ..ReceiptRules::default() }.check().is_ok());
     }
 
     #[test]
