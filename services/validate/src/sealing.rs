@@ -134,11 +134,8 @@ async fn entries_of_sealed(bus: &Bus, manifests: &BlobStore, snapshot_id: &str) 
         .await
         .map_err(|error| SealError::Blobs(error.into()))?
         .ok_or_else(|| SealError::Unreadable(format!("the manifest of {snapshot_id} is not stored")))?;
-    let entries = snapshot::parse_manifest(&bytes).map_err(|error| SealError::Unreadable(format!("{snapshot_id}: {error}")))?;
-    if hex::encode(snapshot::root(&entries)) != sealed.merkle_root {
-        return Err(SealError::Unreadable(format!("the manifest of {snapshot_id} does not hash to its root")));
-    }
-    Ok(entries)
+    snapshot::verified_entries(&bytes, &sealed.merkle_root, sealed.entry_count)
+        .map_err(|error| SealError::Unreadable(format!("the manifest of {snapshot_id}: {error}")))
 }
 
 /// The policy "seal after every `every` accepted contributions", applied right after one more

@@ -39,6 +39,28 @@ pub enum ManifestError {
     BadLine { line: usize, reason: String },
     #[error("manifest line {line} is not in canonical form")]
     NotCanonical { line: usize },
+    #[error("the manifest does not hash to the published root and entry count")]
+    RootMismatch,
+}
+
+impl ManifestError {
+    /// The stable error code services answer with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ManifestError::RootMismatch => "snapshot.root_mismatch",
+            ManifestError::BadLine { .. } | ManifestError::NotCanonical { .. } => "snapshot.manifest_invalid",
+        }
+    }
+}
+
+/// A sealed snapshot's entries: its manifest parsed, and checked against the Merkle root (hex)
+/// and entry count its `SnapshotSealed` published.
+pub fn verified_entries(bytes: &[u8], merkle_root: &str, entry_count: u64) -> Result<Vec<Entry>, ManifestError> {
+    let entries = parse_manifest(bytes)?;
+    if hex::encode(root(&entries)) != merkle_root || entries.len() as u64 != entry_count {
+        return Err(ManifestError::RootMismatch);
+    }
+    Ok(entries)
 }
 
 /// Parses a manifest, refusing anything that would not hash back to the same leaves.
@@ -81,6 +103,16 @@ mod tests {
         let head = root(&entries);
         let proof = merkle::inclusion_proof(&leaves, 4).expect("in range");
         assert_eq!(merkle::verify_inclusion(&entries[4].leaf_hash(), 4, 7, &proof, &head), Ok(()));
+    }
+
+    #[test]
+    fn a_manifest_is_verified_against_the_published_root_and_count() {
+        let entries: Vec<Entry> = (0..5).map(entry).collect();
+        let (bytes, published) = (manifest(&entries), hex::encode(root(&entries)));
+        assert_eq!(verified_entries(&bytes, &published, 5), Ok(entries.clone()));
+        assert_eq!(verified_entries(&bytes, &published, 4), Err(ManifestError::RootMismatch));
+        assert_eq!(verified_entries(&manifest(&entries[..4]), &published, 4), Err(ManifestError::RootMismatch));
+        assert_eq!(verified_entries(b"not json\n", &published, 1).map_err(|error| error.code()), Err("snapshot.manifest_invalid"));
     }
 
     #[test]

@@ -43,10 +43,8 @@ pub async fn snapshots(bus: &Bus, manifests: &BlobStore, pins: &[Pin]) -> Result
             .await
             .map_err(JobError::transient)?
             .ok_or_else(|| JobError::fail("snapshot.manifest_missing", format!("manifest {} is not stored", manifest.sha256)))?;
-        let entries = snapshot::parse_manifest(&bytes).map_err(|error| JobError::fail("snapshot.manifest_invalid", error))?;
-        if hex::encode(snapshot::root(&entries)) != sealed.merkle_root {
-            return Err(JobError::fail("snapshot.root_mismatch", format!("the manifest of {} does not hash to its root", pin.snapshot_id)));
-        }
+        let entries = snapshot::verified_entries(&bytes, &sealed.merkle_root, sealed.entry_count)
+            .map_err(|error| JobError::fail(error.code(), format!("the manifest of {}: {error}", pin.snapshot_id)))?;
         let format = record_format(bus, &upcasters, &sealed.datanet_id).await?;
         lineage.push(proto::SnapshotPin {
             snapshot_id: pin.snapshot_id.clone(),

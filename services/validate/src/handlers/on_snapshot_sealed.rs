@@ -19,10 +19,8 @@ pub async fn handle(
         .await
         .map_err(|error| HandleError::Transient(error.into()))?
         .ok_or_else(|| HandleError::rejected("snapshot.manifest_missing", format!("manifest {} is not stored", manifest.sha256)))?;
-    let entries = snapshot::parse_manifest(&bytes).map_err(|error| HandleError::rejected("snapshot.manifest_invalid", error))?;
-    if hex::encode(snapshot::root(&entries)) != event.merkle_root || entries.len() as u64 != event.entry_count {
-        return Err(HandleError::rejected("snapshot.root_mismatch", "the manifest does not hash to the published root"));
-    }
+    let entries = snapshot::verified_entries(&bytes, &event.merkle_root, event.entry_count)
+        .map_err(|error| HandleError::rejected(error.code(), error))?;
     let row = snapshots::Model {
         snapshot_id: event.snapshot_id.clone(),
         datanet_id: event.datanet_id,
