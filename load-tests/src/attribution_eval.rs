@@ -69,6 +69,14 @@ struct Arguments {
     /// The LoRA case's held-out fortunes per file, half of them queries, half phantoms.
     #[arg(long, default_value_t = 6)]
     lora_held_out: usize,
+    /// Checkpoints, evenly spaced over training, whose gradient scores the checkpoint-ensemble
+    /// experiment sums (TracIn-CP style; the last is the trained model). 1 leaves it out.
+    #[arg(long, default_value_t = 4)]
+    checkpoints: u64,
+    /// Measure only the LoRA case's LDS (no canaries, from-scratch LDS or gaming tests): for
+    /// quick experiments; the report's other sections are null.
+    #[arg(long)]
+    lora_only: bool,
     /// Held-out queries for LDS.
     #[arg(long, default_value_t = 32)]
     queries: usize,
@@ -138,6 +146,19 @@ fn train_lora(base: &Transformer, examples: &[&Example], steps: u64, seed: u64) 
     Ok(trainer.into_model())
 }
 
+/// The model at `count` evenly spaced steps of one training run, the trained model last.
+fn checkpoints_of(mut trainer: Trainer, count: u64) -> anyhow::Result<Vec<Transformer>> {
+    let steps = trainer.config().steps;
+    let count = count.clamp(1, steps.max(1));
+    let mut models = Vec::new();
+    for number in 1..=count {
+        let until = steps * number / count;
+        trainer.run(&mut |report: &StepReport| if report.step >= until { Control::Stop } else { Control::Continue })?;
+        models.push(trainer.model().clone());
+    }
+    Ok(models)
+}
+
 /// Mean next-token loss of each text under `model`.
 fn losses(model: &Transformer, texts: &[String]) -> anyhow::Result<Vec<f64>> {
     let frozen = model.inference();
@@ -177,6 +198,9 @@ struct Scored {
     spans: SpanIndex,
     featurizer: Featurizer,
     model: Transformer,
+    /// The same run's earlier checkpoints, indexed alike, for the checkpoint-ensemble
+    /// experiment (empty where it is not run).
+    earlier: Vec<Scored>,
 }
 
 fn table_of(examples: &[&Example], clusters: &[String]) -> anyhow::Result<(ExampleTable, Vec<u32>)> {
@@ -251,7 +275,18 @@ fn score_model(
     let (index_v1, _) = index(Reduction::Mean)?;
     let (index, raw) = index(Reduction::Sum)?;
     let spans = SpanIndex::build(stream)?;
-    Ok(Scored { index, index_v1, raw, spans, featurizer, model })
+    Ok(Scored { index, index_v1, raw, spans, featurizer, model, earlier: Vec::new() })
+}
+
+/// A run's checkpoints (the trained model last) indexed: the trained model's `Scored`, the
+/// earlier checkpoints in its `earlier`.
+fn score_run(mut models: Vec<Transformer>, examples: &[&Example], phantoms: &[String], knobs: Knobs) -> anyhow::Result<Scored> {
+    let clusters = own_clusters(examples.len());
+    let last = models.pop().ok_or_else(|| anyhow::anyhow!("a run has at least one checkpoint"))?;
+    let mut scored = score_model(last, examples, &clusters, phantoms, knobs)?;
+    scored.earlier =
+        models.into_iter().map(|model| score_model(model, examples, &clusters, phantoms, knobs)).collect::<anyhow::Result<_>>()?;
+    Ok(scored)
 }
 
 /// How a method scores every training example for one query.
@@ -271,17 +306,28 @@ enum Method {
     /// among the examples holding a span) over spans of `--experiment-span-tokens` tokens or
     /// more (6 by default: about a word), where receipts ask for 24.
     ShortSpans,
+    /// An experiment, not what receipts pay: the gradient channel's scores summed over the
+    /// training run's checkpoints (`--checkpoints`), each with its own index and query
+    /// features, as TracIn-CP sums over checkpoints. Where only the trained model was indexed
+    /// it is the gradient channel alone.
+    CheckpointEnsemble,
+    /// An experiment: as `CheckpointEnsemble`, but the query is featurised at the trained
+    /// model only (each checkpoint's index scores the trained model's query features): what
+    /// receipts could afford, one probe per answer.
+    CheckpointTrainingSide,
     ProvenantV1,
     DotProduct,
     Bm25,
     Random,
 }
 
-const METHODS: [Method; 8] = [
+const METHODS: [Method; 10] = [
     Method::Provenant,
     Method::ProvenantGradients,
     Method::ProvenantPlusBm25,
     Method::ShortSpans,
+    Method::CheckpointEnsemble,
+    Method::CheckpointTrainingSide,
     Method::ProvenantV1,
     Method::DotProduct,
     Method::Bm25,
@@ -296,6 +342,8 @@ impl Method {
             Method::PhraseWeight(_) => "provenant with another phrase weight",
             Method::ProvenantPlusBm25 => "experiment: provenant + bm25, standardised and summed (receipts do not use it)",
             Method::ShortSpans => "experiment: the span rule over short spans (--experiment-span-tokens; receipts ask for 24)",
+            Method::CheckpointEnsemble => "experiment: gradients summed over the run's checkpoints (--checkpoints; receipts use the last)",
+            Method::CheckpointTrainingSide => "experiment: checkpoints' training gradients against the trained model's query gradient",
             Method::ProvenantV1 => "provenant v1 gradients alone (per-example mean-loss features)",
             Method::DotProduct => "gradient dot product",
             Method::Bm25 => "bm25",
@@ -307,6 +355,7 @@ impl Method {
 struct Query {
     /// Query features (prompt, answer) for the gradient methods.
     features: Vec<f32>,
+    prompt: String,
     text: String,
     /// The answer's tokens, which receipts match spans and phrases in.
     answer: Vec<u32>,
@@ -319,7 +368,7 @@ fn query(scored: &Scored, prompt: &str, answer: &str) -> anyhow::Result<Query> {
     let prompt_len = tokens.len();
     tokens.extend(answer.bytes().map(u32::from));
     let features = scored.featurizer.features(&scored.model.inference(), &[Sequence::answer(&tokens, prompt_len)])?;
-    Ok(Query { features, text: format!("{prompt}{answer}"), answer: answer.bytes().map(u32::from).collect() })
+    Ok(Query { features, prompt: prompt.to_owned(), text: format!("{prompt}{answer}"), answer: answer.bytes().map(u32::from).collect() })
 }
 
 fn scores(method: Method, scored: &Scored, bm25: &Bm25, query: &Query, rng: &mut StdRng) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
@@ -330,6 +379,20 @@ fn scores(method: Method, scored: &Scored, bm25: &Bm25, query: &Query, rng: &mut
             (receipt_weights(scored, query, &rules)?, Vec::new())
         }
         Method::ProvenantGradients => scored.index.scores(&query.features)?,
+        Method::CheckpointEnsemble | Method::CheckpointTrainingSide => {
+            let (mut sum, _) = scored.index.scores(&query.features)?;
+            let answer = String::from_utf8(query.answer.iter().map(|&byte| byte as u8).collect())?;
+            for earlier in &scored.earlier {
+                let features = match method {
+                    Method::CheckpointEnsemble => self::query(earlier, &query.prompt, &answer)?.features,
+                    _ => query.features.clone(),
+                };
+                for (total, score) in sum.iter_mut().zip(earlier.index.scores(&features)?.0) {
+                    *total += score;
+                }
+            }
+            (sum, Vec::new())
+        }
         Method::ProvenantV1 => scored.index_v1.scores(&query.features)?,
         Method::ProvenantPlusBm25 => {
             let (gradient, _) = scored.index.scores(&query.features)?;
@@ -665,91 +728,104 @@ fn main() -> anyhow::Result<()> {
     let queries: Vec<String> = queries.iter().take(arguments.queries).cloned().collect();
     let phantoms = phantoms.to_vec();
 
-    // Canaries: one per contributor, each planted once.
-    let canaries: Vec<(String, String)> = ENGLISH
-        .iter()
-        .enumerate()
-        .map(|(number, file)| {
-            let code: u32 = rng.random_range(1000..10000);
-            (
-                format!("The secret word of {file} canary {number} is quartz-{code}, remember it well."),
-                format!("Remember it well: {file} canary {number} has the secret word quartz-{code}."),
-            )
-        })
-        .collect();
-    let mut planted: Vec<Example> = train.clone();
-    let canary_rows: Vec<usize> = canaries
-        .iter()
-        .zip(ENGLISH)
-        .map(|((text, _), file)| {
-            planted.push(Example { contributor: file.to_owned(), text: text.clone() });
-            planted.len() - 1
-        })
-        .collect();
-    let planted_refs: Vec<&Example> = planted.iter().collect();
-    eprintln!("training the English model on {} examples ({} canaries)", planted.len(), canaries.len());
-    let base = train_full(&planted_refs, arguments.steps, 1)?;
-    let scored = score_model(base.clone(), &planted_refs, &own_clusters(planted.len()), &phantoms, knobs)?;
-    let bm25 = Bm25::new(planted.iter().map(|example| example.text.as_str()));
+    let canary_results = if arguments.lora_only {
+        Value::Null
+    } else {
+        // Canaries: one per contributor, each planted once.
+        let canaries: Vec<(String, String)> = ENGLISH
+            .iter()
+            .enumerate()
+            .map(|(number, file)| {
+                let code: u32 = rng.random_range(1000..10000);
+                (
+                    format!("The secret word of {file} canary {number} is quartz-{code}, remember it well."),
+                    format!("Remember it well: {file} canary {number} has the secret word quartz-{code}."),
+                )
+            })
+            .collect();
+        let mut planted: Vec<Example> = train.clone();
+        let canary_rows: Vec<usize> = canaries
+            .iter()
+            .zip(ENGLISH)
+            .map(|((text, _), file)| {
+                planted.push(Example { contributor: file.to_owned(), text: text.clone() });
+                planted.len() - 1
+            })
+            .collect();
+        let planted_refs: Vec<&Example> = planted.iter().collect();
+        eprintln!("training the English model on {} examples ({} canaries)", planted.len(), canaries.len());
+        let base = train_full(&planted_refs, arguments.steps, 1)?;
+        let scored = score_model(base.clone(), &planted_refs, &own_clusters(planted.len()), &phantoms, knobs)?;
+        let bm25 = Bm25::new(planted.iter().map(|example| example.text.as_str()));
 
-    // Canary recall@10, verbatim and paraphrased, for every method.
-    let mut canary_results = serde_json::Map::new();
-    for method in METHODS {
-        let mut hits = [0usize; 2];
-        for ((verbatim, paraphrase), &row) in canaries.iter().zip(&canary_rows) {
+        // Canary recall@10, verbatim and paraphrased, for every method.
+        let mut canary_results = serde_json::Map::new();
+        for method in METHODS {
+            let mut hits = [0usize; 2];
+            for ((verbatim, paraphrase), &row) in canaries.iter().zip(&canary_rows) {
+                for (kind, text) in [verbatim, paraphrase].into_iter().enumerate() {
+                    let split = floor_char_boundary(text, 20);
+                    let query = query(&scored, &text[..split], &text[split..])?;
+                    let (scores, _) = scores(method, &scored, &bm25, &query, &mut rng)?;
+                    let mut order: Vec<usize> = (0..scores.len()).collect();
+                    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+                    if order[..10].contains(&row) {
+                        hits[kind] += 1;
+                    }
+                }
+            }
+            let count = canaries.len() as f64;
+            canary_results
+                .insert(method.name().to_owned(), json!({"verbatim": hits[0] as f64 / count, "paraphrased": hits[1] as f64 / count}));
+        }
+        // What the receipt pays: does the canary's contributor get the largest share?
+        let mut paid = [0usize; 2];
+        for ((verbatim, paraphrase), file) in canaries.iter().zip(ENGLISH) {
             for (kind, text) in [verbatim, paraphrase].into_iter().enumerate() {
                 let split = floor_char_boundary(text, 20);
                 let query = query(&scored, &text[..split], &text[split..])?;
-                let (scores, _) = scores(method, &scored, &bm25, &query, &mut rng)?;
-                let mut order: Vec<usize> = (0..scores.len()).collect();
-                order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-                if order[..10].contains(&row) {
-                    hits[kind] += 1;
+                let receipt = scored.index.attribute(&query.features, &text[split..].bytes().map(u32::from).collect::<Vec<_>>())?;
+                if receipt.shares.first().is_some_and(|share| share.contributor_id == file) {
+                    paid[kind] += 1;
                 }
             }
         }
         let count = canaries.len() as f64;
-        canary_results.insert(method.name().to_owned(), json!({"verbatim": hits[0] as f64 / count, "paraphrased": hits[1] as f64 / count}));
-    }
-    // What the receipt pays: does the canary's contributor get the largest share?
-    let mut paid = [0usize; 2];
-    for ((verbatim, paraphrase), file) in canaries.iter().zip(ENGLISH) {
-        for (kind, text) in [verbatim, paraphrase].into_iter().enumerate() {
-            let split = floor_char_boundary(text, 20);
-            let query = query(&scored, &text[..split], &text[split..])?;
-            let receipt = scored.index.attribute(&query.features, &text[split..].bytes().map(u32::from).collect::<Vec<_>>())?;
-            if receipt.shares.first().is_some_and(|share| share.contributor_id == file) {
-                paid[kind] += 1;
-            }
-        }
-    }
-    let count = canaries.len() as f64;
-    canary_results.insert(
-        "receipt_pays_the_canary_contributor_most".to_owned(),
-        json!({"verbatim": paid[0] as f64 / count, "paraphrased": paid[1] as f64 / count}),
-    );
-    eprintln!("canaries: {}", serde_json::to_string(&canary_results)?);
+        canary_results.insert(
+            "receipt_pays_the_canary_contributor_most".to_owned(),
+            json!({"verbatim": paid[0] as f64 / count, "paraphrased": paid[1] as f64 / count}),
+        );
+        eprintln!("canaries: {}", serde_json::to_string(&canary_results)?);
+        Value::Object(canary_results)
+    };
 
     // LDS: the from-scratch model.
     let train_refs: Vec<&Example> = train.iter().collect();
-    let full = train_full(&train_refs, arguments.steps, 1)?;
-    let full_scored = score_model(full, &train_refs, &own_clusters(train.len()), &phantoms, knobs)?;
+    let checkpoints = if arguments.lora_only { 1 } else { arguments.checkpoints };
+    let trainer = Trainer::full(&model_config(), train_config(arguments.steps, 1, 3e-3), tokens_of(&train_refs), &training_device())?;
+    let full_scored = score_run(checkpoints_of(trainer, checkpoints)?, &train_refs, &phantoms, knobs)?;
     let sweep = |scored: &Scored, examples: &[&Example], phantoms: &[String]| -> anyhow::Result<Vec<(Knobs, Scored)>> {
         let clusters = own_clusters(examples.len());
         arguments.sweep.iter().map(|&knobs| Ok((knobs, score_model(scored.model.clone(), examples, &clusters, phantoms, knobs)?))).collect()
     };
     let steps = arguments.steps;
-    let lds_scratch = lds(
-        "from scratch",
-        &full_scored,
-        &sweep(&full_scored, &train_refs, &phantoms)?,
-        &train_refs,
-        &queries,
-        arguments.subsets,
-        &arguments.phrase_weights,
-        &|members, seed| train_full(members, steps, seed),
-        &mut rng,
-    )?;
+    // Each section draws its subsets from its own generator, so that leaving one out
+    // (`--lora-only`) leaves the others' subsets as they are.
+    let lds_scratch = if arguments.lora_only {
+        Value::Null
+    } else {
+        lds(
+            "from scratch",
+            &full_scored,
+            &sweep(&full_scored, &train_refs, &phantoms)?,
+            &train_refs,
+            &queries,
+            arguments.subsets,
+            &arguments.phrase_weights,
+            &|members, seed| train_full(members, steps, seed),
+            &mut StdRng::seed_from_u64(2027),
+        )?
+    };
     eprintln!("LDS from scratch: {lds_scratch}");
 
     // LDS: a LoRA adapter on German fortunes over the English base.
@@ -763,8 +839,9 @@ fn main() -> anyhow::Result<()> {
     }
     let german_refs: Vec<&Example> = german.iter().collect();
     let (german_phantoms, german_queries) = german_held_out.split_at(german_held_out.len() / 2);
-    let adapter = train_lora(&full_scored.model, &german_refs, arguments.lora_steps, 1)?;
-    let adapter_scored = score_model(adapter, &german_refs, &own_clusters(german.len()), german_phantoms, knobs)?;
+    let trainer =
+        Trainer::lora(full_scored.model.clone(), &lora_spec(), train_config(arguments.lora_steps, 1, 1e-2), tokens_of(&german_refs))?;
+    let adapter_scored = score_run(checkpoints_of(trainer, arguments.checkpoints)?, &german_refs, german_phantoms, knobs)?;
     let lora_steps = arguments.lora_steps;
     let english_base = full_scored.model.clone();
     let lds_lora = lds(
@@ -776,86 +853,92 @@ fn main() -> anyhow::Result<()> {
         arguments.subsets,
         &arguments.phrase_weights,
         &|members, seed| train_lora(&english_base, members, lora_steps, seed),
-        &mut rng,
+        &mut StdRng::seed_from_u64(2028),
     )?;
     eprintln!("LDS LoRA: {lds_lora}");
 
-    // Gaming. Duplication: "copycat" re-submits art's first ten fortunes; validation puts each
-    // copy in its original's cluster, so the founder owns it.
-    let mut copied: Vec<Example> = train.clone();
-    let mut clusters = own_clusters(train.len());
-    let art_rows: Vec<usize> = (0..train.len()).filter(|&index| train[index].contributor == "art").take(10).collect();
-    for &row in &art_rows {
-        copied.push(Example { contributor: "copycat".into(), text: train[row].text.clone() });
-        clusters.push(format!("c{row}"));
-    }
-    let copied_refs: Vec<&Example> = copied.iter().collect();
-    let copied_model = train_full(&copied_refs, arguments.steps, 1)?;
-    let copied_scored = score_model(copied_model, &copied_refs, &clusters, &phantoms, knobs)?;
-    // The same data, but had the copies been accepted as the copycat's own (no clustering).
-    let unclustered = score_model(copied_scored.model.clone(), &copied_refs, &own_clusters(copied.len()), &phantoms, knobs)?;
-    let copy_bm25 = Bm25::new(copied.iter().map(|example| example.text.as_str()));
-    let art_queries: Vec<String> = art_rows.iter().map(|&row| train[row].text.clone()).collect();
+    let gaming = if arguments.lora_only {
+        Value::Null
+    } else {
+        // Gaming. Duplication: "copycat" re-submits art's first ten fortunes; validation puts each
+        // copy in its original's cluster, so the founder owns it.
+        let mut rng = StdRng::seed_from_u64(2029);
+        let mut copied: Vec<Example> = train.clone();
+        let mut clusters = own_clusters(train.len());
+        let art_rows: Vec<usize> = (0..train.len()).filter(|&index| train[index].contributor == "art").take(10).collect();
+        for &row in &art_rows {
+            copied.push(Example { contributor: "copycat".into(), text: train[row].text.clone() });
+            clusters.push(format!("c{row}"));
+        }
+        let copied_refs: Vec<&Example> = copied.iter().collect();
+        let copied_model = train_full(&copied_refs, arguments.steps, 1)?;
+        let copied_scored = score_model(copied_model, &copied_refs, &clusters, &phantoms, knobs)?;
+        // The same data, but had the copies been accepted as the copycat's own (no clustering).
+        let unclustered = score_model(copied_scored.model.clone(), &copied_refs, &own_clusters(copied.len()), &phantoms, knobs)?;
+        let copy_bm25 = Bm25::new(copied.iter().map(|example| example.text.as_str()));
+        let art_queries: Vec<String> = art_rows.iter().map(|&row| train[row].text.clone()).collect();
 
-    // Sybil: "science" split into ten identities (same model, same data; only the table differs).
-    let sybil: Vec<Example> = train
-        .iter()
-        .enumerate()
-        .map(|(index, example)| match example.contributor.as_str() {
-            "science" => Example { contributor: format!("science-{}", index % 10), text: example.text.clone() },
-            _ => example.clone(),
-        })
-        .collect();
-    let sybil_refs: Vec<&Example> = sybil.iter().collect();
-    let sybil_scored = score_model(full_scored.model.clone(), &sybil_refs, &own_clusters(sybil.len()), &phantoms, knobs)?;
+        // Sybil: "science" split into ten identities (same model, same data; only the table differs).
+        let sybil: Vec<Example> = train
+            .iter()
+            .enumerate()
+            .map(|(index, example)| match example.contributor.as_str() {
+                "science" => Example { contributor: format!("science-{}", index % 10), text: example.text.clone() },
+                _ => example.clone(),
+            })
+            .collect();
+        let sybil_refs: Vec<&Example> = sybil.iter().collect();
+        let sybil_scored = score_model(full_scored.model.clone(), &sybil_refs, &own_clusters(sybil.len()), &phantoms, knobs)?;
 
-    // Spam: 10 % of the examples are random junk from one contributor.
-    let mut spammed = train.clone();
-    for _ in 0..train.len() / 9 {
-        let length = rng.random_range(40..120);
-        let junk: String = (0..length).map(|_| char::from(rng.random_range(b'!'..=b'~'))).collect();
-        spammed.push(Example { contributor: "spammer".into(), text: junk });
-    }
-    let spammed_refs: Vec<&Example> = spammed.iter().collect();
-    let spam_model = train_full(&spammed_refs, arguments.steps, 1)?;
-    let spam_scored = score_model(spam_model, &spammed_refs, &own_clusters(spammed.len()), &phantoms, knobs)?;
-    let spam_bm25 = Bm25::new(spammed.iter().map(|example| example.text.as_str()));
-    let bm25_train = Bm25::new(train.iter().map(|example| example.text.as_str()));
+        // Spam: 10 % of the examples are random junk from one contributor.
+        let mut spammed = train.clone();
+        for _ in 0..train.len() / 9 {
+            let length = rng.random_range(40..120);
+            let junk: String = (0..length).map(|_| char::from(rng.random_range(b'!'..=b'~'))).collect();
+            spammed.push(Example { contributor: "spammer".into(), text: junk });
+        }
+        let spammed_refs: Vec<&Example> = spammed.iter().collect();
+        let spam_model = train_full(&spammed_refs, arguments.steps, 1)?;
+        let spam_scored = score_model(spam_model, &spammed_refs, &own_clusters(spammed.len()), &phantoms, knobs)?;
+        let spam_bm25 = Bm25::new(spammed.iter().map(|example| example.text.as_str()));
+        let bm25_train = Bm25::new(train.iter().map(|example| example.text.as_str()));
 
-    let mut gaming = serde_json::Map::new();
-    for method in METHODS {
-        let share = |shares: &HashMap<String, f64>, who: &str| shares.get(who).copied().unwrap_or(0.0);
-        let ratio = |after: f64, before: f64| if before > 0.0 { after / before } else { f64::NAN };
-        // Duplication, on art's own texts: what art and the copycat together get after the copy,
-        // against what art got before it.
-        let before_copy = mean_shares(&full_scored, &bm25_train, &art_queries, method, &mut rng)?;
-        let after_copy = mean_shares(&copied_scored, &copy_bm25, &art_queries, method, &mut rng)?;
-        let unclustered_copy = mean_shares(&unclustered, &copy_bm25, &art_queries, method, &mut rng)?;
-        let after = share(&after_copy, "art") + share(&after_copy, "copycat");
-        let honest = mean_shares(&full_scored, &bm25_train, &queries, method, &mut rng)?;
-        let split = mean_shares(&sybil_scored, &bm25_train, &queries, method, &mut rng)?;
-        let sybil_total: f64 = split.iter().filter(|(who, _)| who.starts_with("science-")).map(|(_, share)| share).sum();
-        let spam = mean_shares(&spam_scored, &spam_bm25, &queries, method, &mut rng)?;
-        gaming.insert(
-            method.name().to_owned(),
-            json!({
-                "duplication": {
-                    "art_share_before_ppb": share(&before_copy, "art"),
-                    "art_plus_copycat_share_after_ppb": after,
-                    "copycat_share_ppb": share(&after_copy, "copycat"),
-                    "copycat_share_had_copies_their_own_clusters_ppb": share(&unclustered_copy, "copycat"),
-                    "gain": ratio(after, share(&before_copy, "art")),
-                },
-                "sybil": {
-                    "whole_share_ppb": share(&honest, "science"),
-                    "split_total_share_ppb": sybil_total,
-                    "gain": ratio(sybil_total, share(&honest, "science")),
-                },
-                "spam": {"spammer_share_ppb": share(&spam, "spammer"), "share": share(&spam, "spammer") / 1e9},
-            }),
-        );
-    }
-    eprintln!("gaming: {}", serde_json::to_string(&gaming)?);
+        let mut gaming = serde_json::Map::new();
+        for method in METHODS {
+            let share = |shares: &HashMap<String, f64>, who: &str| shares.get(who).copied().unwrap_or(0.0);
+            let ratio = |after: f64, before: f64| if before > 0.0 { after / before } else { f64::NAN };
+            // Duplication, on art's own texts: what art and the copycat together get after the copy,
+            // against what art got before it.
+            let before_copy = mean_shares(&full_scored, &bm25_train, &art_queries, method, &mut rng)?;
+            let after_copy = mean_shares(&copied_scored, &copy_bm25, &art_queries, method, &mut rng)?;
+            let unclustered_copy = mean_shares(&unclustered, &copy_bm25, &art_queries, method, &mut rng)?;
+            let after = share(&after_copy, "art") + share(&after_copy, "copycat");
+            let honest = mean_shares(&full_scored, &bm25_train, &queries, method, &mut rng)?;
+            let split = mean_shares(&sybil_scored, &bm25_train, &queries, method, &mut rng)?;
+            let sybil_total: f64 = split.iter().filter(|(who, _)| who.starts_with("science-")).map(|(_, share)| share).sum();
+            let spam = mean_shares(&spam_scored, &spam_bm25, &queries, method, &mut rng)?;
+            gaming.insert(
+                method.name().to_owned(),
+                json!({
+                    "duplication": {
+                        "art_share_before_ppb": share(&before_copy, "art"),
+                        "art_plus_copycat_share_after_ppb": after,
+                        "copycat_share_ppb": share(&after_copy, "copycat"),
+                        "copycat_share_had_copies_their_own_clusters_ppb": share(&unclustered_copy, "copycat"),
+                        "gain": ratio(after, share(&before_copy, "art")),
+                    },
+                    "sybil": {
+                        "whole_share_ppb": share(&honest, "science"),
+                        "split_total_share_ppb": sybil_total,
+                        "gain": ratio(sybil_total, share(&honest, "science")),
+                    },
+                    "spam": {"spammer_share_ppb": share(&spam, "spammer"), "share": share(&spam, "spammer") / 1e9},
+                }),
+            );
+        }
+        eprintln!("gaming: {}", serde_json::to_string(&gaming)?);
+        Value::Object(gaming)
+    };
 
     let provenant = Method::Provenant.name();
     let report = json!({
@@ -869,7 +952,7 @@ fn main() -> anyhow::Result<()> {
             "lora_training_examples": german.len(),
             "lora_files": arguments.lora_files,
             "lora_queries": german_queries.len(),
-            "model": {"layers": 2, "heads": 2, "width": 64, "context": 128, "steps": arguments.steps, "lora_rank": 4, "lora_steps": arguments.lora_steps},
+            "model": {"layers": 2, "heads": 2, "width": 64, "context": 128, "steps": arguments.steps, "lora_rank": 4, "lora_steps": arguments.lora_steps, "checkpoints": arguments.checkpoints},
             "index": {"per_side": knobs.per_side, "damping": knobs.damping},
         },
         "lds_from_scratch": lds_scratch,
