@@ -192,6 +192,16 @@ impl FeatureMatrix {
                 }
             }
         };
+        // Scores must be finite for receipts to mean anything: `encode` refuses non-finite
+        // features, so a stored matrix holding one was not written by it.
+        let finite = match &values {
+            Values::F32(values) => values.iter().all(|value| value.is_finite()),
+            Values::F16(values) => values.iter().all(|value| value.is_finite()),
+            Values::Int8 { scales, .. } => scales.iter().all(|scale| scale.is_finite()),
+        };
+        if !finite {
+            return Err(corrupt("a value is not finite"));
+        }
         Ok(Self { rows, dim, values })
     }
 }
@@ -360,5 +370,12 @@ mod tests {
         assert!(FeatureMatrix::encode(&[f32::INFINITY; 19], dim, Precision::F16).is_err());
         let matrix = FeatureMatrix::from_bytes(&bytes).expect("decodes");
         assert!(matrix.scores(&[0.0; 3]).is_err());
+        // A stored NaN (f16 0x7e00, little-endian) is refused on loading, not scored.
+        let mut poisoned = bytes.clone();
+        poisoned[21..23].copy_from_slice(&[0x00, 0x7e]);
+        assert!(matches!(FeatureMatrix::from_bytes(&poisoned), Err(Error::Corrupt { .. })));
+        let mut infinite_scale = FeatureMatrix::encode(&values, dim, Precision::Int8).expect("encodes").to_bytes();
+        infinite_scale[21..25].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        assert!(FeatureMatrix::from_bytes(&infinite_scale).is_err());
     }
 }
