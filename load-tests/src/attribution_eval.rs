@@ -130,8 +130,15 @@ fn tokens_of(examples: &[&Example]) -> Vec<u32> {
     examples.iter().flat_map(|example| tokenizer.encode_document(&example.text)).collect()
 }
 
+fn full_trainer(examples: &[&Example], steps: u64, seed: u64) -> anyhow::Result<Trainer> {
+    Ok(Trainer::full(&model_config(), train_config(steps, seed, 3e-3), tokens_of(examples), &training_device())?)
+}
+
 fn train_full(examples: &[&Example], steps: u64, seed: u64) -> anyhow::Result<Transformer> {
-    let mut trainer = Trainer::full(&model_config(), train_config(steps, seed, 3e-3), tokens_of(examples), &training_device())?;
+    trained(full_trainer(examples, steps, seed)?)
+}
+
+fn trained(mut trainer: Trainer) -> anyhow::Result<Transformer> {
     trainer.run(&mut |_: &StepReport| Control::Continue)?;
     Ok(trainer.into_model())
 }
@@ -140,10 +147,12 @@ fn lora_spec() -> LoraSpec {
     LoraSpec { rank: 4, alpha: 8.0, targets: LoraTarget::ALL.to_vec() }
 }
 
+fn lora_trainer(base: &Transformer, examples: &[&Example], steps: u64, seed: u64) -> anyhow::Result<Trainer> {
+    Ok(Trainer::lora(base.clone(), &lora_spec(), train_config(steps, seed, 1e-2), tokens_of(examples))?)
+}
+
 fn train_lora(base: &Transformer, examples: &[&Example], steps: u64, seed: u64) -> anyhow::Result<Transformer> {
-    let mut trainer = Trainer::lora(base.clone(), &lora_spec(), train_config(steps, seed, 1e-2), tokens_of(examples))?;
-    trainer.run(&mut |_: &StepReport| Control::Continue)?;
-    Ok(trainer.into_model())
+    trained(lora_trainer(base, examples, steps, seed)?)
 }
 
 /// The model at `count` evenly spaced steps of one training run, the trained model last.
@@ -381,10 +390,10 @@ fn scores(method: Method, scored: &Scored, bm25: &Bm25, query: &Query, rng: &mut
         Method::ProvenantGradients => scored.index.scores(&query.features)?,
         Method::CheckpointEnsemble | Method::CheckpointTrainingSide => {
             let (mut sum, _) = scored.index.scores(&query.features)?;
-            let answer = String::from_utf8(query.answer.iter().map(|&byte| byte as u8).collect())?;
+            let answer = &query.text[query.prompt.len()..];
             for earlier in &scored.earlier {
                 let features = match method {
-                    Method::CheckpointEnsemble => self::query(earlier, &query.prompt, &answer)?.features,
+                    Method::CheckpointEnsemble => self::query(earlier, &query.prompt, answer)?.features,
                     _ => query.features.clone(),
                 };
                 for (total, score) in sum.iter_mut().zip(earlier.index.scores(&features)?.0) {
@@ -802,8 +811,8 @@ fn main() -> anyhow::Result<()> {
     // LDS: the from-scratch model.
     let train_refs: Vec<&Example> = train.iter().collect();
     let checkpoints = if arguments.lora_only { 1 } else { arguments.checkpoints };
-    let trainer = Trainer::full(&model_config(), train_config(arguments.steps, 1, 3e-3), tokens_of(&train_refs), &training_device())?;
-    let full_scored = score_run(checkpoints_of(trainer, checkpoints)?, &train_refs, &phantoms, knobs)?;
+    let full_scored =
+        score_run(checkpoints_of(full_trainer(&train_refs, arguments.steps, 1)?, checkpoints)?, &train_refs, &phantoms, knobs)?;
     let sweep = |scored: &Scored, examples: &[&Example], phantoms: &[String]| -> anyhow::Result<Vec<(Knobs, Scored)>> {
         let clusters = own_clusters(examples.len());
         arguments.sweep.iter().map(|&knobs| Ok((knobs, score_model(scored.model.clone(), examples, &clusters, phantoms, knobs)?))).collect()
@@ -839,8 +848,7 @@ fn main() -> anyhow::Result<()> {
     }
     let german_refs: Vec<&Example> = german.iter().collect();
     let (german_phantoms, german_queries) = german_held_out.split_at(german_held_out.len() / 2);
-    let trainer =
-        Trainer::lora(full_scored.model.clone(), &lora_spec(), train_config(arguments.lora_steps, 1, 1e-2), tokens_of(&german_refs))?;
+    let trainer = lora_trainer(&full_scored.model, &german_refs, arguments.lora_steps, 1)?;
     let adapter_scored = score_run(checkpoints_of(trainer, arguments.checkpoints)?, &german_refs, german_phantoms, knobs)?;
     let lora_steps = arguments.lora_steps;
     let english_base = full_scored.model.clone();
